@@ -1,0 +1,3 @@
+"""hrkd-ds: Hierarchical Relational Knowledge Distillation on DeepSpeed."""
+
+__version__ = "0.1.0"
