@@ -1,0 +1,54 @@
+"""Episode and eval batches: domain-major (K*B, T) tensors padded to the episode's longest row.
+
+One T for all K domains lets the model run the whole episode as one batch and lets the fused
+loss stack domains without re-padding.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+_PADDED = (("input_ids", None), ("attention_mask", 0), ("token_type_ids", 0))  # None -> pad_id
+
+
+def _pad(rows: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]:
+    out = {
+        key: pad_sequence([torch.tensor(r, dtype=torch.long) for r in rows[key]], batch_first=True,
+                          padding_value=pad_id if value is None else value)
+        for key, value in _PADDED
+    }  # fmt: skip
+    out["labels"] = torch.tensor(rows["label"], dtype=torch.long)
+    return out
+
+
+def _gather(dataset, indices: Sequence[int]) -> dict[str, list]:
+    return dataset.select_columns(["input_ids", "attention_mask", "token_type_ids", "label"])[list(indices)]
+
+
+def collate_episode(per_domain_datasets: Sequence, episode: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """episode[k] indexes per_domain_datasets[k]; rows are domain-major, domain_ids says whose."""
+    parts = [_gather(ds, idx) for ds, idx in zip(per_domain_datasets, episode, strict=True)]
+    rows = {key: [row for p in parts for row in p[key]] for key in ("input_ids", "attention_mask", "token_type_ids", "label")}
+    batch = _pad(rows, pad_id)
+    batch["domain_ids"] = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor([len(idx) for idx in episode]))
+    return batch
+
+
+def eval_shard(n: int, rank: int, world_size: int) -> list[int]:
+    """Contiguous, disjoint, covering; sizes differ by at most one, so reduce sums after the
+    loop (not per batch) when ranks may hold different batch counts."""
+    lo, hi = (n * rank) // world_size, (n * (rank + 1)) // world_size
+    return list(range(lo, hi))
+
+
+def eval_batches(dataset, batch_size: int, pad_id: int, rank: int = 0, world_size: int = 1, domain_id: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """This rank's shard of one domain's eval split, in order, same dict format as episodes."""
+    shard = eval_shard(len(dataset), rank, world_size)
+    for lo in range(0, len(shard), batch_size):
+        idx = shard[lo : lo + batch_size]
+        batch = _pad(_gather(dataset, idx), pad_id)
+        batch["domain_ids"] = torch.full((len(idx),), domain_id, dtype=torch.long)
+        yield batch

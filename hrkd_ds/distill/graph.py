@@ -1,0 +1,131 @@
+"""Domain weights for HRKD: prototypes -> hierarchical compare-aggregate -> domain-relational GAT.
+
+Levels g = 0..L (0 = embedding output, l = student layer l). Each level has K domain prototypes
+F_(g,d) (teacher width D). For g >= 1 the compare-aggregate step mixes each domain's prototypes
+of levels 0..g (DESIGN.md section 1); then one GAT per level over the K domains (fully connected
+with self loops) gives one scalar per domain, and r_g = softmax over domains.
+
+Two evaluations of the same parameters: `forward` batches levels and domains (used by the fused
+loss, no Python loop) and `forward_loop` goes level by level, domain by domain (the readable
+reference). They must agree; tests check it.
+
+Departure from the reference (DESIGN.md 2.3): bilinear scores are divided by sqrt(D) so the
+softmaxes do not saturate (`scale_scores`, read from GraphConfig when that field exists).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _xavier(*shape: int, fan_in: int, fan_out: int, gain: float = 1.0) -> nn.Parameter:
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+
+
+class DomainGraph(nn.Module):
+    """Compare-aggregate (U_l, V_(l,d)) and one GAT per level; maps prototypes to domain weights."""
+
+    def __init__(self, num_domains: int, num_levels: int, dim: int, cfg, hidden_per_head: int = 8):
+        super().__init__()
+        K, G, D, H, O = num_domains, num_levels, dim, cfg.heads, hidden_per_head
+        self.num_domains, self.num_levels, self.dim = K, G, D
+        self.heads, self.hidden_per_head = H, O
+        self.hierarchical = cfg.hierarchical
+        self.dropout = cfg.dropout
+        self.slope = cfg.leaky_relu_slope
+        self.score_scale = 1.0 / math.sqrt(D) if getattr(cfg, "scale_scores", True) else 1.0
+        L = G - 1
+        # compare-aggregate, levels 1..L
+        self.U = _xavier(L, D, D, fan_in=D, fan_out=D)  # (L, D, D)
+        self.V = _xavier(L, K, D, D, fan_in=D, fan_out=D)  # (L, K, D, D)
+        # GAT layer 1: H heads of width O; layer 2: one output per node (pyGAT layout)
+        gain = math.sqrt(2.0)
+        self.W1 = _xavier(G, H, D, O, fan_in=D, fan_out=O, gain=gain)  # (G, H, D, O)
+        self.a1_src = _xavier(G, H, O, fan_in=2 * O, fan_out=1, gain=gain)  # (G, H, O)
+        self.a1_dst = _xavier(G, H, O, fan_in=2 * O, fan_out=1, gain=gain)  # (G, H, O)
+        self.W2 = _xavier(G, H * O, 1, fan_in=H * O, fan_out=1, gain=gain)  # (G, H*O, 1)
+        self.a2_src = _xavier(G, 1, fan_in=2, fan_out=1, gain=gain)  # (G, 1)
+        self.a2_dst = _xavier(G, 1, fan_in=2, fan_out=1, gain=gain)  # (G, 1)
+        if not cfg.trainable:
+            self.requires_grad_(False)
+
+    # ---- batched (fused) path -------------------------------------------------------------
+    def compare_aggregate(self, protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(G, K, D) prototypes -> aggregated prototypes (G, K, D), ratios alpha (L, K, G)."""
+        G, K, D = protos.shape
+        L = G - 1
+        if not self.hierarchical or L == 0:
+            return protos, protos.new_zeros(L, K, G)
+        Fl = protos[1:]  # (L, K, D)
+        a1 = torch.softmax(torch.einsum("lkd,lde,lje->lkj", Fl, self.U, Fl) * self.score_scale, dim=-1)  # (L, K, K)
+        R = torch.bmm(a1, Fl)  # (L, K, D)
+        VR = torch.einsum("lkde,lke->lkd", self.V, R)  # (L, K, D)
+        s = torch.einsum("jkd,lkd->lkj", protos, VR) * self.score_scale  # (L, K, G): s_j for level l
+        level = torch.arange(1, G, device=protos.device)[:, None, None]  # (L, 1, 1)
+        j = torch.arange(G, device=protos.device)[None, None, :]  # (1, 1, G)
+        alpha = torch.softmax(s.masked_fill(j > level, float("-inf")), dim=-1)  # (L, K, G), 0 for j > l
+        agg = torch.einsum("lkj,jkd->lkd", alpha, protos)  # (L, K, D)
+        return torch.cat([protos[:1], agg], dim=0), alpha
+
+    def gat(self, x: torch.Tensor) -> torch.Tensor:
+        """(G, K, D) node features -> (G, K) one scalar per domain node, all levels at once."""
+        p, train = self.dropout, self.training
+        x = F.dropout(x, p, train)
+        Wh = torch.einsum("gkd,ghdo->ghko", x, self.W1)  # (G, H, K, O)
+        e = (Wh * self.a1_src[:, :, None]).sum(-1)[..., :, None] + (Wh * self.a1_dst[:, :, None]).sum(-1)[..., None, :]
+        att = F.dropout(torch.softmax(F.leaky_relu(e, self.slope), dim=-1), p, train)  # (G, H, K, K)
+        h = F.elu(att @ Wh)  # (G, H, K, O)
+        h = F.dropout(h.permute(0, 2, 1, 3).flatten(2), p, train)  # (G, K, H*O)
+        Wh2 = h @ self.W2  # (G, K, 1)
+        e2 = Wh2 * self.a2_src[:, None] + (Wh2 * self.a2_dst[:, None]).transpose(1, 2)  # (G, K, K)
+        att2 = F.dropout(torch.softmax(F.leaky_relu(e2, self.slope), dim=-1), p, train)
+        return F.elu(att2 @ Wh2).squeeze(-1)  # (G, K)
+
+    def forward(self, protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(G, K, D) prototypes -> domain weights (G, K) (rows sum to 1), ratios (L, K, G)."""
+        agg, alpha = self.compare_aggregate(protos)
+        return torch.softmax(self.gat(agg), dim=-1), alpha
+
+    # ---- reference path: level by level, domain by domain ---------------------------------
+    def forward_loop(self, protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same result as `forward`, written as plain loops (reference for tests/benchmarks)."""
+        G, K, D = protos.shape
+        agg = [protos[0]]
+        ratios = protos.new_zeros(G - 1, K, G)
+        for l in range(1, G):
+            if not self.hierarchical:
+                agg.append(protos[l])
+                continue
+            Fl = protos[l]  # (K, D)
+            R = torch.softmax(Fl @ self.U[l - 1] @ Fl.T * self.score_scale, dim=-1) @ Fl  # (K, D)
+            rows = []
+            for d in range(K):
+                hist = protos[: l + 1, d]  # (l+1, D)
+                s = hist @ (self.V[l - 1, d] @ R[d]) * self.score_scale  # (l+1,)
+                alpha = torch.softmax(s, dim=0)
+                ratios[l - 1, d, : l + 1] = alpha.detach()
+                rows.append(alpha @ hist)
+            agg.append(torch.stack(rows))
+        weights = [torch.softmax(self._gat_level(g, agg[g]), dim=0) for g in range(G)]
+        return torch.stack(weights), ratios
+
+    def _gat_level(self, g: int, x: torch.Tensor) -> torch.Tensor:
+        """One level's GAT, head by head: (K, D) -> (K,)."""
+        p, train = self.dropout, self.training
+        x = F.dropout(x, p, train)
+        heads = []
+        for h in range(self.heads):
+            Wh = x @ self.W1[g, h]  # (K, O)
+            e = (Wh @ self.a1_src[g, h])[:, None] + (Wh @ self.a1_dst[g, h])[None, :]  # (K, K)
+            att = F.dropout(torch.softmax(F.leaky_relu(e, self.slope), dim=1), p, train)
+            heads.append(F.elu(att @ Wh))
+        x2 = F.dropout(torch.cat(heads, dim=1), p, train)  # (K, H*O)
+        Wh2 = x2 @ self.W2[g]  # (K, 1)
+        e2 = Wh2 * self.a2_src[g] + (Wh2 * self.a2_dst[g]).T  # (K, K)
+        att2 = F.dropout(torch.softmax(F.leaky_relu(e2, self.slope), dim=1), p, train)
+        return F.elu(att2 @ Wh2).squeeze(-1)

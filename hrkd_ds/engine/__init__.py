@@ -1,0 +1,1 @@
+"""Engines: process group, DeepSpeed student and frozen ZeRO-3 teacher, checkpoints, the loop."""

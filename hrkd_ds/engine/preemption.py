@@ -1,0 +1,24 @@
+"""SIGUSR1/SIGTERM -> checkpoint at the next step boundary, then exit 3 so the job script requeues."""
+
+from __future__ import annotations
+
+import signal
+
+EXIT_PREEMPTED = 3
+
+
+class PreemptionFlag:
+    """Set by the signal handler, read (and agreed on by all ranks) at each step boundary."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signum: int | None = None
+
+    def install(self) -> "PreemptionFlag":
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        self.requested = True
+        self.signum = signum

@@ -1,0 +1,54 @@
+"""The trainable side: `deepspeed.initialize` over the student (or the meta-teacher in stage 1)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from hrkd_ds.config import StageConfig
+
+_NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if name.endswith(_NO_DECAY) or p.ndim == 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def linear_warmup_decay(total_steps: int, warmup_ratio: float):
+    """LR multiplier: linear warm-up then linear decay to zero (BERT fine-tuning schedule)."""
+    warmup = max(1, math.ceil(total_steps * warmup_ratio)) if warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def build_student_engine(module: torch.nn.Module, ds_cfg: dict[str, Any], stage: StageConfig, total_steps: int):
+    """A DeepSpeed engine with a torch AdamW (no JIT op build) unless the JSON names its own optimizer."""
+    import deepspeed
+
+    optimizer = None
+    if "optimizer" not in ds_cfg:
+        optimizer = torch.optim.AdamW(_param_groups(module, stage.weight_decay), lr=stage.lr, betas=(0.9, 0.999), eps=1e-6)
+    scheduler = None
+    if "scheduler" not in ds_cfg:
+        factor = linear_warmup_decay(total_steps, stage.warmup_ratio)
+        scheduler = lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor)  # noqa: E731
+    engine, _, _, _ = deepspeed.initialize(
+        model=module,
+        optimizer=optimizer,
+        model_parameters=None if optimizer is not None else [p for p in module.parameters() if p.requires_grad],
+        lr_scheduler=scheduler,
+        config=ds_cfg,
+    )
+    return engine

@@ -1,0 +1,50 @@
+"""The frozen teacher as its own DeepSpeed engine in ZeRO-3 inference mode.
+
+No optimizer, eval mode, forward under no_grad, never wrapped in DDP. Stage 3 partitions the
+parameters across ranks and gathers them layer by layer in forward, so a teacher larger than one
+device can teach; `offload_param` in the JSON keeps the partitions in CPU memory. Every rank must
+run every teacher forward: with stage 3 it is a collective.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+
+def teacher_ds_config(ds_cfg: dict[str, Any], micro_batch: int, world_size: int) -> dict[str, Any]:
+    """Strip training-only keys; DeepSpeed still wants consistent batch keys to start an engine."""
+    cfg = copy.deepcopy(ds_cfg)
+    for key in ("optimizer", "scheduler", "gradient_accumulation_steps", "train_batch_size"):
+        cfg.pop(key, None)
+    cfg["train_micro_batch_size_per_gpu"] = micro_batch
+    cfg["gradient_accumulation_steps"] = 1
+    cfg["train_batch_size"] = micro_batch * world_size
+    return cfg
+
+
+def build_teacher_engine(model: torch.nn.Module, ds_cfg: dict[str, Any]):
+    """Freeze `model` and hand it to DeepSpeed without an optimizer (ZeRO-inference)."""
+    import deepspeed
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    engine, _, _, _ = deepspeed.initialize(model=model, config=ds_cfg)
+    engine.eval()
+    return engine
+
+
+def partition_fraction(engine) -> float:
+    """Share of the teacher's parameter elements this rank holds (about 1/world under ZeRO-3)."""
+    held = total = 0
+    for p in engine.module.parameters():
+        if hasattr(p, "ds_tensor"):
+            held += p.ds_tensor.numel()
+            total += p.ds_numel
+        else:
+            held += p.numel()
+            total += p.numel()
+    return held / max(1, total)

@@ -1,0 +1,1 @@
+"""Tracking: metrics.jsonl (the source of truth), Weights & Biases, progress bar, plots."""

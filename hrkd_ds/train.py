@@ -1,0 +1,376 @@
+"""HRKD on DeepSpeed: train the multi-domain meta-teacher, then distil the student.
+
+    deepspeed hrkd_ds/train.py --deepspeed ds_configs/zero2.json [--config YAML] [key.sub=value ...]
+
+Reads top to bottom: config -> data -> teacher -> student engine -> loop. Also started by
+torchrun, srun, or as a plain single process. Relaunching the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file by the deepspeed launcher
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+
+from hrkd_ds.config import Config, load_config, save_config, to_dict
+from hrkd_ds.errors import UserError, exit_on_user_error
+from hrkd_ds.io import atomic_write_json, atomic_write_text, replace_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DS_CONFIG = REPO_ROOT / "ds_configs" / "zero2.json"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="hrkd_ds/train.py", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="experiment YAML (default: the embedded default on the shipped sample)")
+    p.add_argument("--deepspeed", "--deepspeed_config", dest="deepspeed", default=None,
+                   help="DeepSpeed JSON for the trained model (default: ds_configs/zero2.json)")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    return p.parse_args(argv)
+
+
+def resolve_path(path: str) -> str:
+    """Relative paths are taken from the working directory, else from the repository root."""
+    if os.path.isabs(path) or os.path.exists(path) or not (REPO_ROOT / path).exists():
+        return path
+    return str(REPO_ROOT / path)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---- data ---------------------------------------------------------------------------------
+def resolve_teacher_dir(cfg: Config) -> Path | None:
+    """`teacher_from` may name a finished run or a Hugging Face model directory."""
+    if not cfg.teacher_from:
+        return None
+    p = Path(cfg.teacher_from)
+    if (p / "teacher" / "model").is_dir():
+        p = p / "teacher" / "model"
+    if not (p / "config.json").is_file():
+        raise UserError(f"config field 'teacher_from': no model (config.json) in {cfg.teacher_from}")
+    return p
+
+
+def load_data(cfg: Config, dist, teacher_dir: Path | None, cache_dir: str):
+    """Splits, tokenizer and tokenized datasets; rank 0 builds caches while the others wait."""
+    from hrkd_ds.data.multidomain import tokenize_splits
+    from hrkd_ds.data.splits import load_splits
+    from hrkd_ds.data.tokenizer import build_tokenizer
+    from hrkd_ds.engine.distributed import barrier
+
+    tok_cfg = cfg.tokenizer
+    if teacher_dir is not None and (teacher_dir / "tokenizer_config.json").is_file():
+        tok_cfg = type(tok_cfg)(kind="pretrained", path=str(teacher_dir))  # a teacher brings its tokenizer
+    raw = load_splits(cfg.data)
+    for turn in (0, 1):
+        if dist.is_main == (turn == 0):
+            tokenizer = build_tokenizer(tok_cfg, raw, cache_dir)
+            data = tokenize_splits(raw, tokenizer, cfg.data.max_seq_len, cache_dir)
+        barrier()
+    return raw, tokenizer, data
+
+
+# ---- models -------------------------------------------------------------------------------
+def load_exported(path: Path, attention: str):
+    from hrkd_ds.models.encoder import MultiDomainClassifier
+
+    return MultiDomainClassifier.from_pretrained(str(path), attention=attention)
+
+
+def check_teacher_matches(teacher, domains: list[str], labels: list[str], where: Path) -> None:
+    t_domains = list(getattr(teacher.config, "hrkd_domains", []) or [])
+    t_labels = list(getattr(teacher.config, "hrkd_labels", []) or [])
+    if t_domains != domains or t_labels != labels:
+        raise UserError(
+            f"teacher at {where} was trained on domains {t_domains} / labels {t_labels}, "
+            f"but the data has {domains} / {labels}"
+        )
+
+
+def make_exporter(engine, tokenizer, dist, extra: dict[str, Any]):
+    """Collective export of engine.module.model as a Hugging Face directory (atomic swap)."""
+    import deepspeed
+
+    def export(dest: Path) -> None:
+        from hrkd_ds.engine.distributed import barrier
+
+        model = engine.module.model
+        zero3 = engine.zero_optimization_partition_weights()
+        gather = deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None) if zero3 else nullcontext()
+        with gather:
+            if dist.is_main:
+                tmp = dest.with_name(f".{dest.name}.tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+                atomic_write_json(tmp / "hrkd.json", extra)
+                replace_dir(tmp, dest)
+        barrier()
+
+    return export
+
+
+# ---- stages -------------------------------------------------------------------------------
+class Run:
+    """Shared state of one invocation: config, process group, data, outputs, trackers."""
+
+    def __init__(self, cfg: Config, ds_cfg: dict[str, Any], ds_source: str, dist) -> None:
+        from hrkd_ds.engine.preemption import PreemptionFlag
+        from hrkd_ds.tracking.metrics import MetricsLog
+        from hrkd_ds.tracking.wandb_run import WandbRun, resolve_mode
+
+        self.cfg, self.ds_cfg, self.ds_source, self.dist = cfg, ds_cfg, ds_source, dist
+        self.out = Path(cfg.output_dir)
+        self.preempt = PreemptionFlag().install()
+        if dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
+            atomic_write_json(self.out / "deepspeed_config.json", ds_cfg)
+        cache_dir = cfg.data.cache_dir or str(self.out.resolve().parent / ".hrkd_cache")
+        self.teacher_dir = resolve_teacher_dir(cfg)
+        self.raw, self.tokenizer, self.data = load_data(cfg, dist, self.teacher_dir, cache_dir)
+        self.domains, self.labels = list(self.raw.domains), list(self.raw.labels)
+        if dist.is_main:
+            atomic_write_json(self.out / "labels.json", {"domains": self.domains, "labels": self.labels})
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=dist.is_main)
+        results_file = self.out / "results.json"
+        self.results: dict[str, Any] = json.loads(results_file.read_text()) if results_file.is_file() else {}
+        wandb_id_file = self.out / "wandb_id"
+        resume_id = wandb_id_file.read_text().strip() if wandb_id_file.is_file() else None
+        self.tracker = WandbRun(dist.is_main, cfg.tracking.wandb_project, resolve_mode(cfg.tracking.wandb_mode),
+                                str(self.out), self.out.name, to_dict(cfg), resume_id)
+        if self.tracker.id and dist.is_main:
+            atomic_write_text(wandb_id_file, self.tracker.id)
+
+    @property
+    def K(self) -> int:
+        return len(self.domains)
+
+    def save_results(self) -> None:
+        if self.dist.is_main:
+            atomic_write_json(self.out / "results.json", self.results)
+
+    def stage_dir(self, role: str) -> Path:
+        return self.out / role
+
+    def done(self, role: str) -> bool:
+        return (self.stage_dir(role) / "DONE").is_file() and role in self.results
+
+    def mark_done(self, role: str) -> None:
+        if self.dist.is_main:
+            atomic_write_text(self.stage_dir(role) / "DONE", "ok\n")
+
+    def micro_batch(self, stage) -> int:
+        return stage.batch_per_domain * self.K
+
+    def sampler(self, stage):
+        from hrkd_ds.data.sampler import EpisodicDomainSampler
+
+        epoch_domain = None
+        if stage.epoch_policy == "domain":
+            if stage.epoch_domain not in self.domains:
+                raise UserError(f"config field 'epoch_domain': {stage.epoch_domain!r} is not one of {self.domains}")
+            epoch_domain = self.domains.index(stage.epoch_domain)
+        sizes = [len(self.data.splits["train"][d]) for d in self.domains]
+        return EpisodicDomainSampler(
+            sizes, stage.batch_per_domain, rank=self.dist.rank, world_size=self.dist.world_size,
+            seed=self.cfg.seed, epoch_policy=stage.epoch_policy, epoch_domain=epoch_domain,
+            steps_per_epoch=stage.steps_per_epoch or None,
+        )
+
+    def total_steps(self, stage, sampler) -> int:
+        steps = math.ceil(stage.epochs * sampler.steps_per_epoch)
+        return min(steps, stage.max_steps) if stage.max_steps else steps
+
+    def collate_fn(self):
+        from hrkd_ds.data.collate import collate_episode
+
+        train = [self.data.splits["train"][d] for d in self.domains]
+        pad_id, device = self.tokenizer.pad_token_id, self.dist.device
+
+        def collate(episode):
+            return {k: v.to(device) for k, v in collate_episode(train, episode, pad_id).items()}
+
+        return collate
+
+    def train_stage(self, role: str, module: torch.nn.Module, stage, teacher=None) -> dict[str, Any]:
+        """Engine + sampler + loop for one stage; returns the best/final accuracies."""
+        from hrkd_ds.engine.ds_config import with_batch_sizes
+        from hrkd_ds.engine.loop import StageRun, Trainer
+        from hrkd_ds.engine.student import build_student_engine
+
+        sampler = self.sampler(stage)
+        total = self.total_steps(stage, sampler)
+        ds_cfg = with_batch_sizes(self.ds_cfg, self.micro_batch(stage), self.dist.world_size, self.ds_source)
+        gas = ds_cfg["gradient_accumulation_steps"]
+        engine = build_student_engine(module, ds_cfg, stage, max(1, total // gas))
+        seed_everything(self.cfg.seed * 1000 + self.dist.rank + 1)  # per-rank dropout streams
+        meta = {"domains": self.domains, "labels": self.labels, "role": role}
+        run = StageRun(
+            role=role, stage=stage, engine=engine, sampler=sampler, collate=self.collate_fn(),
+            dev_sets={d: self.data.splits["dev"][d] for d in self.domains},
+            test_sets={d: self.data.splits["test"][d] for d in self.domains},
+            domains=self.domains, pad_id=self.tokenizer.pad_token_id, out_dir=self.stage_dir(role),
+            total_steps=total, export=make_exporter(engine, self.tokenizer, self.dist, meta), teacher=teacher,
+        )
+        best = Trainer(run, self.dist, self.metrics, self.tracker, self.preempt, self.cfg.tracking.progress_bar).fit()
+        return {
+            "dev": best["overall"]["dev"], "test": best["overall"]["test"], "best_step": best["overall"]["step"],
+            "best_per_domain": best["per_domain"], "final": best["final"], "steps": total,
+            "model_dir": str(self.stage_dir(role) / "model"),
+        }
+
+    # -- stage 1
+    def run_teacher(self) -> None:
+        from hrkd_ds.engine.modules import SupervisedModule
+        from hrkd_ds.models.encoder import build_model
+
+        if self.teacher_dir is not None or self.done("teacher"):
+            return
+        seed_everything(self.cfg.seed)
+        model = build_model(self.cfg.teacher, self.domains, self.labels, len(self.tokenizer),
+                            self.tokenizer.pad_token_id, self.cfg.data.max_seq_len, attention=self.cfg.distill.attention)
+        self.results["teacher"] = self.train_stage("teacher", SupervisedModule(model, self.K), self.cfg.teacher_train)
+        self.save_results()
+        self.mark_done("teacher")
+
+    # -- stage 2
+    def teacher_source(self) -> Path:
+        src = self.teacher_dir or self.stage_dir("teacher") / "model"
+        if not (src / "config.json").is_file():
+            raise UserError(f"the distill stage needs a teacher: none at {src} (run the teacher stage or set teacher_from)")
+        return src
+
+    def run_distill(self) -> None:
+        from hrkd_ds.distill.relational_loss import build_distill_loss
+        from hrkd_ds.engine.ds_config import read_ds_config
+        from hrkd_ds.engine.modules import DistillModule, SupervisedModule
+        from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config
+        from hrkd_ds.models.encoder import build_model
+
+        if self.done("student"):
+            return
+        cfg, stage = self.cfg, self.cfg.distill_train
+        method = cfg.distill.method
+        teacher = None
+        if method != "none" or cfg.student.init == "teacher_layers":
+            src = self.teacher_source()
+            teacher = load_exported(src, cfg.distill.attention)
+            check_teacher_matches(teacher, self.domains, self.labels, src)
+        seed_everything(cfg.seed + 1)
+        student = build_model(cfg.student, self.domains, self.labels, len(self.tokenizer), self.tokenizer.pad_token_id,
+                              cfg.data.max_seq_len, attention=cfg.distill.attention, teacher=teacher)
+        teacher_engine = None
+        if method == "none":
+            module = SupervisedModule(student, self.K)
+        else:
+            graph_cfg = cfg.graph if method == "hrkd" else type(cfg.graph)(**{**to_dict(cfg)["graph"], "enabled": False})
+            loss = build_distill_loss(student, teacher, cfg.distill, graph_cfg, self.K)
+            module = DistillModule(student, loss, self.K)
+            t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), self.micro_batch(stage), self.dist.world_size)
+            teacher_engine = build_teacher_engine(teacher, t_cfg)
+            if "teacher" not in self.results:  # teacher came from elsewhere: report it too
+                self.results["teacher"] = self.evaluate_model(teacher_engine, "teacher")
+        self.results["student"] = self.train_stage("student", module, stage, teacher=teacher_engine)
+        self.results["student"]["method"] = method
+        self.save_results()
+        self.plot_weights()
+        self.mark_done("student")
+
+    def evaluate_model(self, engine_or_model, role: str) -> dict[str, Any]:
+        from hrkd_ds.engine.evaluate import evaluate
+
+        def predict(batch):
+            from hrkd_ds.engine.modules import model_inputs
+
+            return engine_or_model(**model_inputs(batch)).logits
+
+        args = (self.domains, self.tokenizer.pad_token_id, self.dist.rank, self.dist.world_size, 32, self.dist.device)
+        dev = evaluate(predict, {d: self.data.splits["dev"][d] for d in self.domains}, *args)
+        test = evaluate(predict, {d: self.data.splits["test"][d] for d in self.domains}, *args)
+        return {"dev": dev, "test": test}
+
+    # -- stage 3
+    def run_eval(self) -> None:
+        """Re-evaluate the exported models (teacher and student) on dev and test."""
+        for role in ("teacher", "student"):
+            src = self.teacher_dir if role == "teacher" and self.teacher_dir else self.stage_dir(role) / "model"
+            if not (src / "config.json").is_file():
+                continue
+            model = load_exported(src, self.cfg.distill.attention).to(self.dist.device).eval()
+            with torch.no_grad():
+                self.results.setdefault(role, {})["eval"] = self.evaluate_model(model, role)
+            self.results[role].setdefault("dev", self.results[role]["eval"]["dev"])
+            self.results[role].setdefault("test", self.results[role]["eval"]["test"])
+        self.save_results()
+
+    def plot_weights(self) -> None:
+        from hrkd_ds.tracking.plots import plot_domain_weights
+
+        if not (self.dist.is_main and self.cfg.tracking.plot):
+            return
+        png = self.out / "domain_weights.png"
+        if plot_domain_weights(self.metrics.rows("student"), self.domains, png) and self.tracker.run is not None:
+            import wandb
+
+            self.tracker.run.log({"domain_weights": wandb.Image(str(png))})
+
+    def finish(self) -> None:
+        self.tracker.summary({f"{role}/{split}/average": self.results[role][split]["average"]
+                              for role in ("teacher", "student") if role in self.results
+                              for split in ("dev", "test") if split in self.results[role]})
+        self.tracker.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hrkd_ds.engine.distributed import init_distributed
+
+    args = parse_args(argv)
+    with exit_on_user_error():
+        cfg = load_config(args.config, args.overrides)
+        from hrkd_ds.engine.ds_config import read_ds_config
+
+        ds_path = resolve_path(args.deepspeed) if args.deepspeed else str(DEFAULT_DS_CONFIG)
+        ds_cfg = read_ds_config(ds_path)
+        cfg.distill.teacher_deepspeed = resolve_path(cfg.distill.teacher_deepspeed)
+        if "distill" in cfg.stages and cfg.distill.method != "none":
+            read_ds_config(cfg.distill.teacher_deepspeed)
+    dist = init_distributed(args.local_rank)
+    with exit_on_user_error():
+        seed_everything(cfg.seed)
+        run = Run(cfg, ds_cfg, ds_path, dist)
+        try:
+            for stage in cfg.stages:
+                {"teacher": run.run_teacher, "distill": run.run_distill, "eval": run.run_eval}[stage]()
+        except BaseException:
+            run.tracker.finish()
+            raise
+        run.finish()
+    if dist.is_main:
+        print(json.dumps({role: {s: run.results[role].get(s, {}).get("average") for s in ("dev", "test")}
+                          for role in ("teacher", "student") if role in run.results}), flush=True)
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

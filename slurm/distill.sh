@@ -1,0 +1,142 @@
+#!/bin/bash
+# hrkd-ds on Slurm: one rank per GPU (per CPU rank on CPU-only nodes), started by srun; checkpoints
+# and requeues itself on the pre-time-limit warning signal; resumes from the checkpoint when requeued.
+#
+#   sbatch slurm/distill.sh                                   # teacher + distill, embedded default config
+#   sbatch slurm/distill.sh teacher                           # one stage: teacher | distill | all
+#   sbatch --nodes=4 --ntasks-per-node=8 --gpus-per-node=8 slurm/distill.sh
+#   CONFIG=configs/x.yaml DS_CONFIG=ds_configs/zero2.json sbatch slurm/distill.sh distill_train.lr=3e-5
+# Extra arguments of the form key.sub=value are passed to the trainer as config overrides.
+# See docs/slurm.md for every variable, the log layout, resuming and chaining stages.
+#
+# --- defaults: edit here or override on the sbatch command line ----------------------------------
+#SBATCH --job-name=hrkd-distill
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=1
+##SBATCH --gpus-per-node=1
+##SBATCH --cpus-per-task=8
+#SBATCH --time=04:00:00
+#SBATCH --signal=B:USR1@300
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=slurm-%x-%j.out
+# (--ntasks-per-node = GPUs per node; "##SBATCH" lines are disabled, remove one "#" to enable.
+#  --signal=B:USR1@300: USR1 to this script 300 s before the time limit -> checkpoint + requeue;
+#  Slurm delivers it up to ~60 s late, so leave room for one step plus a checkpoint.)
+
+set -uo pipefail
+
+log() { echo "[distill.sh $(date +%H:%M:%S)] $*"; }
+die() { log "error: $*"; exit 2; }
+
+[[ -n ${SLURM_JOB_ID:-} ]] || die "run me with sbatch (no SLURM_JOB_ID); for one machine use python hrkd_ds/train.py"
+
+# --- where the repository is: $REPO_DIR, else the directory above this script as submitted -------
+job_info=$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null || true)
+if [[ -z ${REPO_DIR:-} ]]; then
+    script_path=$(sed -n 's/.* Command=\([^ ]*\).*/\1/p' <<<"$job_info")
+    if [[ -n $script_path && -f $(dirname "$script_path")/launch_rank.sh ]]; then
+        REPO_DIR=$(cd "$(dirname "$script_path")/.." && pwd)
+    else
+        REPO_DIR=$SLURM_SUBMIT_DIR
+    fi
+fi
+export REPO_DIR
+[[ -x $REPO_DIR/slurm/launch_rank.sh ]] || die "REPO_DIR=$REPO_DIR has no slurm/launch_rank.sh (set REPO_DIR)"
+
+# --- what to run ---------------------------------------------------------------------------------
+STAGE=${STAGE:-all}
+if [[ $# -gt 0 && $1 =~ ^(all|teacher|distill|eval)$ ]]; then STAGE=$1; shift; fi
+PYTHON=${PYTHON:-python}
+TRAIN_SCRIPT=${TRAIN_SCRIPT:-hrkd_ds/train.py}
+CONFIG=${CONFIG:-}               # experiment YAML; empty = the trainer's embedded default
+DS_CONFIG=${DS_CONFIG:-}         # DeepSpeed JSON; empty = the trainer's default
+TEACHER_FROM=${TEACHER_FROM:-}   # distill stage: finished teacher run dir (or HF dir)
+MAX_REQUEUES=${MAX_REQUEUES:-20}
+RUNS_DIR=${RUNS_DIR:-$SLURM_SUBMIT_DIR/runs}
+# Per-job run directory; the job id survives requeue, so a requeued job finds its checkpoints here.
+RUN_DIR=${RUN_DIR:-$RUNS_DIR/${SLURM_JOB_NAME}-${SLURM_JOB_ID}}
+mkdir -p "$RUN_DIR/logs" || die "cannot create $RUN_DIR/logs"
+RUN_DIR=$(cd "$RUN_DIR" && pwd)
+
+# Slurm's own output file of this job: link it into the run directory.
+stdout_path=$(sed -n 's/.* StdOut=\([^ ]*\).*/\1/p' <<<"$job_info")
+[[ -n $stdout_path && -e $stdout_path ]] && ln -sfn "$stdout_path" "$RUN_DIR/logs/slurm-batch.out"
+
+case $STAGE in
+    all) stage_args=() ;;
+    teacher) stage_args=(stages=teacher) ;;
+    distill) stage_args=(stages=distill) ;;
+    eval) stage_args=(stages=eval) ;;
+esac
+[[ -n $TEACHER_FROM ]] && stage_args+=("teacher_from=$TEACHER_FROM")
+
+cmd=("$PYTHON" "$TRAIN_SCRIPT")
+[[ -n $CONFIG ]] && cmd+=(--config "$CONFIG")
+[[ -n $DS_CONFIG ]] && cmd+=(--deepspeed "$DS_CONFIG")
+cmd+=("output_dir=$RUN_DIR" "${stage_args[@]}" "$@")
+
+# --- rendezvous: first node's address (NodeAddr; node names need not resolve), port from job id --
+first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+node_addr=$(scontrol show node -o "$first_node" 2>/dev/null | sed -n 's/.* NodeAddr=\([^ ]*\).*/\1/p')
+export MASTER_ADDR=${HRKD_MASTER_ADDR:-${node_addr:-$first_node}}
+export MASTER_PORT=${HRKD_MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
+
+log "job $SLURM_JOB_ID ($SLURM_JOB_NAME) restart=${SLURM_RESTART_COUNT:-0} nodes=$SLURM_JOB_NODELIST tasks=$SLURM_NTASKS"
+log "run dir: $RUN_DIR   (rank logs: $RUN_DIR/logs/rank<N>.log)"
+log "master: $MASTER_ADDR:$MASTER_PORT   stage: $STAGE"
+log "command: ${cmd[*]}"
+
+# --- preemption: forward the warning signal to the training step ---------------------------------
+# Bash runs traps only between foreground commands, so srun runs in the background and we `wait`.
+SRUN_PID=
+SIGNALLED=0
+forward() {
+    SIGNALLED=1
+    log "received SIG$1: asking the trainer to checkpoint at the next step boundary"
+    if [[ -n $SRUN_PID ]] && kill -0 "$SRUN_PID" 2>/dev/null; then
+        kill -USR1 "$SRUN_PID" 2>/dev/null || true   # srun forwards USR1 to every task
+    fi
+}
+trap 'forward USR1' USR1
+trap 'forward TERM' TERM
+
+srun --kill-on-bad-exit=0 --open-mode=append --output="$RUN_DIR/logs/rank%t.log" \
+    "$REPO_DIR/slurm/launch_rank.sh" "${cmd[@]}" &
+SRUN_PID=$!
+# A signal that arrived before srun existed is forwarded now (once the step can receive it).
+[[ $SIGNALLED == 1 ]] && { sleep 2; forward USR1; }
+
+while :; do
+    SIGNALLED_BEFORE=$SIGNALLED
+    wait "$SRUN_PID"
+    rc=$?
+    # wait returns >128 when interrupted by a trapped signal; the step is still running then.
+    if (( rc > 128 )) && kill -0 "$SRUN_PID" 2>/dev/null; then continue; fi
+    if (( rc > 128 )) && [[ $SIGNALLED != "$SIGNALLED_BEFORE" ]]; then
+        wait "$SRUN_PID"; rc2=$?   # the trap raced the step's exit: collect the real status
+        (( rc2 != 127 )) && rc=$rc2
+    fi
+    break
+done
+SRUN_PID=
+
+if (( rc == 3 )); then
+    restarts=${SLURM_RESTART_COUNT:-0}
+    if (( restarts >= MAX_REQUEUES )); then
+        log "trainer preempted (exit 3) but job already requeued $restarts times (MAX_REQUEUES=$MAX_REQUEUES): giving up"
+        exit 3
+    fi
+    log "trainer checkpointed and exited for preemption (exit 3): requeueing job $SLURM_JOB_ID"
+    if scontrol requeue "$SLURM_JOB_ID"; then
+        exit 0
+    fi
+    log "scontrol requeue failed (job cancelled or not requeueable?); resubmit with RUN_DIR=$RUN_DIR to resume"
+    exit 3
+fi
+if (( rc != 0 )); then
+    log "training failed with exit code $rc (see $RUN_DIR/logs/rank*.log)"
+    exit "$rc"
+fi
+log "done: $RUN_DIR/results.json"
+exit 0

@@ -1,0 +1,439 @@
+#!/usr/bin/env python3
+"""Start/stop a throwaway multi-node Slurm cluster on this one machine (tests and by hand).
+
+Everything lives in one directory (default: a fresh temp dir): slurm.conf, a private munged
+(own key and socket, so it never touches /run/munge), slurmctld state, one slurmd spool per
+simulated node, pid files and logs.  Nodes are `node1..nodeN`, all `NodeAddr=127.0.0.1` with
+their own slurmd port.  Ports are picked free at start (or from `--port-base`).
+
+    python tools/slurm_cluster.py start [--dir D] [--nodes 2] [--cpus-per-node 1]
+    eval "$(python tools/slurm_cluster.py env --dir D)"     # export SLURM_CONF=...
+    sbatch --wait slurm/distill.sh
+    python tools/slurm_cluster.py stop --dir D
+
+`start` installs Debian's slurm-wlm and munge with apt-get when they are absent (root only),
+is idempotent (an already running cluster in --dir is reused) and waits until every node is
+idle.  `stop` cancels jobs, stops the daemons by their pid files and then any leftover process
+of this cluster (slurmstepd and job tasks, found by a tag in their environment), by pid.
+
+Library use (tests):  `with Cluster.start(path) as c: c.run(["sbatch", ...])`  or
+`c = Cluster.start(path); try: ... finally: c.stop()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BINARIES = ("slurmctld", "slurmd", "sbatch", "srun", "scontrol", "squeue", "sinfo", "scancel", "munged")
+TAG_VAR = "HRKD_SLURM_CLUSTER"  # set in every daemon's environment: finds their descendants
+
+
+class SlurmUnavailable(RuntimeError):
+    """Slurm/munge are not installed and could not be installed (no root, no registry...)."""
+
+
+def _which_all() -> list[str]:
+    extra = os.pathsep + "/usr/sbin" + os.pathsep + "/sbin"
+    path = os.environ.get("PATH", "") + extra
+    return [b for b in BINARIES if shutil.which(b, path=path) is None]
+
+
+def ensure_installed(log=print, timeout: float = 600) -> None:
+    """apt-get install slurm-wlm + munge when any binary is missing; SlurmUnavailable on failure."""
+    missing = _which_all()
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise SlurmUnavailable(f"missing {', '.join(missing)} and not root: cannot apt-get install slurm-wlm")
+    if shutil.which("apt-get") is None:
+        raise SlurmUnavailable(f"missing {', '.join(missing)} and no apt-get on this machine")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    log(f"slurm_cluster: installing slurm-wlm munge (missing: {', '.join(missing)})")
+    for cmd in (["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "slurm-wlm", "munge"]):
+        try:
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise SlurmUnavailable(f"{' '.join(cmd)} timed out after {timeout:.0f}s") from None
+        if res.returncode != 0:
+            tail = (res.stdout + res.stderr).strip().splitlines()[-5:]
+            raise SlurmUnavailable(f"{' '.join(cmd)} failed (rc={res.returncode}): " + " | ".join(tail))
+    missing = _which_all()
+    if missing:
+        raise SlurmUnavailable(f"still missing after apt-get install: {', '.join(missing)}")
+
+
+def _free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as dead
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Cluster:
+    """A running (or startable) throwaway cluster rooted at `root`."""
+
+    def __init__(self, root: str | Path, nodes: int = 2, cpus_per_node: int = 1,
+                 port_base: int | None = None, name: str = "hrkdtest") -> None:
+        self.root = Path(root).resolve()
+        self.nodes = nodes
+        self.cpus_per_node = cpus_per_node
+        self.port_base = port_base
+        self.name = name
+        self.conf = self.root / "slurm.conf"
+        self.munge_dir = self.root / "munge"
+        self.munge_socket = self.munge_dir / "munge.socket"
+        self.log_dir = self.root / "log"
+        self.node_names = [f"node{i}" for i in range(1, nodes + 1)]
+
+    # ---------------------------------------------------------------- environment
+    @property
+    def env(self) -> dict[str, str]:
+        """os.environ plus SLURM_CONF pointing at this cluster (use for sbatch/srun/scontrol)."""
+        env = dict(os.environ)
+        env["SLURM_CONF"] = str(self.conf)
+        env["PATH"] = env.get("PATH", "") + os.pathsep + "/usr/sbin"
+        return env
+
+    def run(self, args: list[str], check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+        res = subprocess.run(args, env=kw.pop("env", self.env), capture_output=True, text=True, timeout=timeout, **kw)
+        if check and res.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed rc={res.returncode}: {res.stdout}{res.stderr}")
+        return res
+
+    # ---------------------------------------------------------------- start
+    @classmethod
+    def start(cls, root: str | Path | None = None, nodes: int = 2, cpus_per_node: int = 1,
+              port_base: int | None = None, install: bool = True, timeout: float = 60, log=print) -> "Cluster":
+        if install:
+            ensure_installed(log=log)
+        elif _which_all():
+            raise SlurmUnavailable(f"missing {', '.join(_which_all())}")
+        if root is None:
+            root = tempfile.mkdtemp(prefix="hrkd-slurm-")
+        c = cls(root, nodes, cpus_per_node, port_base)
+        state = c._load_state()
+        if state and c._daemons_alive(state):
+            log(f"slurm_cluster: reusing running cluster in {c.root}")
+            c.nodes = state["nodes"]
+            c.node_names = state["node_names"]
+        else:
+            if state:  # half-dead leftovers: clean them before starting again
+                c.stop(log=lambda *_: None)
+            try:
+                c._start_fresh(log)
+            except BaseException:
+                c.stop(log=lambda *_: None)
+                raise
+        c.wait_idle(timeout=timeout)
+        return c
+
+    def _load_state(self) -> dict | None:
+        try:
+            return json.loads((self.root / "cluster.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _pidfiles(self) -> dict[str, Path]:
+        files = {"munged": self.munge_dir / "munged.pid", "slurmctld": self.root / "run" / "slurmctld.pid"}
+        for n in self.node_names:
+            files[f"slurmd-{n}"] = self.root / "run" / f"slurmd-{n}.pid"
+        return files
+
+    def _daemons_alive(self, state: dict) -> bool:
+        self.node_names = state.get("node_names", self.node_names)
+        pids = [_read_pid(p) for p in self._pidfiles().values()]
+        return all(p is not None and _pid_alive(p) for p in pids)
+
+    def _start_fresh(self, log) -> None:
+        root = self.root
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o755)  # munged runs as user munge and must reach its directory
+        for sub in ("state", "run", "log", "spool"):
+            (root / sub).mkdir(exist_ok=True)
+        if self.port_base:
+            ports = list(range(self.port_base, self.port_base + 1 + self.nodes))
+            busy = [p for p in ports if not _port_free(p)]
+            if busy:
+                raise RuntimeError(f"ports {busy} are in use; pick another --port-base")
+        else:
+            ports = _free_ports(1 + self.nodes)
+        ctld_port, node_ports = ports[0], ports[1:]
+        tag_env = dict(os.environ, **{TAG_VAR: str(root), "SLURM_CONF": str(self.conf)})
+
+        # --- munge: private key, socket, pid and log, owned by the munge user
+        self.munge_dir.mkdir(exist_ok=True)
+        key = self.munge_dir / "munge.key"
+        if not key.exists():
+            key.write_bytes(os.urandom(1024))
+        try:
+            mu = pwd.getpwnam("munge")
+            run_as = ["runuser", "-u", "munge", "--"] if os.geteuid() == 0 else []
+            if os.geteuid() == 0:
+                for p in (self.munge_dir, key):
+                    os.chown(p, mu.pw_uid, mu.pw_gid)
+        except KeyError:
+            run_as = []
+        self.munge_dir.chmod(0o755)  # munged: socket dir must be executable by all
+        key.chmod(0o400)
+        munged = shutil.which("munged", path=os.environ.get("PATH", "") + ":/usr/sbin")
+        res = subprocess.run(run_as + [munged, f"--socket={self.munge_socket}", f"--key-file={key}",
+                                       f"--pid-file={self.munge_dir / 'munged.pid'}",
+                                       f"--log-file={self.munge_dir / 'munged.log'}",
+                                       f"--seed-file={self.munge_dir / 'munged.seed'}"],
+                             env=tag_env, capture_output=True, text=True, timeout=30)
+        if res.returncode != 0:
+            raise RuntimeError(f"munged failed: {res.stdout}{res.stderr}")
+
+        # --- slurm.conf
+        lines = [
+            f"ClusterName={self.name}",
+            "SlurmctldHost=localhost",
+            f"SlurmctldPort={ctld_port}",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            "AuthType=auth/munge",
+            f"AuthInfo=socket={self.munge_socket}",
+            "CredType=cred/munge",
+            f"StateSaveLocation={root / 'state'}",
+            f"SlurmdSpoolDir={root / 'spool'}/%n",
+            f"SlurmctldPidFile={root / 'run' / 'slurmctld.pid'}",
+            f"SlurmdPidFile={root / 'run'}/slurmd-%n.pid",
+            f"SlurmctldLogFile={self.log_dir / 'slurmctld.log'}",
+            f"SlurmdLogFile={self.log_dir}/slurmd-%n.log",
+            "SlurmctldDebug=info",
+            "SlurmdDebug=info",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core",
+            "SchedulerType=sched/backfill",
+            "AccountingStorageType=accounting_storage/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "JobCompType=jobcomp/none",
+            "MpiDefault=none",
+            "ReturnToService=2",
+            "JobRequeue=1",
+            "MinJobAge=600",
+            "KillWait=15",
+            "SlurmdTimeout=60",
+            "InactiveLimit=0",
+            "PlugStackConfig=/dev/null",
+        ]
+        for name, port in zip(self.node_names, node_ports):
+            lines.append(f"NodeName={name} NodeHostname=localhost NodeAddr=127.0.0.1 Port={port} "
+                         f"CPUs={self.cpus_per_node} RealMemory=1000 State=UNKNOWN")
+        lines.append(f"PartitionName=debug Nodes={','.join(self.node_names)} Default=YES MaxTime=INFINITE State=UP")
+        self.conf.write_text("\n".join(lines) + "\n")
+        (root / "cluster.json").write_text(json.dumps({
+            "root": str(root), "conf": str(self.conf), "nodes": self.nodes, "node_names": self.node_names,
+            "ctld_port": ctld_port, "node_ports": node_ports}, indent=2) + "\n")
+
+        sbin = os.environ.get("PATH", "") + ":/usr/sbin"
+        res = subprocess.run([shutil.which("slurmctld", path=sbin), "-f", str(self.conf), "-i"],
+                             env=tag_env, capture_output=True, text=True, timeout=30)
+        if res.returncode != 0:
+            raise RuntimeError(f"slurmctld failed: {res.stdout}{res.stderr}\n{self._tail('slurmctld.log')}")
+        for name in self.node_names:
+            res = subprocess.run([shutil.which("slurmd", path=sbin), "-f", str(self.conf), "-N", name],
+                                 env=tag_env, capture_output=True, text=True, timeout=30)
+            if res.returncode != 0:
+                raise RuntimeError(f"slurmd {name} failed: {res.stdout}{res.stderr}\n{self._tail(f'slurmd-{name}.log')}")
+        log(f"slurm_cluster: started {self.nodes} nodes in {root} (slurmctld port {ctld_port}, slurmd {node_ports})")
+
+    def _tail(self, logname: str, n: int = 20) -> str:
+        try:
+            return "\n".join((self.log_dir / logname).read_text().splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Block until every node reports idle (or mixed/alloc: i.e. up and responding)."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            res = self.run(["sinfo", "-h", "-N", "-o", "%N %t"], check=False, timeout=20)
+            last = (res.stdout + res.stderr).strip()
+            states = dict(line.split()[:2] for line in res.stdout.splitlines() if len(line.split()) >= 2)
+            if res.returncode == 0 and set(states) >= set(self.node_names) and \
+                    all(s.rstrip("*~#!%$@^-") in ("idle", "mix", "alloc") and not s.endswith("*") for s in states.values()):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"nodes not idle after {timeout:.0f}s: {last}\n{self._tail('slurmctld.log')}")
+
+    # ---------------------------------------------------------------- stop
+    def stop(self, log=print, grace: float = 10) -> None:
+        """Cancel jobs, stop daemons by pid file, then kill leftovers of this cluster by pid."""
+        state = self._load_state()
+        if state:
+            self.node_names = state.get("node_names", self.node_names)
+        pidfiles = self._pidfiles()
+        ctld = _read_pid(pidfiles["slurmctld"])
+        if ctld and _pid_alive(ctld) and self.conf.exists():
+            try:
+                self.run(["scancel", "--full", "--user", pwd.getpwuid(os.geteuid()).pw_name], check=False, timeout=15)
+                deadline = time.monotonic() + grace
+                while time.monotonic() < deadline:
+                    q = self.run(["squeue", "-h", "-t", "R,CG", "-o", "%i"], check=False, timeout=15)
+                    if q.returncode != 0 or not q.stdout.strip():
+                        break
+                    time.sleep(0.5)
+            except (subprocess.TimeoutExpired, OSError):
+                pass
+        stopped = []
+        order = [k for k in pidfiles if k.startswith("slurmd-")] + ["slurmctld", "munged"]
+        for key in order:
+            pid = _read_pid(pidfiles[key])
+            if pid and _pid_alive(pid) and self._is_ours(pid):
+                self._terminate(pid, grace)
+                stopped.append(f"{key}({pid})")
+        leftovers = self._tagged_pids()
+        for pid in leftovers:
+            self._terminate(pid, 3)
+        if stopped or leftovers:
+            log(f"slurm_cluster: stopped {' '.join(stopped) or '-'}; leftovers killed: {leftovers or '-'}")
+
+    def _is_ours(self, pid: int) -> bool:
+        """Guard against a recycled pid: the process must carry our tag or mention our dir."""
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return f"{TAG_VAR}={self.root}".encode() in environ or str(self.root).encode() in cmdline
+
+    def _tagged_pids(self) -> list[int]:
+        """Processes left from this cluster: daemons' descendants (tag) and job tasks (SLURM_CONF)."""
+        me = {os.getpid(), os.getppid()}
+        tag = f"{TAG_VAR}={self.root}".encode()
+        conf = f"SLURM_CONF={self.conf}".encode()
+        found = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit() or int(d.name) in me:
+                continue
+            try:
+                env = (d / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if tag in env or (conf in env and any(e.startswith(b"SLURM_JOB_ID=") for e in env)):
+                found.append(int(d.name))
+        return found
+
+    @staticmethod
+    def _terminate(pid: int, grace: float) -> None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid):
+                return
+            try:  # reap if it happens to be our child
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.1)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("start", help="start (or reuse) a cluster; prints its directory")
+    s.add_argument("--dir", default=os.environ.get("HRKD_SLURM_DIR"), help="cluster directory (default: new temp dir)")
+    s.add_argument("--nodes", type=int, default=2)
+    s.add_argument("--cpus-per-node", type=int, default=1)
+    s.add_argument("--port-base", type=int, default=int(os.environ.get("HRKD_SLURM_PORT_BASE", "0")) or None,
+                   help="slurmctld port; slurmd ports follow (default: free ports)")
+    s.add_argument("--no-install", action="store_true", help="fail instead of apt-get installing slurm-wlm")
+    for name in ("stop", "env", "status"):
+        p = sub.add_parser(name)
+        p.add_argument("--dir", default=os.environ.get("HRKD_SLURM_DIR"), required=os.environ.get("HRKD_SLURM_DIR") is None)
+    args = ap.parse_args(argv)
+    if args.cmd == "start":
+        try:
+            c = Cluster.start(args.dir, args.nodes, args.cpus_per_node, args.port_base,
+                              install=not args.no_install, log=lambda m: print(m, file=sys.stderr))
+        except SlurmUnavailable as err:
+            print(f"slurm_cluster: slurm unavailable: {err}", file=sys.stderr)
+            return 2
+        print(c.root)
+        print(f"# use it:  export SLURM_CONF={c.conf}", file=sys.stderr)
+        return 0
+    c = Cluster(args.dir)
+    if args.cmd == "stop":
+        c.stop(log=lambda m: print(m, file=sys.stderr))
+    elif args.cmd == "env":
+        print(f"export SLURM_CONF={c.conf}")
+    elif args.cmd == "status":
+        state = c._load_state()
+        alive = bool(state) and c._daemons_alive(state)
+        print(f"{c.root}: {'running' if alive else 'not running'}")
+        if alive:
+            print(c.run(["sinfo", "-N"], check=False).stdout, end="")
+        return 0 if alive else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
