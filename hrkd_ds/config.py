@@ -72,8 +72,10 @@ class GraphConfig:
     detach_prototypes: bool = True  # reference lets gradients flow through the ratios (False)
     mask_padding: bool = True  # reference averages padding tokens into prototypes (False)
     heads: int = 8
+    hidden_per_head: int = 8  # GAT width per head
     dropout: float = 0.1
     leaky_relu_slope: float = 0.2
+    scale_scores: bool = True  # divide compare-aggregate bilinear scores by sqrt(D); reference: False
 
 
 @dataclass
@@ -265,6 +267,7 @@ def validate(cfg: Config) -> Config:
         raise UserError("config field 'student.teacher_layers': required when student.init is 'teacher_layers'")
     g = cfg.graph
     _check_range("graph.heads", g.heads >= 1, g.heads, ">= 1")
+    _check_range("graph.hidden_per_head", g.hidden_per_head >= 1, g.hidden_per_head, ">= 1")
     _check_range("graph.dropout", 0.0 <= g.dropout < 1.0, g.dropout, "0 <= x < 1")
     _check_range("distill.temperature", cfg.distill.temperature > 0, cfg.distill.temperature, "> 0")
     for key in ("teacher_train", "distill_train"):

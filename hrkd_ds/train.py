@@ -90,9 +90,14 @@ def load_data(cfg: Config, dist, teacher_dir: Path | None, cache_dir: str):
 
 # ---- models -------------------------------------------------------------------------------
 def load_exported(path: Path, attention: str):
+    """A model exported by a previous stage (or any HF dir with the hrkd label layout)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from hrkd_ds.models.attention import register_attention
     from hrkd_ds.models.encoder import MultiDomainClassifier
 
-    return MultiDomainClassifier.from_pretrained(str(path), attention=attention)
+    hf = AutoModelForSequenceClassification.from_pretrained(str(path), attn_implementation=register_attention())
+    return MultiDomainClassifier(hf, attention=attention)
 
 
 def check_teacher_matches(teacher, domains: list[str], labels: list[str], where: Path) -> None:
@@ -246,8 +251,9 @@ class Run:
         if self.teacher_dir is not None or self.done("teacher"):
             return
         seed_everything(self.cfg.seed)
-        model = build_model(self.cfg.teacher, self.domains, self.labels, len(self.tokenizer),
-                            self.tokenizer.pad_token_id, self.cfg.data.max_seq_len, attention=self.cfg.distill.attention)
+        model = build_model(self.cfg.teacher, self.K, len(self.labels), len(self.tokenizer), self.tokenizer.pad_token_id,
+                            self.cfg.data.max_seq_len, attention=self.cfg.distill.attention,
+                            domains=self.domains, labels=self.labels)
         self.results["teacher"] = self.train_stage("teacher", SupervisedModule(model, self.K), self.cfg.teacher_train)
         self.save_results()
         self.mark_done("teacher")
@@ -260,7 +266,8 @@ class Run:
         return src
 
     def run_distill(self) -> None:
-        from hrkd_ds.distill.relational_loss import build_distill_loss
+        from hrkd_ds.distill.reference_loss import ReferenceDistillLoss
+        from hrkd_ds.distill.relational_loss import RelationalDistillLoss
         from hrkd_ds.engine.ds_config import read_ds_config
         from hrkd_ds.engine.modules import DistillModule, SupervisedModule
         from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config
@@ -276,14 +283,16 @@ class Run:
             teacher = load_exported(src, cfg.distill.attention)
             check_teacher_matches(teacher, self.domains, self.labels, src)
         seed_everything(cfg.seed + 1)
-        student = build_model(cfg.student, self.domains, self.labels, len(self.tokenizer), self.tokenizer.pad_token_id,
-                              cfg.data.max_seq_len, attention=cfg.distill.attention, teacher=teacher)
+        student = build_model(cfg.student, self.K, len(self.labels), len(self.tokenizer), self.tokenizer.pad_token_id,
+                              cfg.data.max_seq_len, attention=cfg.distill.attention, teacher=teacher,
+                              domains=self.domains, labels=self.labels)
         teacher_engine = None
         if method == "none":
             module = SupervisedModule(student, self.K)
         else:
             graph_cfg = cfg.graph if method == "hrkd" else type(cfg.graph)(**{**to_dict(cfg)["graph"], "enabled": False})
-            loss = build_distill_loss(student, teacher, cfg.distill, graph_cfg, self.K)
+            loss_cls = RelationalDistillLoss if cfg.distill.fused else ReferenceDistillLoss
+            loss = loss_cls.from_config(student, teacher, self.K, graph_cfg, cfg.distill)
             module = DistillModule(student, loss, self.K)
             t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), self.micro_batch(stage), self.dist.world_size)
             teacher_engine = build_teacher_engine(teacher, t_cfg)
@@ -340,10 +349,22 @@ class Run:
         self.tracker.finish()
 
 
+def quiet_libraries() -> None:
+    """Keep the console for our progress bar: no per-export shard bars, no DeepSpeed chatter."""
+    import logging
+
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     from hrkd_ds.engine.distributed import init_distributed
 
     args = parse_args(argv)
+    quiet_libraries()
     with exit_on_user_error():
         cfg = load_config(args.config, args.overrides)
         from hrkd_ds.engine.ds_config import read_ds_config

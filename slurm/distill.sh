@@ -52,6 +52,7 @@ TRAIN_SCRIPT=${TRAIN_SCRIPT:-hrkd_ds/train.py}
 CONFIG=${CONFIG:-}               # experiment YAML; empty = the trainer's embedded default
 DS_CONFIG=${DS_CONFIG:-}         # DeepSpeed JSON; empty = the trainer's default
 TEACHER_FROM=${TEACHER_FROM:-}   # distill stage: finished teacher run dir (or HF dir)
+TEACHER_JOB=${TEACHER_JOB:-}     # distill stage: job id of the teacher job -> its run dir under RUNS_DIR
 MAX_REQUEUES=${MAX_REQUEUES:-20}
 RUNS_DIR=${RUNS_DIR:-$SLURM_SUBMIT_DIR/runs}
 # Per-job run directory; the job id survives requeue, so a requeued job finds its checkpoints here.
@@ -59,9 +60,24 @@ RUN_DIR=${RUN_DIR:-$RUNS_DIR/${SLURM_JOB_NAME}-${SLURM_JOB_ID}}
 mkdir -p "$RUN_DIR/logs" || die "cannot create $RUN_DIR/logs"
 RUN_DIR=$(cd "$RUN_DIR" && pwd)
 
+# This run's time limit as an epoch (0 = unlimited/unknown): tells a time-limit kill from a scancel.
+end_epoch=$(date -d "$(sed -n 's/.* EndTime=\([^ ]*\).*/\1/p' <<<"$job_info")" +%s 2>/dev/null || echo 0)
+
 # Slurm's own output file of this job: link it into the run directory.
 stdout_path=$(sed -n 's/.* StdOut=\([^ ]*\).*/\1/p' <<<"$job_info")
 [[ -n $stdout_path && -e $stdout_path ]] && ln -sfn "$stdout_path" "$RUN_DIR/logs/slurm-batch.out"
+
+if [[ -z $TEACHER_FROM && -n $TEACHER_JOB ]]; then
+    shopt -s nullglob
+    matches=("$RUNS_DIR"/*-"$TEACHER_JOB")
+    shopt -u nullglob
+    (( ${#matches[@]} == 1 )) || die "TEACHER_JOB=$TEACHER_JOB: expected one run dir $RUNS_DIR/*-$TEACHER_JOB, found ${#matches[@]}"
+    TEACHER_FROM=${matches[0]}
+fi
+# a relative TEACHER_FROM is taken from the submit directory (the ranks run in REPO_DIR)
+if [[ -n $TEACHER_FROM && $TEACHER_FROM != /* && -e $SLURM_SUBMIT_DIR/$TEACHER_FROM ]]; then
+    TEACHER_FROM=$SLURM_SUBMIT_DIR/$TEACHER_FROM
+fi
 
 case $STAGE in
     all) stage_args=() ;;
@@ -90,13 +106,30 @@ log "command: ${cmd[*]}"
 # --- preemption: forward the warning signal to the training step ---------------------------------
 # Bash runs traps only between foreground commands, so srun runs in the background and we `wait`.
 SRUN_PID=
-SIGNALLED=0
+SRUN_T0=0
+RESENDER_PID=
+SIGNALLED=0 GOT_USR1=0 GOT_TERM=0
+# Ranks ignore USR1 until the trainer installs its handler (launch_rank.sh), so a signal that
+# lands during start-up would be lost: keep repeating it until the step ends (the trainer's
+# handler only sets a flag, repeats are harmless).
+start_resender() {
+    [[ -n $RESENDER_PID || -z $SRUN_PID ]] && return
+    ( while sleep "${RESIGNAL_EVERY:-15}" && kill -0 "$SRUN_PID" 2>/dev/null; do
+          kill -USR1 "$SRUN_PID" 2>/dev/null
+      done ) &
+    RESENDER_PID=$!
+}
 forward() {
     SIGNALLED=1
+    [[ $1 == USR1 ]] && GOT_USR1=1
+    [[ $1 == TERM ]] && GOT_TERM=1
     log "received SIG$1: asking the trainer to checkpoint at the next step boundary"
-    if [[ -n $SRUN_PID ]] && kill -0 "$SRUN_PID" 2>/dev/null; then
-        kill -USR1 "$SRUN_PID" 2>/dev/null || true   # srun forwards USR1 to every task
+    # srun forwards USR1 to every task; in its first seconds it may not handle USR1 yet (the
+    # resender covers that window)
+    if [[ -n $SRUN_PID ]] && (( SECONDS - SRUN_T0 >= 3 )) && kill -0 "$SRUN_PID" 2>/dev/null; then
+        kill -USR1 "$SRUN_PID" 2>/dev/null || true
     fi
+    start_resender
 }
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM
@@ -104,8 +137,8 @@ trap 'forward TERM' TERM
 srun --kill-on-bad-exit=0 --open-mode=append --output="$RUN_DIR/logs/rank%t.log" \
     "$REPO_DIR/slurm/launch_rank.sh" "${cmd[@]}" &
 SRUN_PID=$!
-# A signal that arrived before srun existed is forwarded now (once the step can receive it).
-[[ $SIGNALLED == 1 ]] && { sleep 2; forward USR1; }
+SRUN_T0=$SECONDS
+[[ $SIGNALLED == 1 ]] && start_resender   # a signal that came before srun existed
 
 while :; do
     SIGNALLED_BEFORE=$SIGNALLED
@@ -120,9 +153,16 @@ while :; do
     break
 done
 SRUN_PID=
+if [[ -n $RESENDER_PID ]]; then kill "$RESENDER_PID" 2>/dev/null; wait "$RESENDER_PID" 2>/dev/null; fi
 
 if (( rc == 3 )); then
     restarts=${SLURM_RESTART_COUNT:-0}
+    # SIGTERM without the USR1 warning is Slurm killing the job: a `scancel` stays cancelled (the
+    # checkpoint is kept), a kill at the time limit (warning missed) still requeues.
+    if [[ $GOT_USR1 == 0 && $GOT_TERM == 1 ]] && ! (( end_epoch > 0 && $(date +%s) >= end_epoch - 90 )); then
+        log "job cancelled (SIGTERM before the time limit): checkpoint written, not requeueing; continue with RUN_DIR=$RUN_DIR sbatch slurm/distill.sh"
+        exit 3
+    fi
     if (( restarts >= MAX_REQUEUES )); then
         log "trainer preempted (exit 3) but job already requeued $restarts times (MAX_REQUEUES=$MAX_REQUEUES): giving up"
         exit 3

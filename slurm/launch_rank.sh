@@ -19,5 +19,9 @@ if [[ -z ${DS_ACCELERATOR:-} ]] && ! { command -v nvidia-smi >/dev/null 2>&1 && 
     export DS_ACCELERATOR=cpu
 fi
 cd "${REPO_DIR:-$SLURM_SUBMIT_DIR}"
+# USR1 would kill the trainer before it installs its preemption handler (default action:
+# terminate). Ignore it until then (the disposition survives exec; the trainer's
+# signal.signal() replaces it); distill.sh repeats the signal so none is lost.
+trap '' USR1
 echo "[launch_rank] $(date -Is) host=$(hostname) node=${SLURMD_NODENAME:-?} rank=$RANK/$WORLD_SIZE local_rank=$LOCAL_RANK master=$MASTER_ADDR:$MASTER_PORT restart=${SLURM_RESTART_COUNT:-0}"
 exec "$@"

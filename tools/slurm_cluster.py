@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -130,6 +131,8 @@ class Cluster:
         self.cpus_per_node = cpus_per_node
         self.port_base = port_base
         self.name = name
+        self.first_job_id = int(os.environ.get("HRKD_SLURM_FIRST_JOB_ID", "0")) or random.randint(1000, 999_000)
+        self.cred_expire = int(os.environ.get("HRKD_SLURM_CRED_EXPIRE", "10"))
         self.conf = self.root / "slurm.conf"
         self.munge_dir = self.root / "munge"
         self.munge_socket = self.munge_dir / "munge.socket"
@@ -243,7 +246,8 @@ class Cluster:
             "SlurmUser=root",
             "SlurmdUser=root",
             "AuthType=auth/munge",
-            f"AuthInfo=socket={self.munge_socket}",
+            # cred_expire: a requeued job is held this long (default 120 s); short for a test cluster
+            f"AuthInfo=socket={self.munge_socket},cred_expire={self.cred_expire}",
             "CredType=cred/munge",
             f"StateSaveLocation={root / 'state'}",
             f"SlurmdSpoolDir={root / 'spool'}/%n",
@@ -258,12 +262,16 @@ class Cluster:
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_Core",
             "SchedulerType=sched/backfill",
+            "SchedulerParameters=bf_interval=1,sched_interval=2",  # requeued jobs start soon after their hold
             "AccountingStorageType=accounting_storage/none",
             "JobAcctGatherType=jobacct_gather/none",
             "JobCompType=jobcomp/none",
             "MpiDefault=none",
             "ReturnToService=2",
             "JobRequeue=1",
+            # random first job id: slurm/distill.sh derives MASTER_PORT from the job id, so two
+            # throwaway clusters running side by side do not hand out the same ports
+            f"FirstJobId={self.first_job_id}",
             "MinJobAge=600",
             "KillWait=15",
             "SlurmdTimeout=60",

@@ -7,8 +7,10 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import datasets
 from transformers import PreTrainedTokenizerBase
@@ -34,9 +36,14 @@ class TokenizedSplits:
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """The whole backend (normalizer, model, post-processor) when fast; vocab + specials otherwise."""
+    """The whole backend (normalizer, model, post-processor) when fast; vocab + specials otherwise.
+    Truncation/padding state is dropped: calling the tokenizer mutates it."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:
+        spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        body = json.dumps(spec, sort_keys=True)
+    else:
+        body = json.dumps(sorted(tokenizer.get_vocab().items()))
     extra = json.dumps([type(tokenizer).__name__, tokenizer.all_special_ids, getattr(tokenizer, "do_lower_case", None)])
     return hashlib.sha256((body + extra).encode("utf-8")).hexdigest()
 
@@ -55,12 +62,29 @@ def _encode_fn(tokenizer: PreTrainedTokenizerBase, max_seq_len: int, pairs: bool
     return encode
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """No per-domain progress bars (3 x K of them flood the logs); restores the caller's setting."""
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
+
+
 def _tokenize(raw: RawSplits, tokenizer: PreTrainedTokenizerBase, max_seq_len: int) -> datasets.DatasetDict:
     """Flat DatasetDict keyed `<split>_<domain index>` (domain names need not be path-safe)."""
     encode = _encode_fn(tokenizer, max_seq_len, raw.has_pairs)
+    with _quiet():
+        return _map_all(raw, encode)
+
+
+def _map_all(raw: RawSplits, encode) -> datasets.DatasetDict:
     return datasets.DatasetDict({
         f"{s}_{i}": raw.splits[s][d].map(encode, batched=True, batch_size=1000, remove_columns=["text", "text_pair"],
-                                          load_from_cache_file=False, desc=None).select_columns(COLUMNS)
+                                          load_from_cache_file=False).select_columns(COLUMNS)
         for s in SPLITS for i, d in enumerate(raw.domains)
     })  # fmt: skip
 
@@ -76,7 +100,8 @@ def _save_atomic(flat: datasets.DatasetDict, final: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        flat.save_to_disk(str(tmp))
+        with _quiet():
+            flat.save_to_disk(str(tmp))
         (tmp / "COMPLETE").write_text("ok\n")
         os.replace(tmp, final)
     except OSError:

@@ -7,6 +7,7 @@ data problem found an hour into a distributed run is far more expensive than one
 from __future__ import annotations
 
 import csv
+import gzip
 import html
 import json
 from pathlib import Path
@@ -55,6 +56,18 @@ def check_labels(examples: list[Example], labels: list[str], source: str) -> Non
 
 
 # ---------------------------------------------------------------- Amazon (Blitzer, pseudo-XML)
+def _open_text(path: Path):
+    """Plain or gzip-compressed UTF-8 text (the shipped sample is stored gzipped)."""
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+
+
+def review_file(root: Path, domain: str, label: str) -> Path:
+    """`<label>.review`, or its gzipped twin `<label>.review.gz`."""
+    plain = root / domain / f"{label}.review"
+    packed = plain.with_name(plain.name + ".gz")
+    return packed if packed.is_file() and not plain.is_file() else plain
+
+
 def parse_review_file(path: Path) -> list[str]:
     """review_text bodies in file order. Line-based because the files are not well-formed XML
     (bare `&`); lines are stripped and joined with spaces as HRKD does, then HTML entities such
@@ -62,7 +75,7 @@ def parse_review_file(path: Path) -> list[str]:
     tokenizer and changes nothing else)."""
     texts: list[str] = []
     body: list[str] | None = None
-    with path.open(encoding="utf-8") as f:
+    with _open_text(path) as f:
         for line in f:
             tag = line.strip()
             if tag == "<review_text>":
@@ -82,7 +95,7 @@ def parse_review_file(path: Path) -> list[str]:
 def amazon_domains(root: str | Path) -> list[str]:
     """Sub-directories holding at least one `<label>.review` file, sorted."""
     root = Path(root)
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.review")))
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (any(p.glob("*.review")) or any(p.glob("*.review.gz"))))
 
 
 def read_amazon(dir: str | Path, domains: list[str] | None = None, labels: list[str] | None = None) -> list[Example]:
@@ -96,7 +109,7 @@ def read_amazon(dir: str | Path, domains: list[str] | None = None, labels: list[
     out: list[Example] = []
     for domain in domains or found:
         for label in labels:
-            path = _require_file(root / domain / f"{label}.review", f"data.path (domain {domain!r}, label {label!r})")
+            path = _require_file(review_file(root, domain, label), f"data.path (domain {domain!r}, label {label!r})")
             out += [_example(t, "", label, domain, f"{path} review {i + 1}") for i, t in enumerate(parse_review_file(path))]
     return out
 

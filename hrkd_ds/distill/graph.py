@@ -10,7 +10,7 @@ loss, no Python loop) and `forward_loop` goes level by level, domain by domain (
 reference). They must agree; tests check it.
 
 Departure from the reference (DESIGN.md 2.3): bilinear scores are divided by sqrt(D) so the
-softmaxes do not saturate (`scale_scores`, read from GraphConfig when that field exists).
+softmaxes do not saturate (`graph.scale_scores`; the reference leaves them unscaled).
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ def _xavier(*shape: int, fan_in: int, fan_out: int, gain: float = 1.0) -> nn.Par
 class DomainGraph(nn.Module):
     """Compare-aggregate (U_l, V_(l,d)) and one GAT per level; maps prototypes to domain weights."""
 
-    def __init__(self, num_domains: int, num_levels: int, dim: int, cfg, hidden_per_head: int = 8):
+    def __init__(self, num_domains: int, num_levels: int, dim: int, cfg, hidden_per_head: int | None = None):
         super().__init__()
-        K, G, D, H, O = num_domains, num_levels, dim, cfg.heads, hidden_per_head
+        K, G, D, H, O = num_domains, num_levels, dim, cfg.heads, hidden_per_head or cfg.hidden_per_head
         self.num_domains, self.num_levels, self.dim = K, G, D
         self.heads, self.hidden_per_head = H, O
         self.hierarchical = cfg.hierarchical
         self.dropout = cfg.dropout
         self.slope = cfg.leaky_relu_slope
-        self.score_scale = 1.0 / math.sqrt(D) if getattr(cfg, "scale_scores", True) else 1.0
+        self.score_scale = 1.0 / math.sqrt(D) if cfg.scale_scores else 1.0
         L = G - 1
         # compare-aggregate, levels 1..L
         self.U = _xavier(L, D, D, fan_in=D, fan_out=D)  # (L, D, D)
@@ -62,22 +62,23 @@ class DomainGraph(nn.Module):
         if not self.hierarchical or L == 0:
             return protos, protos.new_zeros(L, K, G)
         Fl = protos[1:]  # (L, K, D)
-        a1 = torch.softmax(torch.einsum("lkd,lde,lje->lkj", Fl, self.U, Fl) * self.score_scale, dim=-1)  # (L, K, K)
+        a1 = torch.softmax((Fl @ self.U) @ Fl.transpose(1, 2) * self.score_scale, dim=-1)  # (L, K, K)
         R = torch.bmm(a1, Fl)  # (L, K, D)
-        VR = torch.einsum("lkde,lke->lkd", self.V, R)  # (L, K, D)
-        s = torch.einsum("jkd,lkd->lkj", protos, VR) * self.score_scale  # (L, K, G): s_j for level l
+        VR = (self.V @ R.unsqueeze(-1)).squeeze(-1)  # (L, K, D)
+        by_domain = protos.transpose(0, 1)  # (K, G, D)
+        s = (VR.transpose(0, 1) @ by_domain.transpose(1, 2)).transpose(0, 1) * self.score_scale  # (L, K, G): s_j at level l
         level = torch.arange(1, G, device=protos.device)[:, None, None]  # (L, 1, 1)
         j = torch.arange(G, device=protos.device)[None, None, :]  # (1, 1, G)
         alpha = torch.softmax(s.masked_fill(j > level, float("-inf")), dim=-1)  # (L, K, G), 0 for j > l
-        agg = torch.einsum("lkj,jkd->lkd", alpha, protos)  # (L, K, D)
+        agg = (alpha.transpose(0, 1) @ by_domain).transpose(0, 1)  # (L, K, D)
         return torch.cat([protos[:1], agg], dim=0), alpha
 
     def gat(self, x: torch.Tensor) -> torch.Tensor:
         """(G, K, D) node features -> (G, K) one scalar per domain node, all levels at once."""
         p, train = self.dropout, self.training
         x = F.dropout(x, p, train)
-        Wh = torch.einsum("gkd,ghdo->ghko", x, self.W1)  # (G, H, K, O)
-        e = (Wh * self.a1_src[:, :, None]).sum(-1)[..., :, None] + (Wh * self.a1_dst[:, :, None]).sum(-1)[..., None, :]
+        Wh = x.unsqueeze(1) @ self.W1  # (G, H, K, O)
+        e = Wh @ self.a1_src[..., None] + (Wh @ self.a1_dst[..., None]).transpose(-1, -2)  # (G, H, K, K)
         att = F.dropout(torch.softmax(F.leaky_relu(e, self.slope), dim=-1), p, train)  # (G, H, K, K)
         h = F.elu(att @ Wh)  # (G, H, K, O)
         h = F.dropout(h.permute(0, 2, 1, 3).flatten(2), p, train)  # (G, K, H*O)

@@ -87,7 +87,7 @@ def soft_cross_entropy_per_domain(student_logits: torch.Tensor, teacher_logits: 
     """(K*B, C) domain-major logits -> (K,) soft CE, each the mean over its batch and classes."""
     targets = torch.softmax(teacher_logits / temperature, dim=-1)
     ce = -targets * torch.log_softmax(student_logits / temperature, dim=-1)  # (N, C)
-    return ce.view(num_domains, -1).mean(dim=1)
+    return ce.reshape(num_domains, -1).mean(dim=1)
 
 
 # ---- fused masked squared error ---------------------------------------------------------------
@@ -121,6 +121,7 @@ class MaskedSquaredErrorSums(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_sums: torch.Tensor):
         mask, *pairs = ctx.saved_tensors
+        grad_sums = grad_sums.contiguous()  # may arrive expanded (e.g. from a sum)
         K = ctx.num_domains
         n = pairs[0].shape[0]
         grads: list[torch.Tensor | None] = []
@@ -131,7 +132,7 @@ class MaskedSquaredErrorSums(torch.autograd.Function):
                 grads += [None, None]
                 continue
             scale = (2.0 * grad_sums[i]).repeat_interleave(n // K)  # (N,)
-            weight = mask * scale.view(n, *([1] * (mask.dim() - 1)))  # small: mask-shaped
+            weight = mask * scale.reshape(n, *([1] * (mask.dim() - 1)))  # small: mask-shaped
             g = torch.sub(s, t)
             g.mul_(weight)
             grads += [g if need_s else None, g.neg() if need_t else None]

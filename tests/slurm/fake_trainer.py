@@ -63,6 +63,10 @@ def main(argv: list[str]) -> int:
     out = opts.get("output_dir", "runs/fake")
     stages = [s for s in opts.get("stages", "teacher,distill").split(",") if s]
     sleep = float(opts.get("fake.step_sleep", "0.5"))
+    teacher_from = opts.get("teacher_from", "")
+    if teacher_from and not os.path.isdir(teacher_from):
+        print(f"fake_trainer: error: teacher_from {teacher_from!r} is not a directory", file=sys.stderr)
+        return 2
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29533")
@@ -102,7 +106,8 @@ def main(argv: list[str]) -> int:
                 dist.destroy_process_group()
                 return EXIT_PREEMPTED
     if rank == 0:
-        _atomic_json(os.path.join(out, "results.json"), {"stages": stages, "world_size": world, "restarts": restart})
+        _atomic_json(os.path.join(out, "results.json"), {"stages": stages, "world_size": world, "restarts": restart,
+                                                               "teacher_from": teacher_from})
         _atomic_json(ckpt_path, {"stage_index": len(stages), "step": 0})
     dist.barrier()
     dist.destroy_process_group()

@@ -1,0 +1,164 @@
+"""HRKD relational distillation loss, fused: all domains and layers in batched ops, one backward.
+
+Total loss (DESIGN.md section 1), inputs domain-major (K*B rows):
+    L = sum_d [ r_(0,d) L_emb,d + sum_i r_(i,d) (L_att,i,d + L_hid,i,d) + (1/K) L_pred,d ]
+with r from the domain graph (uniform 1/K when graph.enabled is off, i.e. the KD baseline).
+
+The big terms (attention maps, projected hidden states) go through `MaskedSquaredErrorSums`:
+each big tensor is read once forward and once backward, and the gradient written once. The
+per-domain loop in reference_loss.py computes the same numbers and is kept for tests and
+the benchmark; both take the same `RelationalParams` so they can be compared weight for weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from hrkd_ds.distill.graph import DomainGraph
+from hrkd_ds.distill.losses import (
+    head_average,
+    masked_squared_error_sums,
+    pair_mask,
+    resolve_layer_map,
+    soft_cross_entropy_per_domain,
+    token_mask,
+)
+
+
+@dataclass
+class DistillLossOutput:
+    """Scalar to backpropagate plus detached per-domain terms for logging."""
+
+    total: torch.Tensor  # ()
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # emb (K,), att (L,K), hid (L,K), pred (K,)
+    weights: torch.Tensor | None = None  # (L+1, K) domain weights, rows sum to 1
+    ratios: torch.Tensor | None = None  # (L, K, L+1) compare-aggregate alphas (zeros if off)
+
+
+class RelationalParams(nn.Module):
+    """The learned parts of the loss: projections W_0..W_L (student -> teacher width) and graph."""
+
+    def __init__(self, student_hidden: int, teacher_hidden: int, student_layers: int, num_domains: int, graph_cfg):
+        super().__init__()
+        self.num_domains = num_domains
+        self.projections = nn.ModuleList(nn.Linear(student_hidden, teacher_hidden) for _ in range(student_layers + 1))
+        for proj in self.projections:  # BERT-style init, as TinyBERT's fit_dense
+            nn.init.normal_(proj.weight, std=0.02)
+            nn.init.zeros_(proj.bias)
+        self.graph = DomainGraph(num_domains, student_layers + 1, teacher_hidden, graph_cfg) if graph_cfg.enabled else None
+        self.detach_prototypes = graph_cfg.detach_prototypes
+        self.mask_padding = graph_cfg.mask_padding
+
+
+class _RelationalLossBase(nn.Module):
+    """Shared constructor: layer map, temperature, and the (possibly shared) learned parameters."""
+
+    def __init__(
+        self,
+        student_hidden: int,
+        teacher_hidden: int,
+        student_layers: int,
+        teacher_layers: int,
+        num_domains: int,
+        graph_cfg,
+        layer_map: list[int] | None = None,
+        temperature: float = 1.0,
+        params: RelationalParams | None = None,
+    ):
+        super().__init__()
+        self.layer_map = resolve_layer_map(student_layers, teacher_layers, layer_map)
+        self.temperature = temperature
+        self.num_domains = num_domains
+        self.params = params or RelationalParams(student_hidden, teacher_hidden, student_layers, num_domains, graph_cfg)
+
+    @classmethod
+    def from_config(cls, student, teacher, num_domains: int, graph_cfg, distill_cfg, params: RelationalParams | None = None):
+        """Build from two MultiDomainClassifiers and the graph/distill config sections."""
+        return cls(
+            student.hidden_size, teacher.hidden_size, student.num_layers, teacher.num_layers, num_domains,
+            graph_cfg, distill_cfg.layer_map or None, distill_cfg.temperature, params,
+        )
+
+    def _check(self, student_out, teacher_out, attention_mask, num_domains):
+        K = num_domains or self.num_domains
+        if K != self.num_domains:
+            raise ValueError(f"loss built for {self.num_domains} domains, called with {K}")
+        if attention_mask.shape[0] % K:
+            raise ValueError(f"batch {attention_mask.shape[0]} is not K={K} domain-major blocks")
+        if len(student_out.hidden_states) != len(self.params.projections) - 1:
+            raise ValueError("student depth does not match the loss's projections")
+        return K
+
+    def _teacher_layers(self, teacher_out):
+        """Teacher (hidden, attention) lists aligned with the student layers via the layer map."""
+        t_hid = [teacher_out.hidden_states[j - 1] for j in self.layer_map]
+        t_att = [teacher_out.attentions[j - 1] for j in self.layer_map]
+        return t_hid, t_att
+
+
+class RelationalDistillLoss(_RelationalLossBase):
+    """Fused HRKD loss: no Python loop over domains; layers looped only where tensors are separate."""
+
+    def forward(self, student_out, teacher_out, attention_mask: torch.Tensor, num_domains: int | None = None, labels=None) -> DistillLossOutput:
+        """Total loss and per-domain terms for one domain-major episode (K*B rows)."""
+        K = self._check(student_out, teacher_out, attention_mask, num_domains)
+        p = self.params
+        dtype = student_out.embeddings.dtype
+        N, T = attention_mask.shape
+        t_hid, t_att = self._teacher_layers(teacher_out)
+        s_hid = [student_out.embeddings, *student_out.hidden_states]  # L+1 x (N, T, Hs)
+
+        tokens = token_mask(attention_mask, dtype)  # (N, T, 1)
+        tok_per_domain = tokens.reshape(K, -1).sum(1).clamp_min(1)  # (K,)
+
+        # embedding + hidden: projected student vs teacher, one fused masked-MSE over L+1 levels
+        projected = [proj(h) for proj, h in zip(p.projections, s_hid)]  # L+1 x (N, T, Ht)
+        Ht = projected[0].shape[-1]
+        sums = masked_squared_error_sums(projected, [teacher_out.embeddings, *t_hid], tokens, K)  # (L+1, K)
+        emb_hid = sums / (tok_per_domain * Ht)
+
+        # attention: (N, h, T, T) per layer, masked over valid (query, key) pairs
+        pairs = pair_mask(attention_mask, dtype)  # (N, 1, T, T)
+        s_att, t_att = list(student_out.attentions), t_att
+        heads = s_att[0].shape[1]
+        if heads != t_att[0].shape[1]:
+            s_att = [head_average(a, pairs) for a in s_att]
+            t_att = [head_average(a, pairs) for a in t_att]
+            heads = 1
+        pair_per_domain = pairs.reshape(K, -1).sum(1).clamp_min(1) * heads  # (K,)
+        att = masked_squared_error_sums(s_att, t_att, pairs, K) / pair_per_domain  # (L, K)
+
+        pred = soft_cross_entropy_per_domain(student_out.logits, teacher_out.logits, K, self.temperature)  # (K,)
+
+        weights, ratios = self._domain_weights(s_hid, tokens, K)  # (L+1, K), (L, K, L+1)
+        layer_terms = torch.cat([emb_hid[:1], att + emb_hid[1:]], dim=0)  # (L+1, K)
+        total = (weights * layer_terms).sum() + pred.sum() / K
+        terms = {"emb": emb_hid[0], "att": att, "hid": emb_hid[1:], "pred": pred, "weights": weights, "ratios": ratios}
+        terms = {k: v.detach() for k, v in terms.items()}
+        return DistillLossOutput(total=total, terms=terms, weights=terms["weights"], ratios=terms["ratios"])
+
+    def prototypes(self, s_hid: list[torch.Tensor], tokens: torch.Tensor, K: int) -> torch.Tensor:
+        """Domain prototypes F (L+1, K, Ht): mean of W_l H_S^l over the batch and tokens."""
+        p = self.params
+        # mean(W h + b) = W mean(h) + b: average the narrow student states, then project
+        if p.mask_padding:
+            count = tokens.reshape(K, -1).sum(1).clamp_min(1)[:, None]  # (K, 1)
+            weights = tokens.reshape(K, 1, -1)  # (K, 1, B*T)
+            means = [torch.bmm(weights, h.reshape(K, -1, h.shape[-1])).squeeze(1) / count for h in s_hid]  # (K, Hs)
+        else:
+            means = [h.reshape(K, -1, h.shape[-1]).mean(1) for h in s_hid]
+        return torch.stack([proj(m) for proj, m in zip(p.projections, means)])  # (L+1, K, Ht)
+
+    def _domain_weights(self, s_hid: list[torch.Tensor], tokens: torch.Tensor, K: int):
+        """Prototypes -> graph weights (L+1, K), ratios (L, K, L+1); uniform 1/K when the graph is off."""
+        p = self.params
+        G = len(s_hid)
+        if p.graph is None:
+            return s_hid[0].new_full((G, K), 1.0 / K), s_hid[0].new_zeros(G - 1, K, G)
+        protos = self.prototypes(s_hid, tokens, K)
+        if p.detach_prototypes:
+            protos = protos.detach()
+        return p.graph(protos)

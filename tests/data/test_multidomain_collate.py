@@ -1,0 +1,67 @@
+"""Tokenized cache (reuse, atomic publish) and episode/eval collation."""
+
+from __future__ import annotations
+
+import torch
+
+from hrkd_ds.data import EpisodicDomainSampler, collate_episode, eval_batches, eval_shard, multidomain, tokenize_splits
+
+
+def test_tokenize_and_cache_reuse(sample_raw, sample_tokenizer, tmp_path, monkeypatch):
+    tok = tokenize_splits(sample_raw, sample_tokenizer, 64, str(tmp_path))
+    assert tok.domains == sample_raw.domains and tok.labels == sample_raw.labels
+    ds = tok.splits["train"]["books"]
+    assert ds.column_names == ["input_ids", "attention_mask", "token_type_ids", "label"]
+    assert max(map(len, ds["input_ids"])) == 64 and min(map(len, ds["input_ids"])) < 64, "truncated, not padded"
+    assert list(ds["label"]) == list(sample_raw.splits["train"]["books"]["label"])
+    entries = list((tmp_path / "tokenized").iterdir())
+    assert len(entries) == 1 and (entries[0] / "COMPLETE").is_file()
+    monkeypatch.setattr(multidomain, "_tokenize", lambda *a: (_ for _ in ()).throw(AssertionError("cache not reused")))
+    again = tokenize_splits(sample_raw, sample_tokenizer, 64, str(tmp_path))
+    assert again.cache_path == str(entries[0])
+    assert list(again.splits["test"]["dvd"]["input_ids"]) == list(tok.splits["test"]["dvd"]["input_ids"])
+
+
+def test_cache_key_changes_with_inputs(sample_raw, sample_tokenizer):
+    key = multidomain.cache_key(sample_raw, sample_tokenizer, 64)
+    assert key == multidomain.cache_key(sample_raw, sample_tokenizer, 64)
+    assert key != multidomain.cache_key(sample_raw, sample_tokenizer, 128)
+
+
+def test_atomic_publish_tolerates_race(sample_raw, sample_tokenizer, tmp_path):
+    flat = multidomain._tokenize(sample_raw, sample_tokenizer, 16)
+    final = tmp_path / "k"
+    multidomain._save_atomic(flat, final)
+    multidomain._save_atomic(flat, final)  # the loser of a race keeps the winner's complete copy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k"]
+
+
+def test_collate_episode(sample_raw, sample_tokenizer):
+    tok = tokenize_splits(sample_raw, sample_tokenizer, 48, "")
+    datasets_ = [tok.splits["train"][d] for d in tok.domains]
+    sampler = EpisodicDomainSampler(tok.train_sizes, 3, rank=1, world_size=2, seed=0)
+    episode = next(iter(sampler))
+    batch = collate_episode(datasets_, episode, sample_tokenizer.pad_token_id)
+    k, b = len(datasets_), 3
+    lengths = [len(datasets_[i][j]["input_ids"]) for i, idx in enumerate(episode) for j in idx]
+    assert batch["input_ids"].shape == (k * b, max(lengths)) == batch["attention_mask"].shape == batch["token_type_ids"].shape
+    assert batch["attention_mask"].sum(1).tolist() == lengths
+    assert batch["domain_ids"].tolist() == [d for d in range(k) for _ in range(b)]
+    assert batch["labels"].tolist() == [datasets_[i][j]["label"] for i, idx in enumerate(episode) for j in idx]
+    pad = batch["attention_mask"] == 0
+    assert (batch["input_ids"][pad] == 0).all() and (batch["token_type_ids"][pad] == 0).all()
+    assert batch["input_ids"].dtype == torch.long
+
+
+def test_eval_shards_and_batches(sample_raw, sample_tokenizer):
+    for n in (0, 1, 7, 38):
+        for world in (1, 2, 3, 4):
+            shards = [eval_shard(n, r, world) for r in range(world)]
+            assert sorted(i for s in shards for i in s) == list(range(n))
+    ds = tokenize_splits(sample_raw, sample_tokenizer, 32, "").splits["dev"]["dvd"]
+    labels = []
+    for rank in range(3):
+        for batch in eval_batches(ds, 5, 0, rank, 3, domain_id=1):
+            assert batch["input_ids"].shape[0] <= 5 and set(batch["domain_ids"].tolist()) == {1}
+            labels += batch["labels"].tolist()
+    assert labels == list(ds["label"])

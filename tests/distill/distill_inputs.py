@@ -1,0 +1,58 @@
+"""Synthetic teacher/student outputs for loss tests: domain-major, random right padding."""
+
+from __future__ import annotations
+
+import torch
+
+from hrkd_ds.config import GraphConfig
+from hrkd_ds.models.encoder import EncoderOutputs
+
+
+def make_mask(K: int, B: int, T: int, gen: torch.Generator, min_len: int = 2) -> torch.Tensor:
+    """(K*B, T) 0/1 mask with random lengths in [min_len, T], at least one full row."""
+    lens = torch.randint(min_len, T + 1, (K * B,), generator=gen)
+    lens[0] = T
+    return (torch.arange(T)[None, :] < lens[:, None]).long()
+
+
+def make_outputs(mask, L, H, heads, C, gen, *, K=None, scores=True, requires_grad=False, dtype=torch.float32) -> EncoderOutputs:
+    """Random EncoderOutputs; scores carry finfo.min at padded keys like the real model.
+
+    With K, hidden states get a per-domain offset so domain prototypes differ (as real domains
+    do); otherwise the graph sees K near-identical nodes and its gradients are rounding noise.
+    """
+    N, T = mask.shape
+
+    def r(*shape):
+        x = torch.randn(*shape, generator=gen, dtype=dtype)
+        if K is not None and len(shape) == 3:
+            x = x + 2.0 * torch.randn(K, 1, 1, shape[-1], generator=gen, dtype=dtype).expand(K, N // K, 1, shape[-1]).reshape(N, 1, shape[-1])
+        return x.requires_grad_(requires_grad)
+
+    att = []
+    for _ in range(L):
+        a = torch.randn(N, heads, T, T, generator=gen, dtype=dtype)
+        if scores:
+            a = a + (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+        else:
+            a = a.masked_fill(mask[:, None, None, :] == 0, float("-inf")).softmax(-1)
+        att.append(a.requires_grad_(requires_grad))
+    logits = r(N, C)
+    return EncoderOutputs(
+        logits=logits,
+        all_logits=logits,
+        embeddings=r(N, T, H),
+        hidden_states=tuple(r(N, T, H) for _ in range(L)),
+        attentions=tuple(att),
+    )
+
+
+def student_tensors(out: EncoderOutputs) -> list[torch.Tensor]:
+    """Every leaf tensor of an EncoderOutputs (for gradient comparisons)."""
+    return [out.logits, out.embeddings, *out.hidden_states, *out.attentions]
+
+
+def graph_cfg(**kw) -> GraphConfig:
+    """GraphConfig with dropout off by default (deterministic parity)."""
+    kw.setdefault("dropout", 0.0)
+    return GraphConfig(**kw)

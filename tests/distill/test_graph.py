@@ -1,0 +1,106 @@
+"""Domain graph: weights are distributions, switches do what they say, compile works."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distill_inputs import graph_cfg, make_mask, make_outputs  # noqa: E402
+from hrkd_ds.distill import DomainGraph, RelationalDistillLoss
+from hrkd_ds.distill.losses import token_mask
+
+
+def setup(K=4, seed=0, **gkw):
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    mask = make_mask(K, 2, 6, gen)
+    so = make_outputs(mask, 2, 6, 2, 3, gen, K=K, requires_grad=True)
+    to = make_outputs(mask, 4, 8, 2, 3, gen)
+    loss = RelationalDistillLoss(6, 8, 2, 4, K, graph_cfg(**gkw)).eval()
+    with torch.no_grad():  # O(1) prototypes: at 0.02 init the GAT sits in its flat (uniform) regime
+        for proj in loss.params.projections:
+            proj.weight.normal_(0, 6**-0.5)
+    return so, to, mask, loss
+
+
+def test_weights_sum_to_one_and_ratios_shape():
+    so, to, mask, loss = setup(K=5, dropout=0.1)
+    loss.train()  # dropout on: still distributions
+    out = loss(so, to, mask, 5)
+    assert out.weights.shape == (3, 5) and torch.allclose(out.weights.sum(1), torch.ones(3))
+    assert out.ratios.shape == (2, 5, 3)
+    assert torch.allclose(out.ratios.sum(-1), torch.ones(2, 5))
+    assert (out.ratios[0, :, 2] == 0).all()  # level 1 aggregates levels 0..1 only
+
+
+def test_disabled_graph_is_uniform():
+    so, to, mask, loss = setup(enabled=False)
+    out = loss(so, to, mask, 4)
+    assert loss.params.graph is None
+    assert torch.allclose(out.weights, torch.full((3, 4), 0.25))
+
+
+def test_not_hierarchical_has_no_ratios_and_keeps_prototypes():
+    torch.manual_seed(0)
+    protos = torch.randn(3, 4, 8) * 3
+    hier, flat = DomainGraph(4, 3, 8, graph_cfg()), DomainGraph(4, 3, 8, graph_cfg(hierarchical=False))
+    flat.load_state_dict(hier.state_dict())
+    (agg_h, r_h), (agg_f, r_f) = hier.compare_aggregate(protos), flat.compare_aggregate(protos)
+    assert (r_f == 0).all() and torch.equal(agg_f, protos)
+    assert not torch.allclose(agg_h[1:], protos[1:]) and torch.equal(agg_h[0], protos[0])
+
+
+def _weights_graph(loss, so, mask, K):
+    s_hid = [so.embeddings, *so.hidden_states]
+    return loss._domain_weights(s_hid, token_mask(mask, torch.float32), K)[0]
+
+
+def test_detach_prototypes_stops_student_gradient():
+    so, _, mask, detached = setup(detach_prototypes=True)
+    w = _weights_graph(detached, so, mask, 4)
+    assert torch.autograd.grad(w[1, 0], [so.embeddings, *so.hidden_states], allow_unused=True) == (None,) * 3
+    so, _, mask, live = setup(detach_prototypes=False)
+    grads = torch.autograd.grad(_weights_graph(live, so, mask, 4)[2, 0], [so.hidden_states[1]])
+    assert grads[0].abs().sum() > 0
+
+
+def test_trainable_off_freezes_graph_only():
+    _, _, _, loss = setup(trainable=False)
+    assert all(not p.requires_grad for p in loss.params.graph.parameters())
+    assert all(p.requires_grad for p in loss.params.projections.parameters())
+
+
+def test_mask_padding_switch_changes_prototypes():
+    so, _, mask, masked = setup(mask_padding=True)
+    _, _, _, unmasked = setup(mask_padding=False)
+    unmasked.params.load_state_dict(masked.params.state_dict())
+    s_hid = [so.embeddings, *so.hidden_states]
+    tok = token_mask(mask, torch.float32)
+    a, b = masked.prototypes(s_hid, tok, 4), unmasked.prototypes(s_hid, tok, 4)
+    assert not torch.allclose(a, b)
+    # masked prototypes ignore padded values
+    bumped = [h.detach() + 9.0 * (mask == 0)[:, :, None] for h in s_hid]
+    assert torch.allclose(masked.prototypes(bumped, tok, 4), a.detach(), atol=1e-6)
+
+
+def test_graph_batched_equals_loop():
+    torch.manual_seed(0)
+    g = DomainGraph(5, 4, 16, graph_cfg()).double().eval()
+    protos = torch.randn(4, 5, 16, dtype=torch.float64) * 3
+    (w1, r1), (w2, r2) = g(protos), g.forward_loop(protos)
+    assert torch.allclose(w1, w2, rtol=1e-12) and torch.allclose(r1, r2, rtol=1e-12)
+
+
+def test_torch_compile_fused_loss():
+    """The fused loss (custom autograd Function included) compiles to one graph and matches eager."""
+    if not hasattr(torch, "compile"):
+        pytest.skip("torch.compile unavailable")
+    so, to, mask, loss = setup(K=2, detach_prototypes=False)
+    eager = loss(so, to, mask, 2)
+    g_eager = torch.autograd.grad(eager.total, [so.embeddings, *so.attentions])
+    compiled = torch.compile(loss, backend="eager", fullgraph=True)
+    out = compiled(so, to, mask, 2)
+    g_comp = torch.autograd.grad(out.total, [so.embeddings, *so.attentions])
+    assert torch.allclose(out.total, eager.total, rtol=1e-6)
+    for a, b in zip(g_comp, g_eager):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)

@@ -1,0 +1,176 @@
+"""Benchmark the fused HRKD loss against the per-domain loop, and against the memory floor.
+
+Paper shapes by default: K=5 domains x 8 examples, 128 tokens (random right padding), student
+4 layers / hidden 312 / 12 heads, teacher 12 layers / hidden 768 / 12 heads (every 3rd layer
+mapped). Times forward+backward (median of --repeats runs after warm-up, same process).
+
+Two rows per implementation:
+- "att+hid terms": the masked MSE over attention maps and (already projected) hidden states,
+  the memory-bound part the fused kernel targets; compared with the bytes-moved floor.
+- "full loss": RelationalDistillLoss vs ReferenceDistillLoss end to end (projection matmuls,
+  prototypes, graph, soft CE) with the same parameters.
+
+Floor = minimal bytes / measured copy bandwidth, where minimal bytes = every input tensor read
+once in forward and once in backward, plus every gradient written once.
+
+Last line: `fused_speedup_vs_loop: <x>` for the full loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from hrkd_ds.config import GraphConfig  # noqa: E402
+from hrkd_ds.distill.losses import attention_mse, hidden_mse, masked_squared_error_sums, pair_mask, token_mask  # noqa: E402
+from hrkd_ds.distill.reference_loss import ReferenceDistillLoss  # noqa: E402
+from hrkd_ds.distill.relational_loss import RelationalDistillLoss  # noqa: E402
+from hrkd_ds.models.encoder import EncoderOutputs  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats: int, warmup: int = 2) -> float:
+    """Median wall time (ms) of fn() over `repeats` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def timed_interleaved(fns: dict, device, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median ms per case, cases run round-robin so machine load hits them all alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+
+
+def bandwidth(device, repeats: int) -> float:
+    """Bytes/s of a large tensor copy (read + write), median over repeats."""
+    src = torch.empty(64 * 2**20, device=device)  # 256 MiB
+    dst = torch.empty_like(src)
+    ms = timed(lambda: dst.copy_(src), device, repeats)
+    return 2 * src.numel() * src.element_size() / (ms / 1e3)
+
+
+def make_inputs(a, device, gen):
+    """Domain-major student/teacher outputs with random right padding."""
+    K, B, T = a.domains, a.batch, a.seq
+    N = K * B
+    lens = torch.randint(T // 4, T + 1, (N,), generator=gen)
+    mask = (torch.arange(T)[None] < lens[:, None]).long()
+    neg = torch.finfo(torch.float32).min
+
+    def outputs(L, H, heads, grad):
+        att = [(torch.randn(N, heads, T, T, generator=gen) + (1 - mask[:, None, None, :].float()) * neg) for _ in range(L)]
+        hid = [torch.randn(N, T, H, generator=gen) for _ in range(L)]
+        emb, logits = torch.randn(N, T, H, generator=gen), torch.randn(N, a.classes, generator=gen)
+        mv = lambda x: x.to(device).requires_grad_(grad)  # noqa: E731
+        return EncoderOutputs(mv(logits), mv(logits), mv(emb), tuple(map(mv, hid)), tuple(map(mv, att)))
+
+    student = outputs(a.student_layers, a.student_hidden, a.heads, True)
+    teacher = outputs(a.teacher_layers, a.teacher_hidden, a.heads, False)
+    return student, teacher, mask.to(device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--domains", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=8, help="examples per domain")
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--student-layers", type=int, default=4)
+    ap.add_argument("--teacher-layers", type=int, default=12)
+    ap.add_argument("--student-hidden", type=int, default=312)
+    ap.add_argument("--teacher-hidden", type=int, default=768)
+    ap.add_argument("--heads", type=int, default=12)
+    ap.add_argument("--classes", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    a = ap.parse_args()
+    device = torch.device(a.device)
+    torch.set_num_threads(a.threads)
+    gen = torch.Generator().manual_seed(0)
+    student, teacher, mask = make_inputs(a, device, gen)
+    K = a.domains
+    cfg = GraphConfig(dropout=0.0)
+    fused = RelationalDistillLoss(a.student_hidden, a.teacher_hidden, a.student_layers, a.teacher_layers, K, cfg).to(device)
+    loop = ReferenceDistillLoss(a.student_hidden, a.teacher_hidden, a.student_layers, a.teacher_layers, K, cfg, params=fused.params).to(device)
+    step = a.teacher_layers // a.student_layers
+    t_att = [teacher.attentions[(i + 1) * step - 1] for i in range(a.student_layers)]
+    t_hid = [teacher.embeddings] + [teacher.hidden_states[(i + 1) * step - 1] for i in range(a.student_layers)]
+    # projected student states stand-ins for the terms-only benchmark (leaves, so grads stop here)
+    s_proj = [torch.randn(x.shape, generator=gen).to(device).requires_grad_(True) for x in t_hid]
+    s_att = list(student.attentions)
+    B = a.batch
+
+    def terms_fused():
+        tok, pairs = token_mask(mask, torch.float32), pair_mask(mask, torch.float32)
+        total = masked_squared_error_sums(s_att, t_att, pairs, K).sum() + masked_squared_error_sums(s_proj, t_hid, tok, K).sum()
+        total.backward()
+
+    def terms_loop():
+        total = 0.0
+        for d in range(K):
+            r = slice(d * B, (d + 1) * B)
+            for s, t in zip(s_att, t_att):
+                total = total + attention_mse(s[r], t[r], mask[r])
+            for s, t in zip(s_proj, t_hid):
+                total = total + hidden_mse(s[r], t[r], mask[r])
+        total.backward()
+
+    def full(loss):
+        def run():
+            out = loss(student, teacher, mask, K)
+            out.total.backward()
+        return run
+
+    def clear():
+        for x in [*s_att, *s_proj, student.embeddings, *student.hidden_states, student.logits, *fused.parameters()]:
+            x.grad = None
+
+    cases = {"att+hid terms, loop": terms_loop, "att+hid terms, fused": terms_fused,
+             "full loss, loop": full(loop), "full loss, fused": full(fused)}
+    t = timed_interleaved({k: (lambda fn=fn: (clear(), fn())) for k, fn in cases.items()}, device, a.repeats)
+    rows = list(t.items())
+    bw = bandwidth(device, a.repeats)
+    size = lambda xs: sum(x.numel() * x.element_size() for x in xs)  # noqa: E731
+    big_s, big_t = size(s_att) + size(s_proj), size(t_att) + size(t_hid)
+    floor_bytes = 2 * (big_s + big_t) + big_s  # read s,t fwd + bwd, write grad(s)
+    floor_ms = floor_bytes / bw * 1e3
+    print(f"device {device}, threads {a.threads}, K={K} B={B} T={a.seq}, student {a.student_layers}x{a.student_hidden}, "
+          f"teacher {a.teacher_layers}x{a.teacher_hidden}, heads {a.heads}")
+    print(f"memory bandwidth (copy): {bw / 1e9:.1f} GB/s; att+hid floor: {floor_bytes / 1e6:.0f} MB -> {floor_ms:.1f} ms")
+    print(f"{'case':<24}{'fwd+bwd ms':>12}{'x floor':>10}")
+    for name, ms in rows:
+        extra = f"{ms / floor_ms:>10.2f}" if name.startswith("att") else f"{'':>10}"
+        print(f"{name:<24}{ms:>12.1f}{extra}")
+    print(f"terms_speedup_vs_loop: {t['att+hid terms, loop'] / t['att+hid terms, fused']:.2f}")
+    print(f"fused_speedup_vs_loop: {t['full loss, loop'] / t['full loss, fused']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
