@@ -44,7 +44,7 @@ class TokenizerConfig:
 
     kind: str = "sentencepiece"  # sentencepiece | pretrained
     path: str = ""  # pretrained: local directory (e.g. the teacher's)
-    vocab_size: int = 4000
+    vocab_size: int = 2000
     model_type: str = "unigram"  # sentencepiece model type: unigram | bpe
 
 
@@ -132,8 +132,10 @@ class Config:
     student: ModelConfig = field(default_factory=lambda: ModelConfig(hidden_size=64, num_layers=1, num_heads=4, intermediate_size=256))
     graph: GraphConfig = field(default_factory=GraphConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    teacher_train: StageConfig = field(default_factory=StageConfig)
-    distill_train: StageConfig = field(default_factory=StageConfig)
+    # The embedded default trains small models from scratch on the shipped sample in a few CPU
+    # minutes; the paper's BERT-scale settings (lr 5e-5, 3 epochs, batch 8) are in configs/.
+    teacher_train: StageConfig = field(default_factory=lambda: StageConfig(lr=2e-3, epochs=5, batch_per_domain=16))
+    distill_train: StageConfig = field(default_factory=lambda: StageConfig(lr=2e-3, epochs=5, batch_per_domain=16))
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -287,6 +289,29 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def resolve_package_path(value: str, name: str) -> str:
+    """`pkg:<module>/<sub/path>` -> a directory inside an installed package (e.g. a PyPI-shipped model)."""
+    if not value.startswith("pkg:"):
+        return value
+    module, _, sub = value[4:].partition("/")
+    import importlib.util
+
+    spec = importlib.util.find_spec(module) if module else None
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"config field '{name}': package {module!r} is not installed ({value})")
+    path = Path(list(spec.submodule_search_locations)[0]) / sub
+    if not path.exists():
+        raise UserError(f"config field '{name}': {path} does not exist ({value})")
+    return str(path)
+
+
+def _resolve_paths(cfg: Config) -> None:
+    cfg.teacher.pretrained = resolve_package_path(cfg.teacher.pretrained, "teacher.pretrained")
+    cfg.student.pretrained = resolve_package_path(cfg.student.pretrained, "student.pretrained")
+    cfg.tokenizer.path = resolve_package_path(cfg.tokenizer.path, "tokenizer.path")
+    cfg.teacher_from = resolve_package_path(cfg.teacher_from, "teacher_from")
+
+
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults <- YAML file <- `key.sub=value` overrides, then validate."""
     cfg = Config()
@@ -308,6 +333,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
             raise UserError(f"override {item!r}: expected key.sub=value")
         key, raw = item.split("=", 1)
         _set_dotted(cfg, key.strip(), raw)
+    _resolve_paths(cfg)
     return validate(cfg)
 
 

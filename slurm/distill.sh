@@ -74,10 +74,12 @@ if [[ -z $TEACHER_FROM && -n $TEACHER_JOB ]]; then
     (( ${#matches[@]} == 1 )) || die "TEACHER_JOB=$TEACHER_JOB: expected one run dir $RUNS_DIR/*-$TEACHER_JOB, found ${#matches[@]}"
     TEACHER_FROM=${matches[0]}
 fi
-# a relative TEACHER_FROM is taken from the submit directory (the ranks run in REPO_DIR)
-if [[ -n $TEACHER_FROM && $TEACHER_FROM != /* && -e $SLURM_SUBMIT_DIR/$TEACHER_FROM ]]; then
-    TEACHER_FROM=$SLURM_SUBMIT_DIR/$TEACHER_FROM
-fi
+# Relative paths are taken from the submit directory when they exist there (the ranks run in
+# REPO_DIR, where the trainer also looks).
+from_submit_dir() { if [[ -n $1 && $1 != /* && -e $SLURM_SUBMIT_DIR/$1 ]]; then echo "$SLURM_SUBMIT_DIR/$1"; else echo "$1"; fi; }
+TEACHER_FROM=$(from_submit_dir "$TEACHER_FROM")
+CONFIG=$(from_submit_dir "$CONFIG")
+DS_CONFIG=$(from_submit_dir "$DS_CONFIG")
 
 case $STAGE in
     all) stage_args=() ;;
@@ -90,7 +92,7 @@ esac
 cmd=("$PYTHON" "$TRAIN_SCRIPT")
 [[ -n $CONFIG ]] && cmd+=(--config "$CONFIG")
 [[ -n $DS_CONFIG ]] && cmd+=(--deepspeed "$DS_CONFIG")
-cmd+=("output_dir=$RUN_DIR" "${stage_args[@]}" "$@")
+cmd+=("output_dir=$RUN_DIR" ${stage_args[@]+"${stage_args[@]}"} "$@")
 
 # --- rendezvous: first node's address (NodeAddr; node names need not resolve), port from job id --
 first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)

@@ -6,11 +6,12 @@ their parameters too: they are optimised, partitioned and checkpointed with the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.utils import ModelOutput
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "domain_ids")
 
@@ -26,11 +27,11 @@ def per_domain_ce(logits: torch.Tensor, labels: torch.Tensor, num_domains: int) 
 
 
 @dataclass
-class StepOutput:
-    """Scalar to backpropagate plus detached tensors for logging."""
+class StepOutput(ModelOutput):
+    """Scalar to backpropagate plus detached tensors for logging (a dict for ZeRO-3's hooks)."""
 
-    loss: torch.Tensor
-    logs: dict[str, torch.Tensor] = field(default_factory=dict)
+    loss: torch.Tensor | None = None
+    logs: dict[str, torch.Tensor] | None = None
 
 
 class SupervisedModule(nn.Module):

@@ -13,17 +13,21 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers.utils import ModelOutput
 
 from hrkd_ds.errors import UserError
 from hrkd_ds.models.attention import ATTENTION_KINDS, register_attention
 
 
 @dataclass
-class EncoderOutputs:
-    """What distillation needs from one encoder forward pass."""
+class EncoderOutputs(ModelOutput):
+    """What distillation needs from one encoder forward pass.
 
-    logits: torch.Tensor  # (N, C) each example's own-domain slice
-    all_logits: torch.Tensor  # (N, K*C)
+    A ModelOutput (a dict underneath) so ZeRO-3's forward/backward hooks can find the tensors.
+    """
+
+    logits: torch.Tensor | None = None  # (N, C) each example's own-domain slice
+    all_logits: torch.Tensor | None = None  # (N, K*C)
     embeddings: torch.Tensor | None = None  # (N, T, H) embedding-layer output
     hidden_states: tuple[torch.Tensor, ...] | None = None  # L x (N, T, H), layer outputs
     attentions: tuple[torch.Tensor, ...] | None = None  # L x (N, heads, T, T), scores or probs

@@ -7,7 +7,7 @@ no root, no apt-get, no registry); stops every daemon it started by pid, also on
 from __future__ import annotations
 
 import os
-import subprocess
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -37,5 +37,5 @@ def slurm_cluster():
     finally:
         Cluster(root).stop(log=lambda m: print(m, file=sys.stderr))
         if os.environ.get("HRKD_KEEP_SLURM_DIR") != "1":
-            subprocess.run(["rm", "-rf", str(root)], check=False)
+            shutil.rmtree(root, ignore_errors=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -93,6 +94,39 @@ def test_preempt_requeue_resume(slurm_cluster, tmp_path):
     assert restarts == {0, 1}, f"steps were not split across the two runs: {restarts}"
     batch = (tmp_path / f"slurm-hrkd-distill-{job_id}.out").read_text()
     assert "received SIGUSR1" in batch and "requeueing job" in batch and "restart=1" in batch, batch
+
+
+def test_scancel_checkpoints_but_does_not_requeue(slurm_cluster, tmp_path):
+    """`scancel` (SIGTERM, no warning): the ranks checkpoint, the job stays cancelled."""
+    runs = tmp_path / "runs"
+    env = slurm_cluster.env(TRAIN_SCRIPT=FAKE, RUNS_DIR=runs)
+    job_id = slurm_cluster.sbatch([str(SCRIPT), "fake.step_sleep=0.25", "teacher_train.max_steps=200"],
+                                  cwd=tmp_path, env=env)
+    out = runs / f"hrkd-distill-{job_id}"
+    logs = lambda: dump_logs(tmp_path)  # noqa: E731
+    slurm_cluster.wait_for(lambda: len(train_rows(read_metrics(out / "metrics.jsonl"))) >= 3, 60,
+                           "3 logged steps", logs)
+    slurm_cluster.cluster.run(["scancel", job_id])
+    info = slurm_cluster.wait_job(job_id, 60, logs)
+    assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0", f"{info}\n{logs()}"
+    ckpt = json.loads((out / "checkpoint.json").read_text())
+    assert ckpt["step"] >= 3, ckpt
+    slurm_cluster.wait_for(lambda: "not requeueing" in (tmp_path / f"slurm-hrkd-distill-{job_id}.out").read_text(),
+                           20, "the batch script's cancel message", logs)
+
+
+@pytest.mark.skipif(os.environ.get("HRKD_SLURM_SLOW") != "1", reason="~90 s; set HRKD_SLURM_SLOW=1")
+def test_time_limit_warning_requeues(slurm_cluster, tmp_path):
+    """The real --signal=B:USR1@T path: a 1-minute limit, warned 45 s before; ends after >=1 requeue."""
+    runs = tmp_path / "runs"
+    env = slurm_cluster.env(TRAIN_SCRIPT=FAKE, RUNS_DIR=runs)
+    job_id = slurm_cluster.sbatch(["--time=1", "--signal=B:USR1@45", str(SCRIPT), "fake.step_sleep=0.25",
+                                   "teacher_train.max_steps=100", "distill_train.max_steps=20"], cwd=tmp_path, env=env)
+    logs = lambda: dump_logs(tmp_path)  # noqa: E731
+    info = slurm_cluster.wait_job(job_id, 240, logs)
+    assert info["JobState"] == "COMPLETED" and int(info["Restarts"]) >= 1, f"{info}\n{logs()}"
+    assert_each_step_once(read_metrics(runs / f"hrkd-distill-{job_id}" / "metrics.jsonl"),
+                          {"teacher": 100, "distill": 20}, logs())
 
 
 def test_failure_is_not_requeued(slurm_cluster, tmp_path):

@@ -1,0 +1,59 @@
+"""Integration tests: the real trainer, started the ways users start it (1 process, 2 ranks).
+
+Runs that several tests inspect are session fixtures, so each is trained once. All runs share one
+tokenizer/tokenized-data cache. Helpers live in integration_helpers.py (imported by path).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from integration_helpers import (  # noqa: E402
+    RESUME_ARGS, assert_ok, deepspeed_cmd, free_port, run, single_cmd, torchrun_cmd, train_args,
+)
+
+
+
+@pytest.fixture(scope="session")
+def it_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("hrkd-cache")
+
+
+@pytest.fixture(scope="session")
+def it_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("hrkd-runs")
+
+
+@pytest.fixture(scope="session")
+def zero2_run(it_root, it_cache):
+    """deepspeed launcher, 2 ranks, ZeRO-2 meta-teacher/student, ZeRO-3 frozen teacher (default), hrkd."""
+    out = it_root / "zero2"
+    cmd = deepspeed_cmd(2, free_port()) + train_args(out, it_cache, *RESUME_ARGS, deepspeed="ds_configs/zero2.json")
+    res = run(cmd, it_root / "zero2.log")
+    assert_ok(res, "deepspeed launcher ZeRO-2 run")
+    return out, res
+
+
+@pytest.fixture(scope="session")
+def zero3_run(it_root, it_cache):
+    """torchrun, 2 ranks, ZeRO-3 everywhere, method kd; teacher dropout 0 (reused by the 1-vs-2-rank test)."""
+    out = it_root / "zero3"
+    cmd = torchrun_cmd(2, free_port()) + train_args(out, it_cache, "distill.method=kd", "teacher.dropout=0",
+                                                    deepspeed="ds_configs/zero3.json")
+    res = run(cmd, it_root / "zero3.log")
+    assert_ok(res, "torchrun ZeRO-3 run")
+    return out, res
+
+
+@pytest.fixture(scope="session")
+def single_run(it_root, it_cache):
+    """One plain process, default ZeRO-2 JSON, teacher + hrkd distillation."""
+    out = it_root / "single"
+    res = run(single_cmd() + train_args(out, it_cache), it_root / "single.log")
+    assert_ok(res, "single-process run")
+    return out
