@@ -135,7 +135,7 @@ class Config:
     # The embedded default trains small models from scratch on the shipped sample in a few CPU
     # minutes; the paper's BERT-scale settings (lr 5e-5, 3 epochs, batch 8) are in configs/.
     teacher_train: StageConfig = field(default_factory=lambda: StageConfig(lr=2e-3, epochs=5, batch_per_domain=16))
-    distill_train: StageConfig = field(default_factory=lambda: StageConfig(lr=2e-3, epochs=5, batch_per_domain=16))
+    distill_train: StageConfig = field(default_factory=lambda: StageConfig(lr=2e-3, epochs=4, batch_per_domain=16))
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

@@ -186,6 +186,15 @@ class Run:
     def micro_batch(self, stage) -> int:
         return stage.batch_per_domain * self.K
 
+    def check_batch_sizes(self) -> None:
+        """Reject a DeepSpeed JSON that contradicts any stage about to train, before the first one trains."""
+        from hrkd_ds.engine.ds_config import with_batch_sizes
+
+        stages = [self.cfg.teacher_train] if "teacher" in self.cfg.stages and self.teacher_dir is None else []
+        stages += [self.cfg.distill_train] if "distill" in self.cfg.stages else []
+        for stage in stages:
+            with_batch_sizes(self.ds_cfg, self.micro_batch(stage), self.dist.world_size, self.ds_source)
+
     def sampler(self, stage):
         from hrkd_ds.data.sampler import EpisodicDomainSampler
 
@@ -379,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_everything(cfg.seed)
         run = Run(cfg, ds_cfg, ds_path, dist)
         try:
+            run.check_batch_sizes()
             for stage in cfg.stages:
                 {"teacher": run.run_teacher, "distill": run.run_distill, "eval": run.run_eval}[stage]()
         except BaseException:

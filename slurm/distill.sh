@@ -7,7 +7,7 @@
 #   sbatch --nodes=4 --ntasks-per-node=8 --gpus-per-node=8 slurm/distill.sh
 #   CONFIG=configs/x.yaml DS_CONFIG=ds_configs/zero2.json sbatch slurm/distill.sh distill_train.lr=3e-5
 # Extra arguments of the form key.sub=value are passed to the trainer as config overrides.
-# See docs/slurm.md for every variable, the log layout, resuming and chaining stages.
+# See README.md ("Running on a Slurm cluster") for every variable, the log layout, resuming and chaining stages.
 #
 # --- defaults: edit here or override on the sbatch command line ----------------------------------
 #SBATCH --job-name=hrkd-distill

@@ -110,6 +110,7 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile of the fused loss")
     a = ap.parse_args()
     device = torch.device(a.device)
     torch.set_num_threads(a.threads)
@@ -154,6 +155,9 @@ def main() -> None:
 
     cases = {"att+hid terms, loop": terms_loop, "att+hid terms, fused": terms_fused,
              "full loss, loop": full(loop), "full loss, fused": full(fused)}
+    if a.compile:
+        compiled = torch.compile(fused)
+        cases["full loss, fused+compile"] = full(compiled)
     t = timed_interleaved({k: (lambda fn=fn: (clear(), fn())) for k, fn in cases.items()}, device, a.repeats)
     rows = list(t.items())
     bw = bandwidth(device, a.repeats)

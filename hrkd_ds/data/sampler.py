@@ -2,11 +2,14 @@
 
 Stream construction (per epoch e, domain d, world size W, batch B, S steps):
   * p = permutation of the domain's n examples seeded by (seed, e, d, 0), identical on all ranks;
-  * rank r owns the r-th of W near-equal contiguous pieces of p (np.array_split);
+  * rank r owns the strided piece p[r::W] (near-equal sizes);
   * rank r's stream = its piece, then fresh permutations of its piece seeded by (seed, e, d, c, r)
     for cycles c = 1, 2, ... until S*B long; step s takes stream[s*B:(s+1)*B].
 The global stream is the interleaving of the rank streams, so step s's global batch is
-global[s*B*W:(s+1)*B*W] with rank r holding the contiguous block [r*B:(r+1)*B]. Versus plain
+global[s*B*W:(s+1)*B*W] with rank r holding the contiguous block [r*B:(r+1)*B]. Strided pieces
+make the global batch independent of W while no piece has cycled: step s of W ranks with batch B
+holds exactly the examples p[s*B*W:(s+1)*B*W], the batch one rank with batch B*W gets, so runs
+at different world sizes (same global batch) see the same data. Versus plain
 concatenated global permutations, owning pieces keeps ranks disjoint at every step AND over the
 whole epoch (a global wrap-around would hand an example already seen by one rank to another, and
 a batch straddling two permutations could repeat an index across ranks). For W = 1 it is exactly
@@ -84,7 +87,7 @@ class EpisodicDomainSampler:
     def _rank_stream(self, epoch: int, d: int) -> np.ndarray:
         n, need = self.sizes[d], self.steps_per_epoch * self.batch_size
         first = np.random.default_rng([self.seed, epoch, d, 0]).permutation(n)
-        piece = np.array_split(first, self.world_size)[self.rank]
+        piece = first[self.rank::self.world_size]
         cycles = [piece] + [piece[np.random.default_rng([self.seed, epoch, d, c, self.rank]).permutation(piece.size)]
                             for c in range(1, math.ceil(need / piece.size))]  # fmt: skip
         return np.concatenate(cycles)[:need]

@@ -91,14 +91,121 @@ def soft_cross_entropy_per_domain(student_logits: torch.Tensor, teacher_logits: 
 
 
 # ---- fused masked squared error ---------------------------------------------------------------
+# CUDA path: two Triton kernels, one pass each way. Forward reads s, t and the (broadcast) mask
+# once and writes one fp32 partial sum per (example, block); backward reads s, t, mask once and
+# writes grad(s) (and -grad for t when needed). Partials are summed per domain by torch (no atomics:
+# deterministic). Without Triton (or for float64 / unusual mask layouts) CUDA falls back to a torch
+# path with a plain reduction. CPU keeps the original sub / mul / bmm path, which is at ~1.2-1.8x
+# its memory floor there; on CUDA that bmm is a (K, 1, M) x (K, M, 1) GEMM that cuBLAS runs on
+# ~K blocks (17x the floor on an H100).
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_FWD_BLOCK, _BWD_BLOCK, _NUM_WARPS = 4096, 4096, 8
+_triton_state: dict = {}
+
+
+def _triton_kernels():
+    """(forward, backward) jitted kernels, or None when triton is not importable."""
+    if "kernels" not in _triton_state:
+        try:
+            import triton  # noqa: F401
+            import triton.language as tl
+        except Exception:  # noqa: BLE001 - any import failure means: use the torch path
+            _triton_state["kernels"] = None
+            return None
+
+        @triton.jit
+        def fwd(s_ptr, t_ptr, m_ptr, part_ptr, E, BD, C, P, BLOCK: tl.constexpr):
+            # one example n per grid row; s/t contiguous, E elements per example; mask (N, 1.., BD, 1..)
+            pid, n = tl.program_id(0), tl.program_id(1)
+            offs = pid * BLOCK + tl.arange(0, BLOCK)
+            ok = offs < E
+            base = n.to(tl.int64) * E
+            s = tl.load(s_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
+            t = tl.load(t_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
+            m = tl.load(m_ptr + n.to(tl.int64) * BD + (offs % (BD * C)) // C, mask=ok, other=0.0).to(tl.float32)
+            d = (s - t) * m
+            tl.store(part_ptr + n.to(tl.int64) * P + pid, tl.sum(d * d, axis=0))
+
+        @triton.jit
+        def bwd(s_ptr, t_ptr, m_ptr, g_ptr, gs_ptr, gt_ptr, E, BD, C, PER_DOMAIN,
+                BLOCK: tl.constexpr, WRITE_S: tl.constexpr, WRITE_T: tl.constexpr):
+            pid, n = tl.program_id(0), tl.program_id(1)
+            offs = pid * BLOCK + tl.arange(0, BLOCK)
+            ok = offs < E
+            base = n.to(tl.int64) * E
+            scale = 2.0 * tl.load(g_ptr + n // PER_DOMAIN).to(tl.float32)
+            s = tl.load(s_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
+            t = tl.load(t_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
+            m = tl.load(m_ptr + n.to(tl.int64) * BD + (offs % (BD * C)) // C, mask=ok, other=0.0).to(tl.float32)
+            g = (s - t) * (m * scale)
+            if WRITE_S:
+                tl.store(gs_ptr + base + offs, g.to(gs_ptr.dtype.element_ty), mask=ok)
+            if WRITE_T:
+                tl.store(gt_ptr + base + offs, (-g).to(gt_ptr.dtype.element_ty), mask=ok)
+
+        _triton_state["kernels"] = (fwd, bwd)
+    return _triton_state["kernels"]
+
+
+def _mask_layout(shape: torch.Size, mask: torch.Tensor) -> tuple[int, int] | None:
+    """(BD, C) when `mask` broadcasts to `shape` as (N, 1.., BD.., 1..) with C trailing elements per
+    mask entry and contiguous storage, so mask index = n * BD + (e % (BD * C)) // C; else None."""
+    if mask.dim() != len(shape) or mask.shape[0] != shape[0] or not mask.is_contiguous():
+        return None
+    kinds = []  # 'b' broadcast dim, 'm' matched dim (size-1-in-both dims are neutral)
+    for ms, ss in zip(mask.shape[1:], shape[1:]):
+        if ms == ss:
+            if ss != 1:
+                kinds.append("m")
+        elif ms == 1:
+            kinds.append("b")
+        else:
+            return None
+    pattern = "".join(kinds)
+    lead = len(pattern) - len(pattern.lstrip("b"))
+    core = pattern[lead:]
+    matched = len(core) - len(core.lstrip("m"))
+    if "m" in core[matched:]:
+        return None  # b* m* b* only
+    bd = 1
+    for ms in mask.shape[1:]:
+        bd *= ms
+    # trailing broadcast elements per mask entry = product of the trailing 'b' dims
+    c = 1
+    for ms, ss in reversed(list(zip(mask.shape[1:], shape[1:]))):
+        if ms == ss:
+            if ss != 1:
+                break
+        else:
+            c *= ss
+    return bd, c
+
+
+def _use_triton(mask: torch.Tensor, pairs: tuple[torch.Tensor, ...]) -> bool:
+    s0 = pairs[0]
+    if s0.numel() == 0 or not s0.is_cuda or s0.dtype not in _TRITON_DTYPES or mask.dtype != s0.dtype or not mask.is_cuda:
+        return False
+    for x in pairs:
+        if x.shape != s0.shape or x.dtype != s0.dtype or not x.is_contiguous() or x.device != s0.device:
+            return False
+        if x.numel() >= 2**31:
+            return False
+    if _mask_layout(s0.shape, mask) is None:
+        return False
+    return _triton_kernels() is not None
+
+
 class MaskedSquaredErrorSums(torch.autograd.Function):
     """Per-(layer, domain) sums of mask * (s - t)^2 over lists of big tensors, one pass each way.
 
-    Forward: d = s - t into one reused buffer, d *= mask, per-domain dot(d, d) (rows are
+    CPU forward: d = s - t into one reused buffer, d *= mask, per-domain dot(d, d) (rows are
     domain-major, so a (K, -1) view gives the domains). Nothing big is saved: backward
     recomputes d and writes grad = d * (mask * 2 * upstream[l, k(n)]) in place, i.e. one read of
     s and t and one write of the gradient per layer. Layers are looped (they arrive as separate
     tensors; stacking would copy them), domains never are.
+
+    CUDA: the same formulas in one Triton kernel per layer and direction (see `_triton_kernels`),
+    or, without Triton, the torch ops with a plain per-domain reduction instead of the bmm.
     """
 
     @staticmethod
@@ -107,6 +214,11 @@ class MaskedSquaredErrorSums(torch.autograd.Function):
         ctx.num_domains = num_domains
         ctx.save_for_backward(mask, *pairs)
         students, teachers = pairs[0::2], pairs[1::2]
+        ctx.use_triton = _use_triton(mask, pairs)
+        if ctx.use_triton:
+            return _triton_forward(mask, num_domains, students, teachers)
+        if students[0].is_cuda:
+            return _torch_cuda_forward(mask, num_domains, students, teachers)
         sums = students[0].new_empty(len(students), num_domains)  # (L, K)
         buf = None
         for i, (s, t) in enumerate(zip(students, teachers)):
@@ -131,12 +243,53 @@ class MaskedSquaredErrorSums(torch.autograd.Function):
             if not (need_s or need_t):
                 grads += [None, None]
                 continue
+            if ctx.use_triton:
+                grads += _triton_backward(mask, grad_sums[i], K, s, t, need_s, need_t)
+                continue
             scale = (2.0 * grad_sums[i]).repeat_interleave(n // K)  # (N,)
             weight = mask * scale.reshape(n, *([1] * (mask.dim() - 1)))  # small: mask-shaped
             g = torch.sub(s, t)
             g.mul_(weight)
             grads += [g if need_s else None, g.neg() if need_t else None]
         return (None, None, *grads)
+
+
+def _torch_cuda_forward(mask, K, students, teachers) -> torch.Tensor:
+    """CUDA without Triton: same ops as CPU, but a plain (K, M) reduction rather than the bmm."""
+    rows = []
+    buf = None
+    for s, t in zip(students, teachers):
+        if buf is None or buf.shape != s.shape:
+            buf = torch.empty_like(s, memory_format=torch.contiguous_format)
+        torch.sub(s, t, out=buf)
+        buf.mul_(mask)
+        flat = buf.view(K, -1)
+        rows.append(torch.linalg.vecdot(flat, flat))
+    return torch.stack(rows)
+
+
+def _triton_forward(mask, K, students, teachers) -> torch.Tensor:
+    fwd, _ = _triton_kernels()
+    s0 = students[0]
+    N, E = s0.shape[0], s0[0].numel()
+    bd, c = _mask_layout(s0.shape, mask)
+    P = -(-E // _FWD_BLOCK)
+    part = torch.empty(len(students), N, P, device=s0.device, dtype=torch.float32)
+    for i, (s, t) in enumerate(zip(students, teachers)):
+        fwd[(P, N)](s, t, mask, part[i], E, bd, c, P, BLOCK=_FWD_BLOCK, num_warps=_NUM_WARPS)
+    return part.view(len(students), K, -1).sum(-1).to(s0.dtype)  # (L, K)
+
+
+def _triton_backward(mask, grad_row, K, s, t, need_s, need_t) -> list:
+    _, bwd = _triton_kernels()
+    N, E = s.shape[0], s[0].numel()
+    bd, c = _mask_layout(s.shape, mask)
+    gs = torch.empty_like(s) if need_s else None
+    gt = torch.empty_like(t) if need_t else None
+    any_out = gs if gs is not None else gt
+    bwd[(-(-E // _BWD_BLOCK), N)](s, t, mask, grad_row, gs if need_s else any_out, gt if need_t else any_out,
+                                  E, bd, c, N // K, BLOCK=_BWD_BLOCK, WRITE_S=need_s, WRITE_T=need_t, num_warps=_NUM_WARPS)
+    return [gs, gt]
 
 
 def masked_squared_error_sums(students: list[torch.Tensor], teachers: list[torch.Tensor], mask: torch.Tensor, num_domains: int) -> torch.Tensor:

@@ -120,7 +120,7 @@ class Trainer:
         dev, test = self.evaluate()
         row = {"stage": self.run.role, "step": step, "eval": {"dev": dev, "test": test}}
         self.metrics.write(row)
-        self.tracker.log(_flat_for_wandb({f"{self.run.role}/eval": row["eval"]}), step=self._wandb_step(step))
+        self.tracker.log({f"{self.run.role}/step": step, **_flat_for_wandb({f"{self.run.role}/eval": row["eval"]})})
         if dev["average"] > best["overall"].get("dev", {}).get("average", -1.0):
             best["overall"] = {"step": step, "dev": dev, "test": test}
             self.run.export(self.run.out_dir / "model")
@@ -129,9 +129,6 @@ class Trainer:
                 best["per_domain"][d] = {"step": step, "dev": dev[d], "test": test[d]}
                 self.run.export(self.run.out_dir / "best_by_domain" / d)
         best["final"] = {"step": step, "dev": dev, "test": test}
-
-    def _wandb_step(self, step: int) -> int:
-        return step + self.run.extra_progress.get("wandb_offset", 0)
 
     # ---- the loop --------------------------------------------------------------------------
     def _log_step(self, step: int, epoch: int, loss: torch.Tensor, logs: dict[str, torch.Tensor],
@@ -156,7 +153,7 @@ class Trainer:
                 terms[k] = _by_domain(v, r.domains)
         row["terms"] = terms
         self.metrics.write(row)
-        self.tracker.log(_flat_for_wandb({r.role: row}), step=self._wandb_step(step))
+        self.tracker.log(_flat_for_wandb({r.role: row}))
         window.update(t0=time.perf_counter(), samples=0, tokens=0)
 
     def _save(self, step: int, best: dict[str, Any]) -> None:

@@ -31,14 +31,18 @@ class WandbRun:
             project=project, mode=mode, dir=run_dir, name=name, config=config,
             id=resume_id, resume="allow" if resume_id else None, reinit="finish_previous",
         )
+        for role in ("teacher", "student"):  # each stage counts its own steps from 1
+            self.run.define_metric(f"{role}/step")
+            self.run.define_metric(f"{role}/*", step_metric=f"{role}/step")
 
     @property
     def id(self) -> str | None:
         return self.run.id if self.run is not None else None
 
-    def log(self, row: dict[str, Any], step: int) -> None:
+    def log(self, row: dict[str, Any]) -> None:
+        """Rows carry their own `<role>/step`; W&B's global step just counts calls."""
         if self.run is not None:
-            self.run.log(row, step=step)
+            self.run.log(row)
 
     def summary(self, values: dict[str, Any]) -> None:
         if self.run is not None:

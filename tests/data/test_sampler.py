@@ -125,3 +125,17 @@ def test_mismatched_resume_rejected():
     for other in (EpisodicDomainSampler(SIZES, 4, seed=2), EpisodicDomainSampler(SIZES, 5, seed=1), EpisodicDomainSampler(SIZES, 4, seed=1, world_size=2)):
         with pytest.raises(UserError, match="sampler state"):
             other.load_state_dict(state)
+
+
+def test_global_batch_is_independent_of_world_size_before_cycling():
+    """W ranks with batch B hold together exactly the batch one rank with B*W gets."""
+    sizes, global_batch, steps = [96, 80, 64], 8, 8  # 8 steps x 8 = 64: no domain cycles yet
+    one = EpisodicDomainSampler(sizes, global_batch, seed=11)
+    single = [ep for _, ep in zip(range(steps), one)]
+    for world in (2, 4):
+        ranks = [EpisodicDomainSampler(sizes, global_batch // world, rank=r, world_size=world, seed=11) for r in range(world)]
+        per_rank = [[ep for _, ep in zip(range(steps), s)] for s in ranks]
+        for step in range(steps):
+            for d in range(len(sizes)):
+                merged = sorted(i for r in range(world) for i in per_rank[r][step][d])
+                assert merged == sorted(single[step][d]), (world, step, d)
