@@ -99,7 +99,8 @@ def soft_cross_entropy_per_domain(student_logits: torch.Tensor, teacher_logits: 
 # its memory floor there; on CUDA that bmm is a (K, 1, M) x (K, M, 1) GEMM that cuBLAS runs on
 # ~K blocks (17x the floor on an H100).
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_FWD_BLOCK, _BWD_BLOCK, _NUM_WARPS = 4096, 4096, 8
+_FWD_BLOCK, _BWD_BLOCK, _NUM_WARPS = 8192, 8192, 8
+_ONE_LAUNCH = True  # all layers in one launch per direction (address table), else one per layer
 _triton_state: dict = {}
 
 
@@ -143,7 +144,50 @@ def _triton_kernels():
             if WRITE_T:
                 tl.store(gt_ptr + base + offs, (-g).to(gt_ptr.dtype.element_ty), mask=ok)
 
+        @triton.jit
+        def fwd_all(tab_ptr, m_ptr, part_ptr, E, BD, C, P, BLOCK: tl.constexpr):
+            # every layer in one launch: tab = int64 (2, L) addresses of s_l, t_l; grid (P, N, L)
+            pid, n, lay = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+            ptr_ty = tl.pointer_type(m_ptr.dtype.element_ty)
+            s_ptr = tl.load(tab_ptr + lay).to(ptr_ty)
+            t_ptr = tl.load(tab_ptr + tl.num_programs(2) + lay).to(ptr_ty)
+            offs = pid * BLOCK + tl.arange(0, BLOCK)
+            ok = offs < E
+            base = n.to(tl.int64) * E
+            s = tl.load(s_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
+            t = tl.load(t_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
+            m = tl.load(m_ptr + n.to(tl.int64) * BD + (offs % (BD * C)) // C, mask=ok, other=0.0).to(tl.float32)
+            d = (s - t) * m
+            row = lay.to(tl.int64) * tl.num_programs(1) + n
+            tl.store(part_ptr + row * P + pid, tl.sum(d * d, axis=0))
+
+        @triton.jit
+        def bwd_all(tab_ptr, m_ptr, g_ptr, E, BD, C, PER_DOMAIN, K,
+                    BLOCK: tl.constexpr, WRITE_S: tl.constexpr, WRITE_T: tl.constexpr):
+            # tab = int64 (5, G): s, t, grad_s, grad_t addresses and the layer index; grid (P, N, G)
+            pid, n, j = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+            G = tl.num_programs(2)
+            ptr_ty = tl.pointer_type(m_ptr.dtype.element_ty)
+            s_ptr = tl.load(tab_ptr + j).to(ptr_ty)
+            t_ptr = tl.load(tab_ptr + G + j).to(ptr_ty)
+            lay = tl.load(tab_ptr + 4 * G + j)
+            offs = pid * BLOCK + tl.arange(0, BLOCK)
+            ok = offs < E
+            base = n.to(tl.int64) * E
+            scale = 2.0 * tl.load(g_ptr + lay * K + n // PER_DOMAIN).to(tl.float32)
+            s = tl.load(s_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
+            t = tl.load(t_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
+            m = tl.load(m_ptr + n.to(tl.int64) * BD + (offs % (BD * C)) // C, mask=ok, other=0.0).to(tl.float32)
+            g = (s - t) * (m * scale)
+            if WRITE_S:
+                gs_ptr = tl.load(tab_ptr + 2 * G + j).to(ptr_ty)
+                tl.store(gs_ptr + base + offs, g.to(ptr_ty.element_ty), mask=ok)
+            if WRITE_T:
+                gt_ptr = tl.load(tab_ptr + 3 * G + j).to(ptr_ty)
+                tl.store(gt_ptr + base + offs, (-g).to(ptr_ty.element_ty), mask=ok)
+
         _triton_state["kernels"] = (fwd, bwd)
+        _triton_state["kernels_all"] = (fwd_all, bwd_all)
     return _triton_state["kernels"]
 
 
@@ -236,6 +280,8 @@ class MaskedSquaredErrorSums(torch.autograd.Function):
         grad_sums = grad_sums.contiguous()  # may arrive expanded (e.g. from a sum)
         K = ctx.num_domains
         n = pairs[0].shape[0]
+        if ctx.use_triton and _ONE_LAUNCH:
+            return (None, None, *_triton_backward_all(mask, grad_sums, K, pairs, ctx.needs_input_grad[2:]))
         grads: list[torch.Tensor | None] = []
         for i in range(len(pairs) // 2):
             s, t = pairs[2 * i], pairs[2 * i + 1]
@@ -268,6 +314,11 @@ def _torch_cuda_forward(mask, K, students, teachers) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def _address_table(rows: list[list[int]], device: torch.device) -> torch.Tensor:
+    """int64 (R, G) table of device addresses / indices, uploaded without a host-device sync."""
+    return torch.tensor(rows, dtype=torch.int64).pin_memory().to(device, non_blocking=True)
+
+
 def _triton_forward(mask, K, students, teachers) -> torch.Tensor:
     fwd, _ = _triton_kernels()
     s0 = students[0]
@@ -275,8 +326,13 @@ def _triton_forward(mask, K, students, teachers) -> torch.Tensor:
     bd, c = _mask_layout(s0.shape, mask)
     P = -(-E // _FWD_BLOCK)
     part = torch.empty(len(students), N, P, device=s0.device, dtype=torch.float32)
-    for i, (s, t) in enumerate(zip(students, teachers)):
-        fwd[(P, N)](s, t, mask, part[i], E, bd, c, P, BLOCK=_FWD_BLOCK, num_warps=_NUM_WARPS)
+    if _ONE_LAUNCH:
+        fwd_all, _ = _triton_state["kernels_all"]
+        tab = _address_table([[s.data_ptr() for s in students], [t.data_ptr() for t in teachers]], s0.device)
+        fwd_all[(P, N, len(students))](tab, mask, part, E, bd, c, P, BLOCK=_FWD_BLOCK, num_warps=_NUM_WARPS)
+    else:
+        for i, (s, t) in enumerate(zip(students, teachers)):
+            fwd[(P, N)](s, t, mask, part[i], E, bd, c, P, BLOCK=_FWD_BLOCK, num_warps=_NUM_WARPS)
     return part.view(len(students), K, -1).sum(-1).to(s0.dtype)  # (L, K)
 
 
@@ -290,6 +346,33 @@ def _triton_backward(mask, grad_row, K, s, t, need_s, need_t) -> list:
     bwd[(-(-E // _BWD_BLOCK), N)](s, t, mask, grad_row, gs if need_s else any_out, gt if need_t else any_out,
                                   E, bd, c, N // K, BLOCK=_BWD_BLOCK, WRITE_S=need_s, WRITE_T=need_t, num_warps=_NUM_WARPS)
     return [gs, gt]
+
+
+def _triton_backward_all(mask, grad_sums, K, pairs, needs) -> list:
+    """Gradients of every layer, one launch per distinct (need_s, need_t) combination."""
+    _, bwd_all = _triton_state["kernels_all"]
+    s0 = pairs[0]
+    N, E = s0.shape[0], s0[0].numel()
+    bd, c = _mask_layout(s0.shape, mask)
+    grads: list[torch.Tensor | None] = [None] * len(pairs)
+    groups: dict[tuple[bool, bool], list[int]] = {}
+    for i in range(len(pairs) // 2):
+        key = (bool(needs[2 * i]), bool(needs[2 * i + 1]))
+        if any(key):
+            groups.setdefault(key, []).append(i)
+    for (need_s, need_t), layers in groups.items():
+        rows: list[list[int]] = [[], [], [], [], []]
+        for i in layers:
+            s, t = pairs[2 * i], pairs[2 * i + 1]
+            gs = torch.empty_like(s) if need_s else None
+            gt = torch.empty_like(t) if need_t else None
+            grads[2 * i], grads[2 * i + 1] = gs, gt
+            for row, v in zip(rows, (s.data_ptr(), t.data_ptr(), gs.data_ptr() if need_s else 0, gt.data_ptr() if need_t else 0, i)):
+                row.append(v)
+        tab = _address_table(rows, s0.device)
+        bwd_all[(-(-E // _BWD_BLOCK), N, len(layers))](tab, mask, grad_sums, E, bd, c, N // K, K, BLOCK=_BWD_BLOCK,
+                                                       WRITE_S=need_s, WRITE_T=need_t, num_warps=_NUM_WARPS)
+    return grads
 
 
 def masked_squared_error_sums(students: list[torch.Tensor], teachers: list[torch.Tensor], mask: torch.Tensor, num_domains: int) -> torch.Tensor:

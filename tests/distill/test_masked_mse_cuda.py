@@ -56,9 +56,11 @@ def _rel(x, r):
 @cuda
 @pytest.mark.parametrize("kind", ["att", "hid"])
 @pytest.mark.parametrize("shape", [(3, 2, 37, 3, 50), (5, 4, 128, 12, 96), (2, 1, 5, 1, 3)], ids=str)
-@pytest.mark.parametrize("fallback", [False, True])
+@pytest.mark.parametrize("mode", ["one_launch", "per_layer", "fallback"])
 @pytest.mark.parametrize("t_grad", [False, True])
-def test_cuda_matches_float64(kind, shape, fallback, t_grad, monkeypatch):
+def test_cuda_matches_float64(kind, shape, mode, t_grad, monkeypatch):
+    fallback = mode == "fallback"
+    monkeypatch.setattr(L, "_ONE_LAUNCH", mode == "one_launch")
     K = shape[0]
     mask, ss, ts, w = _case(*shape, kind, torch.float32, seed=sum(shape) + fallback + 2 * t_grad, t_grad=t_grad)
     ref, gs_ref, gt_ref = _ref(mask, ss, ts, w, K)
@@ -86,3 +88,27 @@ def test_triton_path_taken_when_available():
     s = torch.randn(4, 2, 8, 8, device="cuda")
     assert L._use_triton(mask, (s, s.clone()))
     assert not L._use_triton(mask.double(), (s.double(), s.double()))  # float64 -> torch path
+
+
+@cuda
+@pytest.mark.parametrize("one_launch", [True, False])
+def test_cuda_mixed_needs(one_launch, monkeypatch):
+    """Layers needing grads for s only, s and t, t only, or nothing, in one call."""
+    monkeypatch.setattr(L, "_ONE_LAUNCH", one_launch)
+    K = 3
+    mask, ss, ts, w = _case(K, 2, 19, 2, 30, "hid", torch.float32, seed=7, t_grad=True)
+    ss, ts, w = ss + [ss[0] * 0.5], ts + [ts[1] + 1.0], torch.cat([w, w[:1]])
+    ref, gs_ref, gt_ref = _ref(mask, ss, ts, w, K)
+    needs = [(True, False), (True, True), (False, True), (False, False)]
+    dev = torch.device("cuda")
+    s_d = [s.to(dev).requires_grad_(a) for s, (a, _) in zip(ss, needs)]
+    t_d = [t.to(dev).requires_grad_(b) for t, (_, b) in zip(ts, needs)]
+    sums = L.masked_squared_error_sums(s_d, t_d, mask.to(dev), K)
+    (sums * w.to(dev)).sum().backward()
+    assert _rel(sums.detach(), ref) < 1e-5
+    for (a, b), s, t, gs, gt in zip(needs, s_d, t_d, gs_ref, gt_ref):
+        assert (s.grad is not None) == a and (t.grad is not None) == b
+        if a:
+            assert _rel(s.grad, gs) < 1e-5
+        if b:
+            assert _rel(t.grad, gt) < 1e-5
