@@ -27,6 +27,7 @@ import torch
 
 from hrkd_ds.config import Config, load_config, save_config, to_dict
 from hrkd_ds.errors import UserError, exit_on_user_error
+from hrkd_ds.engine.distributed import barrier
 from hrkd_ds.io import atomic_write_json, atomic_write_text, replace_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +64,8 @@ def resolve_teacher_dir(cfg: Config) -> Path | None:
         return None
     p = Path(cfg.teacher_from)
     if (p / "teacher" / "model").is_dir():
+        if not (p / "teacher" / "DONE").is_file():
+            raise UserError(f"config field 'teacher_from': the teacher stage of {cfg.teacher_from} has not finished")
         p = p / "teacher" / "model"
     if not (p / "config.json").is_file():
         raise UserError(f"config field 'teacher_from': no model (config.json) in {cfg.teacher_from}")
@@ -74,7 +77,6 @@ def load_data(cfg: Config, dist, teacher_dir: Path | None, cache_dir: str):
     from hrkd_ds.data.multidomain import tokenize_splits
     from hrkd_ds.data.splits import load_splits
     from hrkd_ds.data.tokenizer import build_tokenizer
-    from hrkd_ds.engine.distributed import barrier
 
     tok_cfg = cfg.tokenizer
     if teacher_dir is not None and (teacher_dir / "tokenizer_config.json").is_file():
@@ -86,6 +88,36 @@ def load_data(cfg: Config, dist, teacher_dir: Path | None, cache_dir: str):
             data = tokenize_splits(raw, tokenizer, cfg.data.max_seq_len, cache_dir)
         barrier()
     return raw, tokenizer, data
+
+
+# Fields that may change when a run is relaunched into the same output_dir (schedule length,
+# logging, which stages run); anything else would silently mix two experiments in one run.
+RESUME_FREE = ("stages", "output_dir", "tracking.", "data.cache_dir", "distill.teacher_deepspeed",
+               "_train.epochs", "_train.max_steps", "_train.eval_every", "_train.save_every", "_train.log_every")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_resume_config(cfg: Config, saved: Path) -> None:
+    """Relaunching into an existing run must not change what that run is."""
+    import yaml
+
+    if not saved.is_file():
+        return
+    old = _flatten(yaml.safe_load(saved.read_text()) or {})
+    new = _flatten(to_dict(cfg))
+    for key in sorted(set(old) | set(new)):
+        if key.startswith(RESUME_FREE) or key.endswith(RESUME_FREE) or old.get(key) == new.get(key):
+            continue
+        raise UserError(
+            f"output_dir {cfg.output_dir} holds a run with {key}={old.get(key)!r}, not {new.get(key)!r}: "
+            "use a new output_dir, or the same settings to resume"
+        )
 
 
 # ---- models -------------------------------------------------------------------------------
@@ -115,8 +147,6 @@ def make_exporter(engine, tokenizer, dist, extra: dict[str, Any]):
     import deepspeed
 
     def export(dest: Path) -> None:
-        from hrkd_ds.engine.distributed import barrier
-
         model = engine.module.model
         zero3 = engine.zero_optimization_partition_weights()
         gather = deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None) if zero3 else nullcontext()
@@ -145,6 +175,8 @@ class Run:
         self.cfg, self.ds_cfg, self.ds_source, self.dist = cfg, ds_cfg, ds_source, dist
         self.out = Path(cfg.output_dir)
         self.preempt = PreemptionFlag().install()
+        check_resume_config(cfg, self.out / "config.yaml")
+        barrier()  # every rank has compared before rank 0 overwrites
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -139,3 +140,29 @@ def test_teacher_from_empty_dir_exits_2(tmp_path, it_cache):
     empty.mkdir()
     proc = _run_capture(train_args(tmp_path / "run", it_cache, f"teacher_from={empty}", "stages=[distill]"))
     _one_line_error(proc, "teacher_from", str(empty))
+
+
+def test_relaunch_with_changed_settings_is_refused(tmp_path):
+    """Resuming into an output_dir with a different experiment is one line, exit 2, files untouched."""
+    from hrkd_ds.config import Config, save_config
+
+    out = tmp_path / "run"
+    save_config(Config(seed=1, output_dir=str(out)), out / "config.yaml")
+    before = (out / "config.yaml").read_text()
+    proc = subprocess.run([sys.executable, "hrkd_ds/train.py", f"output_dir={out}", "seed=2", "tracking.wandb_mode=disabled"],
+                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("hrkd_ds: error:")]
+    assert len(lines) == 1 and "seed=1" in lines[0] and "Traceback" not in proc.stderr
+    assert (out / "config.yaml").read_text() == before
+
+
+def test_teacher_from_an_unfinished_run_is_refused(tmp_path):
+    run_dir = tmp_path / "half"
+    (run_dir / "teacher" / "model").mkdir(parents=True)
+    (run_dir / "teacher" / "model" / "config.json").write_text("{}")
+    proc = subprocess.run([sys.executable, "hrkd_ds/train.py", f"output_dir={tmp_path}/out", f"teacher_from={run_dir}",
+                           "stages=[distill]", "tracking.wandb_mode=disabled"],
+                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "has not finished" in proc.stderr and "Traceback" not in proc.stderr
