@@ -176,16 +176,15 @@ class Run:
         self.out = Path(cfg.output_dir)
         self.preempt = PreemptionFlag().install()
         check_resume_config(cfg, self.out / "config.yaml")
-        barrier()  # every rank has compared before rank 0 overwrites
+        self.teacher_dir = resolve_teacher_dir(cfg)
+        cache_dir = cfg.data.cache_dir or str(self.out.resolve().parent / ".hrkd_cache")
+        self.raw, self.tokenizer, self.data = load_data(cfg, dist, self.teacher_dir, cache_dir)  # bad data: nothing written yet
+        self.domains, self.labels = list(self.raw.domains), list(self.raw.labels)
+        barrier()  # every rank has compared configs before rank 0 overwrites
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
             atomic_write_json(self.out / "deepspeed_config.json", ds_cfg)
-        cache_dir = cfg.data.cache_dir or str(self.out.resolve().parent / ".hrkd_cache")
-        self.teacher_dir = resolve_teacher_dir(cfg)
-        self.raw, self.tokenizer, self.data = load_data(cfg, dist, self.teacher_dir, cache_dir)
-        self.domains, self.labels = list(self.raw.domains), list(self.raw.labels)
-        if dist.is_main:
             atomic_write_json(self.out / "labels.json", {"domains": self.domains, "labels": self.labels})
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=dist.is_main)
         results_file = self.out / "results.json"
@@ -218,14 +217,16 @@ class Run:
     def micro_batch(self, stage) -> int:
         return stage.batch_per_domain * self.K
 
-    def check_batch_sizes(self) -> None:
-        """Reject a DeepSpeed JSON that contradicts any stage about to train, before the first one trains."""
+    def check_stages(self) -> None:
+        """Reject a DeepSpeed JSON or a sampler setting that contradicts any stage about to train,
+        before the first one trains."""
         from hrkd_ds.engine.ds_config import with_batch_sizes
 
         stages = [self.cfg.teacher_train] if "teacher" in self.cfg.stages and self.teacher_dir is None else []
         stages += [self.cfg.distill_train] if "distill" in self.cfg.stages else []
         for stage in stages:
             with_batch_sizes(self.ds_cfg, self.micro_batch(stage), self.dist.world_size, self.ds_source)
+            self.sampler(stage)
 
     def sampler(self, stage):
         from hrkd_ds.data.sampler import EpisodicDomainSampler
@@ -233,7 +234,8 @@ class Run:
         epoch_domain = None
         if stage.epoch_policy == "domain":
             if stage.epoch_domain not in self.domains:
-                raise UserError(f"config field 'epoch_domain': {stage.epoch_domain!r} is not one of {self.domains}")
+                key = "teacher_train" if stage is self.cfg.teacher_train else "distill_train"
+                raise UserError(f"config field '{key}.epoch_domain': {stage.epoch_domain!r} is not one of {self.domains}")
             epoch_domain = self.domains.index(stage.epoch_domain)
         sizes = [len(self.data.splits["train"][d]) for d in self.domains]
         return EpisodicDomainSampler(
@@ -420,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_everything(cfg.seed)
         run = Run(cfg, ds_cfg, ds_path, dist)
         try:
-            run.check_batch_sizes()
+            run.check_stages()
             for stage in cfg.stages:
                 {"teacher": run.run_teacher, "distill": run.run_distill, "eval": run.run_eval}[stage]()
         except BaseException:

@@ -116,8 +116,14 @@ SIGNALLED=0 GOT_USR1=0 GOT_TERM=0
 # handler only sets a flag, repeats are harmless).
 start_resender() {
     [[ -n $RESENDER_PID || -z $SRUN_PID ]] && return
-    ( while sleep "${RESIGNAL_EVERY:-15}" && kill -0 "$SRUN_PID" 2>/dev/null; do
+    # first resend once srun is >= 3 s old, then every second for a few seconds (a fast step may
+    # finish before a 15 s repeat), then every RESIGNAL_EVERY seconds
+    local first=$(( SRUN_T0 + 3 - SECONDS ))
+    (( first < 1 )) && first=1
+    ( n=0; delay=$first
+      while sleep "$delay" && kill -0 "$SRUN_PID" 2>/dev/null; do
           kill -USR1 "$SRUN_PID" 2>/dev/null
+          n=$(( n + 1 )); delay=$(( n < 5 ? 1 : ${RESIGNAL_EVERY:-15} ))
       done ) &
     RESENDER_PID=$!
 }
