@@ -84,7 +84,7 @@ class DistillConfig:
 
     method: str = "hrkd"  # hrkd | kd | none
     layer_map: list[int] = field(default_factory=list)  # [] -> uniform; teacher layer per student layer (1-based)
-    attention: str = "scores"  # scores (pre-softmax, reference) | probs
+    attention: str = "probs"  # probs (post-softmax, bounded) | scores (pre-softmax, the reference's choice)
     temperature: float = 1.0
     fused: bool = True  # fused relational loss; False -> per-domain loop reference
     teacher_deepspeed: str = "ds_configs/teacher_zero3.json"

@@ -12,10 +12,11 @@ the benchmark; both take the same `RelationalParams` so they can be compared wei
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers.utils import ModelOutput
 
 from hrkd_ds.distill.graph import DomainGraph
 from hrkd_ds.distill.losses import (
@@ -29,11 +30,14 @@ from hrkd_ds.distill.losses import (
 
 
 @dataclass
-class DistillLossOutput:
-    """Scalar to backpropagate plus detached per-domain terms for logging."""
+class DistillLossOutput(ModelOutput):
+    """Scalar to backpropagate plus detached per-domain terms for logging.
 
-    total: torch.Tensor  # ()
-    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # emb (K,), att (L,K), hid (L,K), pred (K,)
+    A ModelOutput (a dict underneath) so ZeRO-3's hooks see the tensors it returns.
+    """
+
+    total: torch.Tensor | None = None  # ()
+    terms: dict[str, torch.Tensor] | None = None  # emb (K,), att (L,K), hid (L,K), pred (K,)
     weights: torch.Tensor | None = None  # (L+1, K) domain weights, rows sum to 1
     ratios: torch.Tensor | None = None  # (L, K, L+1) compare-aggregate alphas (zeros if off)
 

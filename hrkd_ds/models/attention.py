@@ -5,7 +5,8 @@ distils the pre-softmax scores, so we register our own attention function under
 `ATTN_IMPLEMENTATION` in transformers' AttentionInterface (and the eager mask builder under the
 same name in AttentionMaskInterface). Which map is returned is picked per call through the
 `hrkd_attention` keyword that transformers forwards from `model(...)` down to the attention
-function: "scores" (default, reference-compatible) or "probs".
+function: "scores" (reference-compatible) or "probs" (the trainer's default,
+`distill.attention`: bounded, so a teacher with sharp attention cannot swamp the other terms).
 
 Scores include the additive padding mask (finite `finfo(dtype).min` at padded keys): the loss
 masks those entries with the real attention mask, it never relies on their values.
