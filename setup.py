@@ -9,8 +9,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["hrkd_ds", "hrkd_ds.*"]),
-    package_data={"hrkd_ds": ["data/sample/**/*", "data/sample/*"]},
+    # ds_configs/ ships inside the package too (as hrkd_ds/ds_configs) so an installed
+    # `hrkd-train` finds its DeepSpeed configs away from a checkout.
+    packages=find_packages(include=["hrkd_ds", "hrkd_ds.*"]) + ["hrkd_ds.ds_configs"],
+    package_dir={"hrkd_ds.ds_configs": "ds_configs"},
+    package_data={"hrkd_ds": ["data/sample/**/*", "data/sample/*"], "hrkd_ds.ds_configs": ["*.json"]},
     include_package_data=True,
     # torch is a range so a cluster's own CUDA build is kept; tools/setup.sh installs the pinned
     # CPU build only when no torch is present.
@@ -19,7 +22,7 @@ setup(
         "deepspeed>=0.16,<0.20",
         "transformers>=4.50,<6",
         "datasets>=3.0",
-        "wandb>=0.18",
+        "wandb>=0.21",
         "sentencepiece>=0.2",
         "pyyaml>=6",
         "tqdm>=4.60",

@@ -7,6 +7,7 @@ Validated once, here at the edge: an unknown key, a wrong type or an out-of-rang
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,7 +230,7 @@ def _set_dotted(cfg: Config, dotted: str, raw: str) -> None:
 
 
 def _check_range(name: str, ok: bool, value: Any, what: str) -> None:
-    if not ok:
+    if not ok or (isinstance(value, float) and not math.isfinite(value)):
         raise UserError(f"config field '{name}': {value!r} is out of range ({what})")
 
 
@@ -265,8 +266,12 @@ def validate(cfg: Config) -> Config:
         _check_range(f"{role}.dropout", 0.0 <= m.dropout < 1.0, m.dropout, "0 <= x < 1")
         if m.init == "pretrained" and not m.pretrained:
             raise UserError(f"config field '{role}.pretrained': required when {role}.init is 'pretrained'")
+        if m.pretrained and m.init == "random":
+            raise UserError(f"config field '{role}.init': 'random' ignores {role}.pretrained={m.pretrained!r}; set init to 'pretrained'")
     if cfg.student.init == "teacher_layers" and not cfg.student.teacher_layers:
         raise UserError("config field 'student.teacher_layers': required when student.init is 'teacher_layers'")
+    if cfg.student.init == "teacher_layers" and not cfg.distill.layer_map:
+        cfg.distill.layer_map = list(cfg.student.teacher_layers)  # distil each kept layer against itself
     g = cfg.graph
     _check_range("graph.heads", g.heads >= 1, g.heads, ">= 1")
     _check_range("graph.hidden_per_head", g.hidden_per_head >= 1, g.hidden_per_head, ">= 1")

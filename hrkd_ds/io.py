@@ -31,10 +31,26 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def _old_copy(final_dir: Path) -> Path:
+    return final_dir.with_name(f".{final_dir.name}.old")
+
+
+def recover_dir(final_dir: str | Path) -> None:
+    """Undo a swap interrupted between its two renames: the previous copy takes its name back."""
+    final_dir = Path(final_dir)
+    old = _old_copy(final_dir)
+    if not final_dir.exists() and old.is_dir():
+        os.replace(old, final_dir)
+
+
 def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
-    """Swap a fully written `tmp_dir` into `final_dir`; the old copy is removed only afterwards."""
+    """Swap a fully written `tmp_dir` into `final_dir`; the old copy is removed only afterwards.
+
+    Between the two renames only `.<name>.old` exists; `recover_dir` restores it after a crash.
+    """
     tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
-    old = final_dir.with_name(f".{final_dir.name}.old")
+    recover_dir(final_dir)
+    old = _old_copy(final_dir)
     if old.exists():
         shutil.rmtree(old)
     if final_dir.exists():

@@ -27,11 +27,12 @@ import torch
 
 from hrkd_ds.config import Config, load_config, save_config, to_dict
 from hrkd_ds.errors import UserError, exit_on_user_error
-from hrkd_ds.engine.distributed import barrier
-from hrkd_ds.io import atomic_write_json, atomic_write_text, replace_dir
+from hrkd_ds.engine.distributed import any_rank, barrier
+from hrkd_ds.io import atomic_write_json, atomic_write_text, recover_dir, replace_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DS_CONFIG = REPO_ROOT / "ds_configs" / "zero2.json"
+PACKAGE_DIR = Path(__file__).resolve().parent  # an installed package carries ds_configs/ here
+DEFAULT_DS_CONFIG = "ds_configs/zero2.json"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,10 +46,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def resolve_path(path: str) -> str:
-    """Relative paths are taken from the working directory, else from the repository root."""
-    if os.path.isabs(path) or os.path.exists(path) or not (REPO_ROOT / path).exists():
+    """Relative paths are taken from the working directory, else from the repository root, else
+    from the installed package (ds_configs/)."""
+    if os.path.isabs(path) or os.path.exists(path):
         return path
-    return str(REPO_ROOT / path)
+    for root in (REPO_ROOT, PACKAGE_DIR):
+        if (root / path).exists():
+            return str(root / path)
+    return path
 
 
 def seed_everything(seed: int) -> None:
@@ -83,10 +88,15 @@ def load_data(cfg: Config, dist, teacher_dir: Path | None, cache_dir: str):
         tok_cfg = type(tok_cfg)(kind="pretrained", path=str(teacher_dir))  # a teacher brings its tokenizer
     raw = load_splits(cfg.data)
     for turn in (0, 1):
+        error = None
         if dist.is_main == (turn == 0):
-            tokenizer = build_tokenizer(tok_cfg, raw, cache_dir)
-            data = tokenize_splits(raw, tokenizer, cfg.data.max_seq_len, cache_dir)
-        barrier()
+            try:
+                tokenizer = build_tokenizer(tok_cfg, raw, cache_dir)
+                data = tokenize_splits(raw, tokenizer, cfg.data.max_seq_len, cache_dir)
+            except UserError as err:
+                error = err
+        if any_rank(error is not None, dist.device):  # every rank stops, none waits in a barrier
+            raise error or UserError("tokenizer/data preparation failed on rank 0 (see its message)")
     return raw, tokenizer, data
 
 
@@ -103,7 +113,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resume_config(cfg: Config, saved: Path) -> None:
+def check_resume_config(cfg: Config, ds_cfg: dict[str, Any], saved: Path) -> None:
     """Relaunching into an existing run must not change what that run is."""
     import yaml
 
@@ -111,6 +121,14 @@ def check_resume_config(cfg: Config, saved: Path) -> None:
         return
     old = _flatten(yaml.safe_load(saved.read_text()) or {})
     new = _flatten(to_dict(cfg))
+    saved_ds = saved.with_name("deepspeed_config.json")
+    if saved_ds.is_file():  # what a DeepSpeed checkpoint cannot be loaded across
+        for name, cfg_ds in (("old", json.loads(saved_ds.read_text())), ("new", ds_cfg)):
+            flat = {"ds.zero_stage": cfg_ds.get("zero_optimization", {}).get("stage", 0),
+                    "ds.bf16": bool(cfg_ds.get("bf16", {}).get("enabled", False)),
+                    "ds.fp16": bool(cfg_ds.get("fp16", {}).get("enabled", False)),
+                    "ds.gradient_accumulation_steps": cfg_ds.get("gradient_accumulation_steps", 1)}
+            (old if name == "old" else new).update(flat)
     for key in sorted(set(old) | set(new)):
         if key.startswith(RESUME_FREE) or key.endswith(RESUME_FREE) or old.get(key) == new.get(key):
             continue
@@ -175,11 +193,12 @@ class Run:
         self.cfg, self.ds_cfg, self.ds_source, self.dist = cfg, ds_cfg, ds_source, dist
         self.out = Path(cfg.output_dir)
         self.preempt = PreemptionFlag().install()
-        check_resume_config(cfg, self.out / "config.yaml")
+        check_resume_config(cfg, ds_cfg, self.out / "config.yaml")
         self.teacher_dir = resolve_teacher_dir(cfg)
         cache_dir = cfg.data.cache_dir or str(self.out.resolve().parent / ".hrkd_cache")
         self.raw, self.tokenizer, self.data = load_data(cfg, dist, self.teacher_dir, cache_dir)  # bad data: nothing written yet
         self.domains, self.labels = list(self.raw.domains), list(self.raw.labels)
+        self.check_stages()  # a setting that would fail a later stage fails now, before anything is written
         barrier()  # every rank has compared configs before rank 0 overwrites
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -227,6 +246,47 @@ class Run:
         for stage in stages:
             with_batch_sizes(self.ds_cfg, self.micro_batch(stage), self.dist.world_size, self.ds_source)
             self.sampler(stage)
+        if "distill" in self.cfg.stages and self.cfg.distill.method != "none":
+            self.check_distill_shapes()
+
+    def _teacher_shape(self) -> tuple[int, int, int, int]:
+        """(layers, hidden, heads, ffn) of the teacher the distill stage will use, without loading it."""
+        from transformers import AutoConfig
+
+        src = self.teacher_dir or (Path(self.cfg.teacher.pretrained) if self.cfg.teacher.pretrained else None)
+        if src is None and (self.stage_dir("teacher") / "model" / "config.json").is_file() and "teacher" not in self.cfg.stages:
+            src = self.stage_dir("teacher") / "model"
+        if src is not None:
+            c = AutoConfig.from_pretrained(str(src))
+            return c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size
+        t = self.cfg.teacher
+        return t.num_layers, t.hidden_size, t.num_heads, t.intermediate_size
+
+    def check_distill_shapes(self) -> None:
+        """Layer map, teacher layers and widths are checked before the teacher trains, not after."""
+        from hrkd_ds.distill.losses import resolve_layer_map
+        from hrkd_ds.models.student_init import check_teacher_layers
+
+        cfg = self.cfg
+        t_layers, t_hidden, t_heads, t_ffn = self._teacher_shape()
+        s = cfg.student
+        if s.init == "teacher_layers":
+            check_teacher_layers(s.teacher_layers, t_layers)
+            for ours, theirs in (("hidden_size", t_hidden), ("num_heads", t_heads), ("intermediate_size", t_ffn)):
+                if getattr(s, ours) != theirs:
+                    raise UserError(f"config field 'student.{ours}': {getattr(s, ours)} must equal the teacher's {theirs} "
+                                    "when student.init is 'teacher_layers'")
+            s_layers = len(s.teacher_layers)
+        elif s.pretrained:
+            from transformers import AutoConfig
+
+            s_layers = AutoConfig.from_pretrained(s.pretrained).num_hidden_layers
+        else:
+            s_layers = s.num_layers
+        resolve_layer_map(s_layers, t_layers, cfg.distill.layer_map or None)
+        if not cfg.distill.fused and self.ds_cfg.get("zero_optimization", {}).get("stage", 0) == 3:
+            raise UserError("config field 'distill.fused': the per-domain loop reference (false) does not run under a "
+                            "ZeRO-3 student; use the fused loss or ZeRO 0-2")
 
     def sampler(self, stage):
         from hrkd_ds.data.sampler import EpisodicDomainSampler
@@ -269,7 +329,8 @@ class Run:
         total = self.total_steps(stage, sampler)
         ds_cfg = with_batch_sizes(self.ds_cfg, self.micro_batch(stage), self.dist.world_size, self.ds_source)
         gas = ds_cfg["gradient_accumulation_steps"]
-        engine = build_student_engine(module, ds_cfg, stage, max(1, total // gas))
+        total = math.ceil(total / gas) * gas  # never end with accumulated, unapplied gradients
+        engine = build_student_engine(module, ds_cfg, stage, total // gas)
         seed_everything(self.cfg.seed * 1000 + self.dist.rank + 1)  # per-rank dropout streams
         meta = {"domains": self.domains, "labels": self.labels, "role": role}
         run = StageRun(
@@ -304,6 +365,7 @@ class Run:
     # -- stage 2
     def teacher_source(self) -> Path:
         src = self.teacher_dir or self.stage_dir("teacher") / "model"
+        recover_dir(src)  # an export interrupted between its two renames
         if not (src / "config.json").is_file():
             raise UserError(f"the distill stage needs a teacher: none at {src} (run the teacher stage or set teacher_from)")
         return src
@@ -409,10 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_libraries()
     with exit_on_user_error():
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(resolve_path(args.config) if args.config else None, args.overrides)
         from hrkd_ds.engine.ds_config import read_ds_config
 
-        ds_path = resolve_path(args.deepspeed) if args.deepspeed else str(DEFAULT_DS_CONFIG)
+        ds_path = resolve_path(args.deepspeed or DEFAULT_DS_CONFIG)
         ds_cfg = read_ds_config(ds_path)
         cfg.distill.teacher_deepspeed = resolve_path(cfg.distill.teacher_deepspeed)
         if "distill" in cfg.stages and cfg.distill.method != "none":
@@ -422,7 +484,6 @@ def main(argv: list[str] | None = None) -> int:
         seed_everything(cfg.seed)
         run = Run(cfg, ds_cfg, ds_path, dist)
         try:
-            run.check_stages()
             for stage in cfg.stages:
                 {"teacher": run.run_teacher, "distill": run.run_distill, "eval": run.run_eval}[stage]()
         except BaseException:

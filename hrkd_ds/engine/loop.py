@@ -7,6 +7,7 @@ and logging; what differs between stages is only the engine's module and the opt
 
 from __future__ import annotations
 
+import re
 import resource
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,12 @@ class StageRun:
     teacher: Any = None
     eval_batch_size: int = 32
     extra_progress: dict[str, Any] = field(default_factory=dict)
+
+
+def path_safe(name: str) -> str:
+    """A domain name usable as one directory name (table-format domains are free text)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip(".")
+    return safe or "domain"
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -127,7 +134,7 @@ class Trainer:
         for d in self.run.domains:
             if dev[d] > best["per_domain"].get(d, {}).get("dev", -1.0):
                 best["per_domain"][d] = {"step": step, "dev": dev[d], "test": test[d]}
-                self.run.export(self.run.out_dir / "best_by_domain" / d)
+                self.run.export(self.run.out_dir / "best_by_domain" / path_safe(d))
         best["final"] = {"step": step, "dev": dev, "test": test}
 
     # ---- the loop --------------------------------------------------------------------------
@@ -156,6 +163,10 @@ class Trainer:
         self.tracker.log(_flat_for_wandb({r.role: row}))
         window.update(t0=time.perf_counter(), samples=0, tokens=0)
 
+    def _crossed(self, step: int, every: int) -> bool:
+        """Did the optimizer step ending at micro-step `step` pass a multiple of `every`?"""
+        return bool(every) and step // every != (step - self.gas) // every
+
     def _save(self, step: int, best: dict[str, Any]) -> None:
         progress = {"step": step, "sampler": self.run.sampler.state_dict(), "best": best, **self.run.extra_progress}
         checkpoint.save(self.run.engine, self.ckpt_dir, step, progress, self.dist.rank)
@@ -179,6 +190,9 @@ class Trainer:
         window = {"t0": time.perf_counter(), "samples": 0, "tokens": 0}
         last_eval = step if progress is not None and best.get("final", {}).get("step") == step else -1
         saved_step = step if progress is not None else -1
+        if best.pop("pending_eval", None) == step and progress is not None:
+            self._record_eval(step, best)
+            last_eval, saved_step = step, -1
         while step < r.total_steps:
             epoch = r.sampler.state_dict().get("epoch", 0)
             for episode in r.sampler:
@@ -199,18 +213,21 @@ class Trainer:
                 if r.stage.log_every and step % r.stage.log_every == 0:
                     self._log_step(step, epoch, out.loss, out.logs, window)
                 if step % self.gas:
-                    continue  # only act at optimizer-step boundaries
-                stop = any_rank(self.preempt.requested, self.dist.device)
-                if r.stage.eval_every and step % r.stage.eval_every == 0:
-                    self._record_eval(step, best)
-                    last_eval = step
-                if stop or (r.stage.save_every and step % r.stage.save_every == 0):
+                    continue  # only act at optimizer-step boundaries (total_steps is a multiple of gas)
+                if any_rank(self.preempt.requested, self.dist.device):
+                    # checkpoint first (the warning's time margin is for this); a due evaluation
+                    # runs first thing after the resume, so the run's history stays identical
+                    best["pending_eval"] = step if self._crossed(step, r.stage.eval_every) else None
                     self._save(step, best)
-                    saved_step = step
-                if stop:
                     if bar is not None:
                         bar.close()
                     raise Preempted()
+                if self._crossed(step, r.stage.eval_every):
+                    self._record_eval(step, best)
+                    last_eval = step
+                if self._crossed(step, r.stage.save_every):
+                    self._save(step, best)
+                    saved_step = step
                 if step >= r.total_steps:
                     break
         if last_eval != step:

@@ -71,3 +71,16 @@ def test_domain_weight_plot(tmp_path):
     assert plot_domain_weights(rows, ["a", "b"], tmp_path / "w.png")
     assert (tmp_path / "w.png").stat().st_size > 1000
     assert not plot_domain_weights([{"step": 1}], ["a", "b"], tmp_path / "none.png")
+
+
+def test_recover_dir_undoes_a_swap_interrupted_between_renames(tmp_path):
+    from hrkd_ds.io import recover_dir
+
+    (tmp_path / ".model.old").mkdir()
+    (tmp_path / ".model.old" / "a").write_text("1")
+    recover_dir(tmp_path / "model")  # crash left only the previous copy
+    assert (tmp_path / "model" / "a").read_text() == "1" and not (tmp_path / ".model.old").exists()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "a").write_text("2")
+    replace_dir(tmp_path / "new", tmp_path / "model")
+    assert (tmp_path / "model" / "a").read_text() == "2"
