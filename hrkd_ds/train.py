@@ -377,20 +377,30 @@ class Run:
         from hrkd_ds.engine.modules import DistillModule, SupervisedModule
         from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config
         from hrkd_ds.models.encoder import build_model
+        from hrkd_ds.models.partitioned import load_partitioned
 
         if self.done("student"):
             return
         cfg, stage = self.cfg, self.cfg.distill_train
         method = cfg.distill.method
-        teacher = None
+        teacher = layer_source = None
         if method != "none" or cfg.student.init == "teacher_layers":
             src = self.teacher_source()
-            teacher = load_exported(src, cfg.distill.attention)
+        if cfg.student.init == "teacher_layers":  # a full copy in host memory, only while the student is built
+            layer_source = load_exported(src, cfg.distill.attention)
+            check_teacher_matches(layer_source, self.domains, self.labels, src)
+        if method != "none":
+            t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), self.micro_batch(stage), self.dist.world_size)
+            if t_cfg.get("zero_optimization", {}).get("stage", 0) == 3:
+                teacher = load_partitioned(src, t_cfg, cfg.distill.attention)  # never whole on any rank
+            else:
+                teacher = load_exported(src, cfg.distill.attention)
             check_teacher_matches(teacher, self.domains, self.labels, src)
         seed_everything(cfg.seed + 1)
         student = build_model(cfg.student, self.K, len(self.labels), len(self.tokenizer), self.tokenizer.pad_token_id,
-                              cfg.data.max_seq_len, attention=cfg.distill.attention, teacher=teacher,
+                              cfg.data.max_seq_len, attention=cfg.distill.attention, teacher=layer_source,
                               domains=self.domains, labels=self.labels)
+        del layer_source
         teacher_engine = None
         if method == "none":
             module = SupervisedModule(student, self.K)
@@ -399,7 +409,6 @@ class Run:
             loss_cls = RelationalDistillLoss if cfg.distill.fused else ReferenceDistillLoss
             loss = loss_cls.from_config(student, teacher, self.K, graph_cfg, cfg.distill)
             module = DistillModule(student, loss, self.K)
-            t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), self.micro_batch(stage), self.dist.world_size)
             teacher_engine = build_teacher_engine(teacher, t_cfg)
             if "teacher" not in self.results:  # teacher came from elsewhere: report it too
                 self.results["teacher"] = self.evaluate_model(teacher_engine, "teacher")

@@ -37,10 +37,11 @@ def build_teacher_engine(model: torch.nn.Module, ds_cfg: dict[str, Any]):
     return engine
 
 
-def partition_fraction(engine) -> float:
+def partition_fraction(engine_or_module) -> float:
     """Share of the teacher's parameter elements this rank holds (about 1/world under ZeRO-3)."""
+    module = getattr(engine_or_module, "module", engine_or_module)
     held = total = 0
-    for p in engine.module.parameters():
+    for p in module.parameters():
         if hasattr(p, "ds_tensor"):
             held += p.ds_tensor.numel()
             total += p.ds_numel

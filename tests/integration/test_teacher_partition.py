@@ -34,3 +34,7 @@ def test_zero3_teacher_is_partitioned_and_exact(partition_results, config):
         assert set(res["max_abs_diff"]) >= {"logits", "all_logits", "embeddings", "hidden_0", "hidden_1", "attention_0", "attention_1"}
         worst = max(res["max_abs_diff"].items(), key=lambda kv: kv[1])
         assert worst[1] < 1e-6, (r, worst)
+        # the trainer's loading path: partitioned from construction on, same outputs
+        assert res["loaded_fraction"] == pytest.approx(0.5, abs=0.02), res["loaded_fraction"]
+        worst = max(res["loaded_max_abs_diff"].items(), key=lambda kv: kv[1])
+        assert worst[1] < 1e-6, (r, "loaded", worst)

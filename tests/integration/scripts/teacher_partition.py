@@ -26,6 +26,7 @@ from hrkd_ds.engine.distributed import barrier, init_distributed  # noqa: E402
 from hrkd_ds.engine.ds_config import read_ds_config  # noqa: E402
 from hrkd_ds.engine.teacher import build_teacher_engine, partition_fraction, teacher_ds_config  # noqa: E402
 from hrkd_ds.models.encoder import build_model  # noqa: E402
+from hrkd_ds.models.partitioned import load_partitioned  # noqa: E402
 
 DOMAINS, LABELS = ["a", "b", "c"], ["neg", "pos"]
 VOCAB, T, PER_DOMAIN = 120, 16, 2
@@ -64,8 +65,25 @@ def check(ds_path: str, dist) -> dict:
         got = flatten(engine(**batch, output_internals=True))
     diffs = {k: float((ref[k].float() - got[k].float()).abs().max()) for k in ref}
     trainable = sum(p.numel() for p in engine.module.parameters() if p.requires_grad)
+    loaded_fraction, loaded_diffs = check_loaded(model, batch, ref, ds_path, micro, dist)
     return {"fraction": fraction, "max_abs_diff": diffs, "params": n_params, "trainable_after": trainable,
-            "module_training": engine.module.training, "error": None}
+            "module_training": engine.module.training, "loaded_fraction": loaded_fraction,
+            "loaded_max_abs_diff": loaded_diffs, "error": None}
+
+
+def check_loaded(model, batch, ref, ds_path: str, micro: int, dist):
+    """The trainer's path: an exported teacher loaded straight into partitions (never whole)."""
+    export = Path(sys.argv[1]) / f"export_{Path(ds_path).stem}"
+    if dist.is_main:
+        model.save_pretrained(export)
+    barrier()
+    t_cfg = teacher_ds_config(read_ds_config(ds_path), micro, dist.world_size)
+    loaded = load_partitioned(export, t_cfg, model.attention)
+    fraction = partition_fraction(loaded)  # before the engine exists: partitioned from the start
+    engine = build_teacher_engine(loaded, t_cfg)
+    with torch.no_grad():
+        got = flatten(engine(**batch, output_internals=True))
+    return fraction, {k: float((ref[k].float() - got[k].float()).abs().max()) for k in ref}
 
 
 def main(out_dir: str, ds_paths: list[str]) -> int:
