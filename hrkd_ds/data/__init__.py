@@ -10,7 +10,7 @@ def sample_dir() -> Path:
     return Path(__file__).resolve().parent / "sample"
 
 
-from hrkd_ds.data.collate import collate_episode, eval_batches, eval_shard  # noqa: E402
+from hrkd_ds.data.collate import collate_episode  # noqa: E402
 from hrkd_ds.data.multidomain import TokenizedSplits, tokenize_splits  # noqa: E402
 from hrkd_ds.data.readers import Example, read_amazon, read_mnli, read_table  # noqa: E402
 from hrkd_ds.data.sampler import EpisodicDomainSampler  # noqa: E402
@@ -19,5 +19,5 @@ from hrkd_ds.data.tokenizer import build_tokenizer  # noqa: E402
 
 __all__ = [
     "sample_dir", "Example", "read_amazon", "read_mnli", "read_table", "RawSplits", "load_splits", "build_tokenizer",
-    "TokenizedSplits", "tokenize_splits", "EpisodicDomainSampler", "collate_episode", "eval_shard", "eval_batches",
+    "TokenizedSplits", "tokenize_splits", "EpisodicDomainSampler", "collate_episode",
 ]

@@ -1,4 +1,4 @@
-"""Episode and eval batches: domain-major (K*B, T) tensors padded to the episode's longest row.
+"""Episode batches (evaluation uses them with one domain): domain-major (K*B, T) tensors padded to the episode's longest row.
 
 One T for all K domains lets the model run the whole episode as one batch and lets the fused
 loss stack domains without re-padding.
@@ -6,7 +6,7 @@ loss stack domains without re-padding.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -35,20 +35,3 @@ def collate_episode(per_domain_datasets: Sequence, episode: Sequence[Sequence[in
     batch = _pad(rows, pad_id)
     batch["domain_ids"] = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor([len(idx) for idx in episode]))
     return batch
-
-
-def eval_shard(n: int, rank: int, world_size: int) -> list[int]:
-    """Contiguous, disjoint, covering; sizes differ by at most one, so reduce sums after the
-    loop (not per batch) when ranks may hold different batch counts."""
-    lo, hi = (n * rank) // world_size, (n * (rank + 1)) // world_size
-    return list(range(lo, hi))
-
-
-def eval_batches(dataset, batch_size: int, pad_id: int, rank: int = 0, world_size: int = 1, domain_id: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    """This rank's shard of one domain's eval split, in order, same dict format as episodes."""
-    shard = eval_shard(len(dataset), rank, world_size)
-    for lo in range(0, len(shard), batch_size):
-        idx = shard[lo : lo + batch_size]
-        batch = _pad(_gather(dataset, idx), pad_id)
-        batch["domain_ids"] = torch.full((len(idx),), domain_id, dtype=torch.long)
-        yield batch

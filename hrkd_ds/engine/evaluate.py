@@ -11,31 +11,17 @@ from typing import Callable
 
 import torch
 
+from hrkd_ds.data.collate import collate_episode
 from hrkd_ds.engine.distributed import all_reduce_sum
 
 Predict = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
 
-def pad_batch(rows: list[dict], pad_id: int, domain_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad a list of tokenized rows into model inputs for one domain."""
-    width = max(len(r["input_ids"]) for r in rows)
-    n = len(rows)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    types = torch.zeros((n, width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        t = len(r["input_ids"])
-        ids[i, :t] = torch.as_tensor(r["input_ids"])
-        mask[i, :t] = 1
-        if "token_type_ids" in r:
-            types[i, :t] = torch.as_tensor(r["token_type_ids"])
-    return {
-        "input_ids": ids.to(device),
-        "attention_mask": mask.to(device),
-        "token_type_ids": types.to(device),
-        "domain_ids": torch.full((n,), domain_id, dtype=torch.long, device=device),
-        "labels": torch.as_tensor([r["label"] for r in rows], dtype=torch.long, device=device),
-    }
+def eval_batch(dataset, indices: list[int], pad_id: int, domain_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """One domain's rows as model inputs: the episode collation with a single domain."""
+    batch = collate_episode([dataset], [indices], pad_id)
+    batch["domain_ids"].fill_(domain_id)
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -49,8 +35,7 @@ def domain_accuracy(predict: Predict, dataset, domain_id: int, pad_id: int, rank
     for start in range(0, max(per_rank, 1), batch_size):
         idx = mine[start:start + batch_size]
         real = len(idx)
-        rows = [dataset[i] for i in (idx or [0])]  # a rank out of examples still joins the forward
-        batch = pad_batch(rows, pad_id, domain_id, device)
+        batch = eval_batch(dataset, idx or [0], pad_id, domain_id, device)  # a rank out of examples still joins the forward
         pred = predict(batch).argmax(dim=-1)
         if real:
             correct[0] += (pred[:real] == batch["labels"][:real]).sum().double()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hrkd_ds.data import EpisodicDomainSampler, collate_episode, eval_batches, eval_shard, multidomain, tokenize_splits
+from hrkd_ds.data import EpisodicDomainSampler, collate_episode, multidomain, tokenize_splits
 
 
 def test_tokenize_and_cache_reuse(sample_raw, sample_tokenizer, tmp_path, monkeypatch):
@@ -53,15 +53,3 @@ def test_collate_episode(sample_raw, sample_tokenizer):
     assert batch["input_ids"].dtype == torch.long
 
 
-def test_eval_shards_and_batches(sample_raw, sample_tokenizer):
-    for n in (0, 1, 7, 38):
-        for world in (1, 2, 3, 4):
-            shards = [eval_shard(n, r, world) for r in range(world)]
-            assert sorted(i for s in shards for i in s) == list(range(n))
-    ds = tokenize_splits(sample_raw, sample_tokenizer, 32, "").splits["dev"]["dvd"]
-    labels = []
-    for rank in range(3):
-        for batch in eval_batches(ds, 5, 0, rank, 3, domain_id=1):
-            assert batch["input_ids"].shape[0] <= 5 and set(batch["domain_ids"].tolist()) == {1}
-            labels += batch["labels"].tolist()
-    assert labels == list(ds["label"])

@@ -25,7 +25,7 @@ def test_exported_student_reproduces_trainer_predictions_and_dev_accuracy(single
     from hrkd_ds.data.multidomain import tokenize_splits
     from hrkd_ds.data.splits import load_splits
     from hrkd_ds.data.tokenizer import build_tokenizer
-    from hrkd_ds.engine.evaluate import pad_batch
+    from hrkd_ds.engine.evaluate import eval_batch
     from hrkd_ds.train import load_exported
 
     out = single_run
@@ -54,7 +54,7 @@ def test_exported_student_reproduces_trainer_predictions_and_dev_accuracy(single
             assert enc["input_ids"][i, :n].tolist() == rows[i]["input_ids"]
         with torch.no_grad():
             plain = hf(**enc).logits[:, k * C:(k + 1) * C]
-            batch = pad_batch(rows, trainer_tok.pad_token_id, k, torch.device("cpu"))
+            batch = eval_batch(data.splits["dev"][d], list(range(len(texts))), trainer_tok.pad_token_id, k, torch.device("cpu"))
             mine = ours(**{n: batch[n] for n in ("input_ids", "attention_mask", "token_type_ids", "domain_ids")}).logits
         assert torch.allclose(plain, mine, atol=1e-5), (d, (plain - mine).abs().max())
         assert torch.equal(plain.argmax(-1), mine.argmax(-1))
