@@ -177,24 +177,16 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
         if isinstance(value, bool):
             return value
         raise UserError(f"config field '{name}': expected true/false, got {value!r}")
-    if typ is int:
+    if typ in (int, float):
+        accepted = int if typ is int else (int, float)  # an int field takes no 1.5, a float field takes 2
         if isinstance(value, str):
             try:
-                return int(value)
+                return typ(value)
             except ValueError:
                 pass
-        elif isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise UserError(f"config field '{name}': expected an integer, got {value!r}")
-    if typ is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise UserError(f"config field '{name}': expected a number, got {value!r}")
+        elif isinstance(value, accepted) and not isinstance(value, bool):
+            return typ(value)
+        raise UserError(f"config field '{name}': expected {'an integer' if typ is int else 'a number'}, got {value!r}")
     if typ is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
