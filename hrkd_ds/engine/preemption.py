@@ -22,3 +22,7 @@ class PreemptionFlag:
     def _handle(self, signum, _frame) -> None:
         self.requested = True
         self.signum = signum
+        # The request is recorded; repeats (the job script re-sends until the ranks stop) must
+        # not find the default action during interpreter shutdown, where Python restores it.
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
