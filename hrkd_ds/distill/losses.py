@@ -115,34 +115,36 @@ def _triton_kernels():
             return None
 
         @triton.jit
-        def fwd(s_ptr, t_ptr, m_ptr, part_ptr, E, BD, C, P, BLOCK: tl.constexpr):
-            # one example n per grid row; s/t contiguous, E elements per example; mask (N, 1.., BD, 1..)
-            pid, n = tl.program_id(0), tl.program_id(1)
+        def load_diff(s_ptr, t_ptr, m_ptr, n, pid, E, BD, C, BLOCK: tl.constexpr):
+            # one BLOCK of example n (s/t contiguous, E elements each; mask (N, 1.., BD, 1..)):
+            # (s - t) and the broadcast mask in float32, the element addresses, the bounds
             offs = pid * BLOCK + tl.arange(0, BLOCK)
             ok = offs < E
-            base = n.to(tl.int64) * E
-            s = tl.load(s_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
-            t = tl.load(t_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
+            at = n.to(tl.int64) * E + offs
+            s = tl.load(s_ptr + at, mask=ok, other=0.0).to(tl.float32)
+            t = tl.load(t_ptr + at, mask=ok, other=0.0).to(tl.float32)
             m = tl.load(m_ptr + n.to(tl.int64) * BD + (offs % (BD * C)) // C, mask=ok, other=0.0).to(tl.float32)
-            d = (s - t) * m
+            return s - t, m, at, ok
+
+        @triton.jit
+        def fwd(s_ptr, t_ptr, m_ptr, part_ptr, E, BD, C, P, BLOCK: tl.constexpr):
+            # one example n per grid row
+            pid, n = tl.program_id(0), tl.program_id(1)
+            diff, m, at, ok = load_diff(s_ptr, t_ptr, m_ptr, n, pid, E, BD, C, BLOCK)
+            d = diff * m
             tl.store(part_ptr + n.to(tl.int64) * P + pid, tl.sum(d * d, axis=0))
 
         @triton.jit
         def bwd(s_ptr, t_ptr, m_ptr, g_ptr, gs_ptr, gt_ptr, E, BD, C, PER_DOMAIN,
                 BLOCK: tl.constexpr, WRITE_S: tl.constexpr, WRITE_T: tl.constexpr):
             pid, n = tl.program_id(0), tl.program_id(1)
-            offs = pid * BLOCK + tl.arange(0, BLOCK)
-            ok = offs < E
-            base = n.to(tl.int64) * E
             scale = 2.0 * tl.load(g_ptr + n // PER_DOMAIN).to(tl.float32)
-            s = tl.load(s_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
-            t = tl.load(t_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
-            m = tl.load(m_ptr + n.to(tl.int64) * BD + (offs % (BD * C)) // C, mask=ok, other=0.0).to(tl.float32)
-            g = (s - t) * (m * scale)
+            diff, m, at, ok = load_diff(s_ptr, t_ptr, m_ptr, n, pid, E, BD, C, BLOCK)
+            g = diff * (m * scale)
             if WRITE_S:
-                tl.store(gs_ptr + base + offs, g.to(gs_ptr.dtype.element_ty), mask=ok)
+                tl.store(gs_ptr + at, g.to(gs_ptr.dtype.element_ty), mask=ok)
             if WRITE_T:
-                tl.store(gt_ptr + base + offs, (-g).to(gt_ptr.dtype.element_ty), mask=ok)
+                tl.store(gt_ptr + at, (-g).to(gt_ptr.dtype.element_ty), mask=ok)
 
         @triton.jit
         def fwd_all(tab_ptr, m_ptr, part_ptr, E, BD, C, P, BLOCK: tl.constexpr):
@@ -151,13 +153,8 @@ def _triton_kernels():
             ptr_ty = tl.pointer_type(m_ptr.dtype.element_ty)
             s_ptr = tl.load(tab_ptr + lay).to(ptr_ty)
             t_ptr = tl.load(tab_ptr + tl.num_programs(2) + lay).to(ptr_ty)
-            offs = pid * BLOCK + tl.arange(0, BLOCK)
-            ok = offs < E
-            base = n.to(tl.int64) * E
-            s = tl.load(s_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
-            t = tl.load(t_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
-            m = tl.load(m_ptr + n.to(tl.int64) * BD + (offs % (BD * C)) // C, mask=ok, other=0.0).to(tl.float32)
-            d = (s - t) * m
+            diff, m, at, ok = load_diff(s_ptr, t_ptr, m_ptr, n, pid, E, BD, C, BLOCK)
+            d = diff * m
             row = lay.to(tl.int64) * tl.num_programs(1) + n
             tl.store(part_ptr + row * P + pid, tl.sum(d * d, axis=0))
 
@@ -171,20 +168,15 @@ def _triton_kernels():
             s_ptr = tl.load(tab_ptr + j).to(ptr_ty)
             t_ptr = tl.load(tab_ptr + G + j).to(ptr_ty)
             lay = tl.load(tab_ptr + 4 * G + j)
-            offs = pid * BLOCK + tl.arange(0, BLOCK)
-            ok = offs < E
-            base = n.to(tl.int64) * E
             scale = 2.0 * tl.load(g_ptr + lay * K + n // PER_DOMAIN).to(tl.float32)
-            s = tl.load(s_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
-            t = tl.load(t_ptr + base + offs, mask=ok, other=0.0).to(tl.float32)
-            m = tl.load(m_ptr + n.to(tl.int64) * BD + (offs % (BD * C)) // C, mask=ok, other=0.0).to(tl.float32)
-            g = (s - t) * (m * scale)
+            diff, m, at, ok = load_diff(s_ptr, t_ptr, m_ptr, n, pid, E, BD, C, BLOCK)
+            g = diff * (m * scale)
             if WRITE_S:
                 gs_ptr = tl.load(tab_ptr + 2 * G + j).to(ptr_ty)
-                tl.store(gs_ptr + base + offs, g.to(ptr_ty.element_ty), mask=ok)
+                tl.store(gs_ptr + at, g.to(ptr_ty.element_ty), mask=ok)
             if WRITE_T:
                 gt_ptr = tl.load(tab_ptr + 3 * G + j).to(ptr_ty)
-                tl.store(gt_ptr + base + offs, (-g).to(ptr_ty.element_ty), mask=ok)
+                tl.store(gt_ptr + at, (-g).to(ptr_ty.element_ty), mask=ok)
 
         _triton_state["kernels"] = (fwd, bwd)
         _triton_state["kernels_all"] = (fwd_all, bwd_all)
