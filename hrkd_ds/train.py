@@ -335,8 +335,7 @@ class Run:
         meta = {"domains": self.domains, "labels": self.labels, "role": role}
         run = StageRun(
             role=role, stage=stage, engine=engine, sampler=sampler, collate=self.collate_fn(),
-            dev_sets={d: self.data.splits["dev"][d] for d in self.domains},
-            test_sets={d: self.data.splits["test"][d] for d in self.domains},
+            dev_sets=self.split_sets("dev"), test_sets=self.split_sets("test"),
             domains=self.domains, pad_id=self.tokenizer.pad_token_id, out_dir=self.stage_dir(role),
             total_steps=total, export=make_exporter(engine, self.tokenizer, self.dist, meta), teacher=teacher,
         )
@@ -411,24 +410,25 @@ class Run:
             module = DistillModule(student, loss, self.K)
             teacher_engine = build_teacher_engine(teacher, t_cfg)
             if "teacher" not in self.results:  # teacher came from elsewhere: report it too
-                self.results["teacher"] = self.evaluate_model(teacher_engine, "teacher")
+                self.results["teacher"] = self.evaluate_model(teacher_engine)
         self.results["student"] = self.train_stage("student", module, stage, teacher=teacher_engine)
         self.results["student"]["method"] = method
         self.save_results()
         self.plot_weights()
         self.mark_done("student")
 
-    def evaluate_model(self, engine_or_model, role: str) -> dict[str, Any]:
-        from hrkd_ds.engine.evaluate import evaluate
+    def split_sets(self, split: str) -> dict[str, Any]:
+        return {d: self.data.splits[split][d] for d in self.domains}
 
-        def predict(batch):
-            from hrkd_ds.engine.modules import model_inputs
+    def evaluate_model(self, engine_or_model) -> dict[str, Any]:
+        """Dev/test accuracy of a model outside a training stage (a loaded or exported teacher)."""
+        from hrkd_ds.engine.evaluate import EVAL_BATCH_SIZE, evaluate_dev_test
+        from hrkd_ds.engine.modules import model_inputs
 
-            return engine_or_model(**model_inputs(batch)).logits
-
-        args = (self.domains, self.tokenizer.pad_token_id, self.dist.rank, self.dist.world_size, 32, self.dist.device)
-        dev = evaluate(predict, {d: self.data.splits["dev"][d] for d in self.domains}, *args)
-        test = evaluate(predict, {d: self.data.splits["test"][d] for d in self.domains}, *args)
+        dev, test = evaluate_dev_test(lambda batch: engine_or_model(**model_inputs(batch)).logits,
+                                      self.split_sets("dev"), self.split_sets("test"), self.domains,
+                                      self.tokenizer.pad_token_id, self.dist.rank, self.dist.world_size,
+                                      EVAL_BATCH_SIZE, self.dist.device)
         return {"dev": dev, "test": test}
 
     # -- stage 3
@@ -440,7 +440,7 @@ class Run:
                 continue
             model = load_exported(src, self.cfg.distill.attention).to(self.dist.device).eval()
             with torch.no_grad():
-                self.results.setdefault(role, {})["eval"] = self.evaluate_model(model, role)
+                self.results.setdefault(role, {})["eval"] = self.evaluate_model(model)
             self.results[role].setdefault("dev", self.results[role]["eval"]["dev"])
             self.results[role].setdefault("test", self.results[role]["eval"]["test"])
         self.save_results()

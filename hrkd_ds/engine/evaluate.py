@@ -15,6 +15,7 @@ from hrkd_ds.data.collate import collate_episode
 from hrkd_ds.engine.distributed import all_reduce_sum
 
 Predict = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+EVAL_BATCH_SIZE = 32
 
 
 def eval_batch(dataset, indices: list[int], pad_id: int, domain_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -50,3 +51,10 @@ def evaluate(predict: Predict, splits: dict[str, object], domains: list[str], pa
     acc = {d: domain_accuracy(predict, splits[d], k, pad_id, rank, world, batch_size, device) for k, d in enumerate(domains)}
     acc["average"] = sum(acc.values()) / len(domains)
     return acc
+
+
+def evaluate_dev_test(predict: Predict, dev_sets: dict[str, object], test_sets: dict[str, object], domains: list[str],
+                      pad_id: int, rank: int, world: int, batch_size: int, device: torch.device):
+    """(dev, test) per-domain accuracies: what every evaluation in a run reports."""
+    args = (domains, pad_id, rank, world, batch_size, device)
+    return evaluate(predict, dev_sets, *args), evaluate(predict, test_sets, *args)

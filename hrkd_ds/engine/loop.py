@@ -18,7 +18,7 @@ import torch
 
 from hrkd_ds.engine import checkpoint
 from hrkd_ds.engine.distributed import DistInfo, all_reduce_sum, any_rank, barrier
-from hrkd_ds.engine.evaluate import evaluate
+from hrkd_ds.engine.evaluate import EVAL_BATCH_SIZE, evaluate_dev_test
 from hrkd_ds.engine.modules import model_inputs
 from hrkd_ds.engine.preemption import EXIT_PREEMPTED, PreemptionFlag
 from hrkd_ds.config import StageConfig
@@ -50,7 +50,7 @@ class StageRun:
     total_steps: int
     export: Callable[[Path], None]  # collective: every rank calls it, rank 0 writes
     teacher: Any = None
-    eval_batch_size: int = 32
+    eval_batch_size: int = EVAL_BATCH_SIZE
     extra_progress: dict[str, Any] = field(default_factory=dict)
 
 
@@ -117,9 +117,8 @@ class Trainer:
     def evaluate(self) -> tuple[dict[str, float], dict[str, float]]:
         r, engine = self.run, self.run.engine
         engine.eval()
-        args = (r.domains, r.pad_id, self.dist.rank, self.dist.world_size, r.eval_batch_size, self.dist.device)
-        dev = evaluate(self._predict, r.dev_sets, *args)
-        test = evaluate(self._predict, r.test_sets, *args)
+        dev, test = evaluate_dev_test(self._predict, r.dev_sets, r.test_sets, r.domains, r.pad_id, self.dist.rank,
+                                      self.dist.world_size, r.eval_batch_size, self.dist.device)
         engine.train()
         return dev, test
 
