@@ -29,7 +29,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from hrkd_ds.config import GraphConfig  # noqa: E402
-from hrkd_ds.distill.losses import attention_mse, hidden_mse, masked_squared_error_sums, pair_mask, token_mask  # noqa: E402
+from hrkd_ds.distill.masked_sums import masked_squared_error_sums  # noqa: E402
+from hrkd_ds.distill.terms import attention_mse, hidden_mse, pair_mask, token_mask  # noqa: E402
 from hrkd_ds.distill.reference_loss import ReferenceDistillLoss  # noqa: E402
 from hrkd_ds.distill.relational_loss import RelationalDistillLoss  # noqa: E402
 from hrkd_ds.models.encoder import EncoderOutputs  # noqa: E402

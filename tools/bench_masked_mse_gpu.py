@@ -5,7 +5,7 @@ with a (N, 1, T, T) pair mask, and 5 hidden layers (N, T, 768) with a (N, T, 1) 
 Each variant computes sum(W * sums_att) + sum(W' * sums_hid) and backpropagates to s and t.
 
 Variants: the original bmm path; torch paths with other per-domain reductions; the Triton
-kernels of hrkd_ds.distill.losses at several block sizes; the module's own torch fallback;
+kernels of hrkd_ds.distill.triton_masked_sums at several launch configs; the module's own torch fallback;
 torch.compile of a pure function. Every variant is first checked against a float64 reference
 (fresh random data with random right padding, finfo.min at padded keys like our attention);
 then all are timed with CUDA events, interleaved round-robin, median of --repeats.
@@ -24,7 +24,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from hrkd_ds.distill import losses as L  # noqa: E402
+from hrkd_ds.distill import triton_masked_sums as TK  # noqa: E402
+from hrkd_ds.distill.masked_sums import masked_squared_error_sums  # noqa: E402
+from hrkd_ds.distill.terms import pair_mask, token_mask  # noqa: E402
 
 
 class OrigSums(torch.autograd.Function):
@@ -92,14 +94,14 @@ def make(K, B, T, h, H, La, Lh, seed, device, t_grad=False):
     sh = [r(N, T, H).requires_grad_(True) for _ in range(Lh)]
     th = [r(N, T, H).requires_grad_(t_grad) for _ in range(Lh)]
     wa, wh = r(La, K), r(Lh, K)
-    return dict(K=K, sa=sa, ta=ta, sh=sh, th=th, pm=L.pair_mask(am, torch.float32), tm=L.token_mask(am, torch.float32), wa=wa, wh=wh)
+    return dict(K=K, sa=sa, ta=ta, sh=sh, th=th, pm=pair_mask(am, torch.float32), tm=token_mask(am, torch.float32), wa=wa, wh=wh)
 
 
-def with_blocks(fb, bb, fn, one_launch=True):
-    """Run fn with these block sizes and launch mode (backward runs later: patch around step too)."""
+def module(launch=TK.DEFAULT_LAUNCH):
+    """The project's function with an explicit launch config (it travels to backward with ctx)."""
     def run(d):
-        L._FWD_BLOCK, L._BWD_BLOCK, L._ONE_LAUNCH = fb, bb, one_launch
-        return fn(d)
+        return (masked_squared_error_sums(d["sa"], d["ta"], d["pm"], d["K"], launch),
+                masked_squared_error_sums(d["sh"], d["th"], d["tm"], d["K"], launch))
     return run
 
 
@@ -112,23 +114,20 @@ def variants(compile_: bool):
             return a, b
         return f
 
-    def module(d):
-        return L.masked_squared_error_sums(d["sa"], d["ta"], d["pm"], d["K"]), L.masked_squared_error_sums(d["sh"], d["th"], d["tm"], d["K"])
-
     def module_fallback(d):
-        old = L._use_triton
-        L._use_triton = lambda *a: False
+        old = TK.usable
+        TK.usable = lambda *a: False
         try:
-            return module(d)
+            return module()(d)
         finally:
-            L._use_triton = old
+            TK.usable = old
 
     v = {"current (bmm)": orig("bmm"), "torch vecdot": orig("vecdot"), "torch (f*f).sum(1)": orig("mulsum"),
          "module torch fallback": module_fallback}
     for fb in (4096, 8192):
-        v[f"triton per-layer {fb}"] = with_blocks(fb, fb, module, one_launch=False)
+        v[f"triton per-layer {fb}"] = module(TK.LaunchConfig(fb, fb, one_launch=False))
     for fb in (4096, 8192):
-        v[f"triton 1-launch {fb}"] = with_blocks(fb, fb, module, one_launch=True)
+        v[f"triton 1-launch {fb}"] = module(TK.LaunchConfig(fb, fb, one_launch=True))
     if compile_:
         cp = torch.compile(pure, dynamic=False)
         v["torch.compile(pure)"] = lambda d: (cp(d["sa"], d["ta"], d["pm"], d["K"]), cp(d["sh"], d["th"], d["tm"], d["K"]))
@@ -176,7 +175,7 @@ def main():
     dev = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
-    print("triton kernels available:", L._triton_kernels() is not None, flush=True)
+    print("triton kernels available:", TK.kernels() is not None, flush=True)
     vs = variants(a.compile)
 
     # correctness: fresh data per variant; odd shapes (tails, T not a power of 2) + paper shape

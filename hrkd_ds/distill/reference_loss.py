@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from hrkd_ds.distill.losses import attention_mse, hidden_mse, soft_cross_entropy
+from hrkd_ds.distill.terms import attention_mse, hidden_mse, soft_cross_entropy
 from hrkd_ds.distill.relational_loss import DistillLossOutput, _RelationalLossBase
 
 

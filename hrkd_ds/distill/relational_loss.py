@@ -1,6 +1,6 @@
 """HRKD relational distillation loss, fused: all domains and layers in batched ops, one backward.
 
-Total loss (DESIGN.md section 1), inputs domain-major (K*B rows):
+Total loss (docs/METHOD.md, "Total loss"), inputs domain-major (K*B rows):
     L = sum_d [ r_(0,d) L_emb,d + sum_i r_(i,d) (L_att,i,d + L_hid,i,d) + (1/K) L_pred,d ]
 with r from the domain graph (uniform 1/K when graph.enabled is off, i.e. the KD baseline).
 
@@ -19,14 +19,9 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from hrkd_ds.distill.graph import DomainGraph
-from hrkd_ds.distill.losses import (
-    head_average,
-    masked_squared_error_sums,
-    pair_mask,
-    resolve_layer_map,
-    soft_cross_entropy_per_domain,
-    token_mask,
-)
+from hrkd_ds.distill.layer_map import resolve_layer_map
+from hrkd_ds.distill.masked_sums import masked_squared_error_sums
+from hrkd_ds.distill.terms import head_average, pair_mask, soft_cross_entropy_per_domain, token_mask
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 
 from distill_inputs import graph_cfg, make_mask, make_outputs  # noqa: E402
 from hrkd_ds.distill import DomainGraph, RelationalDistillLoss
-from hrkd_ds.distill.losses import token_mask
+from hrkd_ds.distill.terms import token_mask
 
 
 def setup(K=4, seed=0, **gkw):

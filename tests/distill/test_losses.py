@@ -15,7 +15,7 @@ from distill_inputs import graph_cfg, make_mask, make_outputs, student_tensors  
 from make_fixtures import CASES, compute  # noqa: E402
 
 from hrkd_ds.distill import ReferenceDistillLoss, RelationalDistillLoss, resolve_layer_map  # noqa: E402
-from hrkd_ds.distill.losses import attention_mse, soft_cross_entropy  # noqa: E402
+from hrkd_ds.distill.terms import attention_mse, soft_cross_entropy  # noqa: E402
 from hrkd_ds.errors import UserError  # noqa: E402
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "expected_losses.json")
