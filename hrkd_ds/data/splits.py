@@ -18,7 +18,7 @@ from hrkd_ds.data.readers import AMAZON_LABELS, MNLI_LABELS, Example, check_labe
 from hrkd_ds.errors import UserError
 
 SPLITS = ("train", "dev", "test")
-MNLI_DEV_SHARE = 10  # percent: per genre, the last 10% of the train file is dev (DESIGN.md)
+MNLI_DEV_SHARE = 10  # percent: per genre, the last 10% of the train file is dev (docs/METHOD.md, "Data splits")
 _PURPOSE = {"split": 0, "fewshot": 1}
 FEATURES = datasets.Features({"text": datasets.Value("string"), "text_pair": datasets.Value("string"), "label": datasets.Value("int64")})
 

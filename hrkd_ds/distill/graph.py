@@ -2,14 +2,14 @@
 
 Levels g = 0..L (0 = embedding output, l = student layer l). Each level has K domain prototypes
 F_(g,d) (teacher width D). For g >= 1 the compare-aggregate step mixes each domain's prototypes
-of levels 0..g (DESIGN.md section 1); then one GAT per level over the K domains (fully connected
+of levels 0..g (docs/METHOD.md, "Domain weights"); then one GAT per level over the K domains (fully connected
 with self loops) gives one scalar per domain, and r_g = softmax over domains.
 
 Two evaluations of the same parameters: `forward` batches levels and domains (used by the fused
 loss, no Python loop) and `forward_loop` goes level by level, domain by domain (the readable
 reference). They must agree; tests check it.
 
-Departure from the reference (DESIGN.md 2.3): bilinear scores are divided by sqrt(D) so the
+Departure from the reference (docs/METHOD.md, "Departures" #4): bilinear scores are divided by sqrt(D) so the
 softmaxes do not saturate (`graph.scale_scores`; the reference leaves them unscaled).
 """
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
 from transformers.utils import ModelOutput
 
 from hrkd_ds.errors import UserError
 from hrkd_ds.models.attention import ATTENTION_KINDS, register_attention
+from hrkd_ds.models.student_init import check_teacher_layers_fit, copy_teacher_layers, teacher_widths
 
 
 @dataclass
@@ -166,10 +168,6 @@ def build_model(
     - otherwise `model_cfg.pretrained` set: HF weights from that local dir, fresh classifier.
     - otherwise: random BERT from `model_cfg` sizes, `vocab_size`, positions = `max_seq_len`.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
-
-    from hrkd_ds.models.student_init import check_teacher_layers, copy_teacher_layers
-
     impl = register_attention()
     domains = _names(domains, num_domains, "domain")
     labels = _names(labels, num_labels, "label")
@@ -178,13 +176,7 @@ def build_model(
         if teacher is None:
             raise UserError("student.init=teacher_layers needs the teacher model")
         t_cfg = teacher.config
-        check_teacher_layers(model_cfg.teacher_layers, t_cfg.num_hidden_layers)
-        for ours, theirs in (("hidden_size", "hidden_size"), ("num_heads", "num_attention_heads"), ("intermediate_size", "intermediate_size")):
-            if getattr(model_cfg, ours) != getattr(t_cfg, theirs):
-                raise UserError(
-                    f"config field 'student.{ours}': {getattr(model_cfg, ours)} must equal the teacher's "
-                    f"{theirs}={getattr(t_cfg, theirs)} when student.init is 'teacher_layers'"
-                )
+        check_teacher_layers_fit(model_cfg, t_cfg.num_hidden_layers, teacher_widths(t_cfg))
         _check_fit(t_cfg, vocab_size, max_seq_len, "student.init=teacher_layers")
         hf_config = copy.deepcopy(t_cfg)
         hf_config.update({**dropout, "num_hidden_layers": len(model_cfg.teacher_layers)})

@@ -24,7 +24,7 @@ class WandbRun:
         self.run = None
         if not enabled or mode == "disabled":
             return
-        import wandb
+        import wandb  # lazy: slow to import, and unused when tracking is disabled (tests)
 
         os.makedirs(run_dir, exist_ok=True)
         self.run = wandb.init(
@@ -43,6 +43,13 @@ class WandbRun:
         """Rows carry their own `<role>/step`; W&B's global step just counts calls."""
         if self.run is not None:
             self.run.log(row)
+
+    def log_image(self, key: str, png) -> None:
+        """A PNG written by the run (plots), shown in W&B too."""
+        if self.run is not None:
+            import wandb  # lazy, as in __init__
+
+            self.run.log({key: wandb.Image(str(png))})
 
     def summary(self, values: dict[str, Any]) -> None:
         if self.run is not None:

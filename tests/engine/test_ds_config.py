@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from hrkd_ds.engine.ds_config import read_ds_config, with_batch_sizes
+from hrkd_ds.config.deepspeed import read_ds_config, with_batch_sizes
 from hrkd_ds.engine.teacher import teacher_ds_config
 from hrkd_ds.errors import UserError
 from tests.conftest import REPO_ROOT

@@ -26,7 +26,7 @@ def test_exported_student_reproduces_trainer_predictions_and_dev_accuracy(single
     from hrkd_ds.data.splits import load_splits
     from hrkd_ds.data.tokenizer import build_tokenizer
     from hrkd_ds.engine.evaluate import eval_batch
-    from hrkd_ds.train import load_exported
+    from hrkd_ds.models.loading import load_exported
 
     out = single_run
     model_dir = out / "student" / "model"

@@ -23,10 +23,10 @@ import torch  # noqa: E402
 
 from hrkd_ds.config import ModelConfig  # noqa: E402
 from hrkd_ds.engine.distributed import barrier, init_distributed  # noqa: E402
-from hrkd_ds.engine.ds_config import read_ds_config  # noqa: E402
+from hrkd_ds.config.deepspeed import read_ds_config  # noqa: E402
 from hrkd_ds.engine.teacher import build_teacher_engine, partition_fraction, teacher_ds_config  # noqa: E402
 from hrkd_ds.models.encoder import build_model  # noqa: E402
-from hrkd_ds.models.partitioned import load_partitioned  # noqa: E402
+from hrkd_ds.models.loading import load_partitioned  # noqa: E402
 
 DOMAINS, LABELS = ["a", "b", "c"], ["neg", "pos"]
 VOCAB, T, PER_DOMAIN = 120, 16, 2

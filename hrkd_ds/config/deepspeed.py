@@ -25,10 +25,23 @@ def read_ds_config(path: str) -> dict[str, Any]:
         raise UserError(f"DeepSpeed config {path}: not valid JSON (line {err.lineno}: {err.msg})") from None
     if not isinstance(cfg, dict):
         raise UserError(f"DeepSpeed config {path}: top level must be an object")
-    stage = cfg.get("zero_optimization", {}).get("stage", 0)
+    stage = zero_stage(cfg)
     if stage not in (0, 1, 2, 3):
         raise UserError(f"DeepSpeed config {path}: zero_optimization.stage {stage!r} is not 0..3")
     return cfg
+
+
+def zero_stage(ds_cfg: dict[str, Any]) -> int:
+    """The ZeRO stage a DeepSpeed config asks for (0 when it has no zero_optimization section)."""
+    return ds_cfg.get("zero_optimization", {}).get("stage", 0)
+
+
+def ds_resume_fields(ds_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The settings a DeepSpeed checkpoint cannot be resumed across, as flat config-like keys."""
+    return {"ds.zero_stage": zero_stage(ds_cfg),
+            "ds.bf16": uses_bf16(ds_cfg),
+            "ds.fp16": bool(ds_cfg.get("fp16", {}).get("enabled", False)),
+            "ds.gradient_accumulation_steps": ds_cfg.get("gradient_accumulation_steps", 1)}
 
 
 def _given(value: Any) -> bool:

@@ -1,6 +1,7 @@
-"""Load an exported teacher straight into ZeRO-3 partitions: no rank ever holds all of it.
+"""Loading exported models: whole (`load_exported`), or straight into ZeRO-3 partitions.
 
-Built under `deepspeed.zero.Init` (each parameter is partitioned as it is created; transformers'
+`load_partitioned`: no rank ever holds all of the teacher. Built under `deepspeed.zero.Init`
+(each parameter is partitioned as it is created; transformers'
 `no_init_weights` skips the random init that would touch full tensors), then filled one
 parameter at a time from the memory-mapped safetensors: rank 0 writes inside
 `GatheredParameters`, which re-partitions on exit. Peak memory per rank: its partition plus one
@@ -13,8 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch._dynamo  # noqa: F401  imported before zero.Init: its import-time checks fail while zero.Init patches Tensor.__new__
+import deepspeed
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers.initialization import no_init_weights
 
 from hrkd_ds.errors import UserError
+from hrkd_ds.models.attention import register_attention
+from hrkd_ds.models.encoder import MultiDomainClassifier
+
+
+def load_exported(path: str | Path, attention: str) -> MultiDomainClassifier:
+    """A model exported by a previous stage (or any HF dir with the hrkd label layout), whole."""
+    hf = AutoModelForSequenceClassification.from_pretrained(str(path), attn_implementation=register_attention())
+    return MultiDomainClassifier(hf, attention=attention)
 
 
 def _state_files(path: Path) -> list[Path]:
@@ -26,16 +40,6 @@ def _state_files(path: Path) -> list[Path]:
 
 def load_partitioned(path: str | Path, ds_cfg: dict[str, Any], attention: str):
     """A MultiDomainClassifier whose parameters are ZeRO-3 partitions, weights from `path`."""
-    import deepspeed
-    from safetensors import safe_open
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-    from transformers.initialization import no_init_weights
-
-    from hrkd_ds.models.attention import register_attention
-    from hrkd_ds.models.encoder import MultiDomainClassifier
-
-    import torch._dynamo  # noqa: F401  imported now: its import-time checks fail while zero.Init patches Tensor.__new__
-
     path = Path(path)
     config = AutoConfig.from_pretrained(str(path))
     with deepspeed.zero.Init(config_dict_or_path=ds_cfg), no_init_weights():

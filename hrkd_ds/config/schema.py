@@ -1,0 +1,132 @@
+"""The typed experiment configuration: one dataclass per YAML section.
+
+Each choice is declared once, as a `Literal` type; the loader (`loader.py`) rejects any other
+value, so no table of choices lives beside these classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class DataConfig:
+    """Where the multi-domain data comes from and how it is split."""
+
+    format: Literal["amazon", "mnli", "table"] = "amazon"
+    path: str = ""  # "" -> the shipped Amazon sample
+    test_path: str = ""  # mnli: dev-matched file used as the test split; table: optional test file
+    domains: list[str] = field(default_factory=list)  # [] -> every domain found, sorted
+    labels: list[str] = field(default_factory=list)  # [] -> the format's fixed label order
+    text_column: str = "text"  # table format only
+    text_pair_column: str = ""  # table format only; "" -> single-sentence task
+    label_column: str = "label"  # table format only
+    domain_column: str = "domain"  # table format only
+    max_seq_len: int = 128
+    train_fraction: float = 1.0  # few-shot: fraction of each domain's training data kept
+    dev_fraction: float = 0.09  # amazon/table: share of each domain held out for dev
+    test_fraction: float = 0.10  # amazon/table: share of each domain held out for test
+    split_seed: int = 42
+    cache_dir: str = ""  # "" -> <output_dir>/../.hrkd_cache (shared between runs)
+
+
+@dataclass
+class TokenizerConfig:
+    """SentencePiece trained on the training text, or a pretrained tokenizer from a local dir."""
+
+    kind: Literal["sentencepiece", "pretrained"] = "sentencepiece"
+    path: str = ""  # pretrained: local directory (e.g. the teacher's)
+    vocab_size: int = 2000
+    model_type: Literal["unigram", "bpe"] = "unigram"  # sentencepiece model type
+
+
+@dataclass
+class ModelConfig:
+    """One encoder (teacher or student): from a local pretrained dir, or built from sizes."""
+
+    pretrained: str = ""  # local HF directory; "" -> random init from the sizes below
+    init: Literal["random", "pretrained", "teacher_layers"] = "random"  # teacher_layers: student only
+    teacher_layers: list[int] = field(default_factory=list)  # init=teacher_layers: 1-based
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 512
+    dropout: float = 0.1
+
+
+@dataclass
+class GraphConfig:
+    """Domain-relational graph and hierarchical compare-aggregate (docs/METHOD.md)."""
+
+    enabled: bool = True  # off -> uniform 1/K domain weights (TinyBERT-KD baseline)
+    hierarchical: bool = True  # compare-aggregate over the layers so far
+    trainable: bool = True  # reference release leaves the graph at random init (False)
+    detach_prototypes: bool = True  # reference lets gradients flow through the ratios (False)
+    mask_padding: bool = True  # reference averages padding tokens into prototypes (False)
+    heads: int = 8
+    hidden_per_head: int = 8  # GAT width per head
+    dropout: float = 0.1
+    leaky_relu_slope: float = 0.2
+    scale_scores: bool = True  # divide compare-aggregate bilinear scores by sqrt(D); reference: False
+
+
+@dataclass
+class DistillConfig:
+    """Which distillation method and which layer-wise terms."""
+
+    method: Literal["hrkd", "kd", "none"] = "hrkd"  # see distill/methods.py
+    layer_map: list[int] = field(default_factory=list)  # [] -> uniform; teacher layer per student layer (1-based)
+    attention: Literal["probs", "scores"] = "probs"  # post-softmax (bounded) | pre-softmax (the reference's)
+    temperature: float = 1.0
+    fused: bool = True  # fused relational loss; False -> per-domain loop reference
+    teacher_deepspeed: str = "ds_configs/teacher_zero3.json"
+
+
+@dataclass
+class StageConfig:
+    """Optimisation schedule of one training stage (teacher or distill)."""
+
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    epochs: float = 3.0
+    max_steps: int = 0  # >0 caps the run
+    batch_per_domain: int = 8  # micro-batch per domain per rank
+    epoch_policy: Literal["largest", "domain", "steps"] = "largest"
+    epoch_domain: str = ""  # epoch_policy=domain
+    steps_per_epoch: int = 0  # epoch_policy=steps
+    eval_every: int = 50
+    save_every: int = 100
+    log_every: int = 10
+
+
+@dataclass
+class TrackingConfig:
+    """Weights & Biases and local logging."""
+
+    wandb_project: str = "hrkd-ds"
+    wandb_mode: Literal["", "online", "offline", "disabled"] = ""  # "" -> online if a key is set, else offline
+    progress_bar: bool = True
+    plot: bool = True
+
+
+@dataclass
+class Config:
+    """A whole run: stages run in order, each writing under output_dir."""
+
+    stages: list[Literal["teacher", "distill", "eval"]] = field(default_factory=lambda: ["teacher", "distill"])
+    output_dir: str = "runs/default"
+    seed: int = 42
+    teacher_from: str = ""  # finished run dir or HF dir: skip the teacher stage's training
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    teacher: ModelConfig = field(default_factory=ModelConfig)
+    student: ModelConfig = field(default_factory=lambda: ModelConfig(hidden_size=64, num_layers=1, num_heads=4, intermediate_size=256))
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    # The embedded default trains small models from scratch on the shipped sample in a few CPU
+    # minutes; the paper's BERT-scale settings (lr 5e-5, 3 epochs, batch 8) are in configs/.
+    teacher_train: StageConfig = field(default_factory=lambda: StageConfig(lr=2e-3, epochs=5, batch_per_domain=16))
+    distill_train: StageConfig = field(default_factory=lambda: StageConfig(lr=2e-3, epochs=4, batch_per_domain=16))
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)

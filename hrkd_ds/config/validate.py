@@ -1,0 +1,68 @@
+"""Range and cross-field checks of a loaded config: what types alone cannot express."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hrkd_ds.config.schema import Config, ModelConfig, StageConfig
+from hrkd_ds.errors import UserError
+
+
+def _check_range(name: str, ok: bool, value: Any, what: str) -> None:
+    if not ok or (isinstance(value, float) and not math.isfinite(value)):
+        raise UserError(f"config field '{name}': {value!r} is out of range ({what})")
+
+
+def validate(cfg: Config) -> Config:
+    """Ranges and cross-field rules that types alone cannot express (choices are `Literal` types)."""
+    if not cfg.stages:
+        raise UserError("config field 'stages': at least one stage is required")
+    if cfg.teacher.init == "teacher_layers":
+        raise UserError("config field 'teacher.init': 'teacher_layers' is for the student only")
+    d = cfg.data
+    _check_range("data.max_seq_len", 8 <= d.max_seq_len <= 4096, d.max_seq_len, "8..4096")
+    _check_range("data.train_fraction", 0.0 < d.train_fraction <= 1.0, d.train_fraction, "0 < x <= 1")
+    _check_range("data.dev_fraction", 0.0 < d.dev_fraction < 0.5, d.dev_fraction, "0 < x < 0.5")
+    _check_range("data.test_fraction", 0.0 < d.test_fraction < 0.5, d.test_fraction, "0 < x < 0.5")
+    if len(set(d.domains)) != len(d.domains):
+        raise UserError(f"config field 'data.domains': duplicate domain in {d.domains!r}")
+    _check_range("tokenizer.vocab_size", 100 <= cfg.tokenizer.vocab_size <= 1_000_000, cfg.tokenizer.vocab_size, "100..1000000")
+    if cfg.tokenizer.kind == "pretrained" and not cfg.tokenizer.path:
+        raise UserError("config field 'tokenizer.path': required when tokenizer.kind is 'pretrained'")
+    for role in ("teacher", "student"):
+        m: ModelConfig = getattr(cfg, role)
+        for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            value = getattr(m, key)
+            _check_range(f"{role}.{key}", value >= 1, value, ">= 1")
+        if not m.pretrained and m.hidden_size % m.num_heads:
+            raise UserError(f"config field '{role}.num_heads': {m.num_heads} does not divide {role}.hidden_size={m.hidden_size}")
+        _check_range(f"{role}.dropout", 0.0 <= m.dropout < 1.0, m.dropout, "0 <= x < 1")
+        if m.init == "pretrained" and not m.pretrained:
+            raise UserError(f"config field '{role}.pretrained': required when {role}.init is 'pretrained'")
+        if m.pretrained and m.init == "random":
+            raise UserError(f"config field '{role}.init': 'random' ignores {role}.pretrained={m.pretrained!r}; set init to 'pretrained'")
+    if cfg.student.init == "teacher_layers" and not cfg.student.teacher_layers:
+        raise UserError("config field 'student.teacher_layers': required when student.init is 'teacher_layers'")
+    if cfg.student.init == "teacher_layers" and not cfg.distill.layer_map:
+        cfg.distill.layer_map = list(cfg.student.teacher_layers)  # distil each kept layer against itself
+    g = cfg.graph
+    _check_range("graph.heads", g.heads >= 1, g.heads, ">= 1")
+    _check_range("graph.hidden_per_head", g.hidden_per_head >= 1, g.hidden_per_head, ">= 1")
+    _check_range("graph.dropout", 0.0 <= g.dropout < 1.0, g.dropout, "0 <= x < 1")
+    _check_range("distill.temperature", cfg.distill.temperature > 0, cfg.distill.temperature, "> 0")
+    for key in ("teacher_train", "distill_train"):
+        s: StageConfig = getattr(cfg, key)
+        _check_range(f"{key}.lr", s.lr > 0, s.lr, "> 0")
+        _check_range(f"{key}.epochs", s.epochs > 0, s.epochs, "> 0")
+        _check_range(f"{key}.max_steps", s.max_steps >= 0, s.max_steps, ">= 0")
+        _check_range(f"{key}.batch_per_domain", s.batch_per_domain >= 1, s.batch_per_domain, ">= 1")
+        _check_range(f"{key}.warmup_ratio", 0.0 <= s.warmup_ratio < 1.0, s.warmup_ratio, "0 <= x < 1")
+        for every in ("eval_every", "save_every", "log_every"):
+            value = getattr(s, every)
+            _check_range(f"{key}.{every}", value >= 0, value, ">= 0 (0 = never)")
+        if s.epoch_policy == "domain" and not s.epoch_domain:
+            raise UserError(f"config field '{key}.epoch_domain': required when epoch_policy is 'domain'")
+        if s.epoch_policy == "steps":
+            _check_range(f"{key}.steps_per_epoch", s.steps_per_epoch >= 1, s.steps_per_epoch, ">= 1 when epoch_policy is 'steps'")
+    return cfg

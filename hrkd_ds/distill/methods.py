@@ -1,0 +1,97 @@
+"""The one place that knows the distillation methods: what each needs and which module it trains.
+
+A method is a row in `METHODS`: whether it needs the teacher, and which graph config its
+relational loss gets (None: no distillation loss, labels only). `kd` is HRKD with the graph
+off, i.e. uniform 1/K domain weights (TinyBERT-KD). A new method is a new row (plus, where it
+needs one, a new loss module); nothing else dispatches on the method name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hrkd_ds.config import DistillConfig, GraphConfig
+from hrkd_ds.distill.reference_loss import ReferenceDistillLoss
+from hrkd_ds.distill.relational_loss import RelationalDistillLoss
+from hrkd_ds.engine.step import RAW, StepOutput, model_inputs
+
+
+def per_domain_ce(logits: torch.Tensor, labels: torch.Tensor, num_domains: int) -> torch.Tensor:
+    """Cross-entropy averaged within each domain; (K,). Rows are domain-major, B per domain."""
+    losses = F.cross_entropy(logits.float(), labels, reduction="none")  # (K*B,)
+    return losses.view(num_domains, -1).mean(dim=1)
+
+
+class SupervisedModule(nn.Module):
+    """Stage 1 (meta-teacher) and the `none` baseline: sum over domains of per-domain CE."""
+
+    def __init__(self, model: nn.Module, num_domains: int) -> None:
+        super().__init__()
+        self.model = model
+        self.num_domains = num_domains
+
+    def forward(self, batch: dict[str, torch.Tensor], teacher_out=None, predict: bool = False):
+        out = self.model(**model_inputs(batch))
+        if predict:
+            return out.logits
+        ce = per_domain_ce(out.logits, batch["labels"], self.num_domains)
+        return StepOutput(loss=ce.sum(), logs={"ce": ce.detach()})
+
+
+class DistillModule(nn.Module):
+    """Stage 2: student forward, then the relational loss against the teacher's outputs.
+
+    The loss (projections, domain graph) sits inside the engine's module so DeepSpeed optimises,
+    partitions and checkpoints its parameters with the student's.
+    """
+
+    log_layout = {"weights": RAW, "ratios": RAW}
+
+    def __init__(self, student: nn.Module, loss: nn.Module, num_domains: int) -> None:
+        super().__init__()
+        self.model = student
+        self.loss = loss
+        self.num_domains = num_domains
+
+    def forward(self, batch: dict[str, torch.Tensor], teacher_out=None, predict: bool = False):
+        if predict:
+            return self.model(**model_inputs(batch)).logits
+        out = self.model(**model_inputs(batch), output_internals=True)
+        result = self.loss(out, teacher_out, batch["attention_mask"], self.num_domains)
+        return StepOutput(loss=result.total, logs=dict(result.terms))
+
+
+@dataclass(frozen=True)
+class Method:
+    """What `distill.method` means: teacher needed, and the graph its loss uses (None: no loss)."""
+
+    uses_teacher: bool
+    graph: Callable[[GraphConfig], GraphConfig] | None
+
+
+METHODS: dict[str, Method] = {
+    "hrkd": Method(uses_teacher=True, graph=lambda g: g),
+    "kd": Method(uses_teacher=True, graph=lambda g: dataclasses.replace(g, enabled=False)),
+    "none": Method(uses_teacher=False, graph=None),
+}
+
+
+def method(name: str) -> Method:
+    return METHODS[name]
+
+
+def build_step_module(name: str, student: nn.Module, teacher: nn.Module | None, num_domains: int,
+                      graph_cfg: GraphConfig, distill_cfg: DistillConfig) -> nn.Module:
+    """The module the student's DeepSpeed engine wraps for method `name`."""
+    spec = METHODS[name]
+    if spec.graph is None:
+        return SupervisedModule(student, num_domains)
+    loss_cls = RelationalDistillLoss if distill_cfg.fused else ReferenceDistillLoss
+    loss = loss_cls.from_config(student, teacher, num_domains, spec.graph(graph_cfg), distill_cfg)
+    return DistillModule(student, loss, num_domains)

@@ -1,0 +1,56 @@
+"""Settings that would fail a later stage fail before the first one trains or anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoConfig
+
+from hrkd_ds.config import Config
+from hrkd_ds.config.deepspeed import with_batch_sizes, zero_stage
+from hrkd_ds.distill.layer_map import resolve_layer_map
+from hrkd_ds.distill.methods import method
+from hrkd_ds.errors import UserError
+from hrkd_ds.models.student_init import check_teacher_layers_fit
+
+
+def _teacher_shape(cfg: Config, teacher_dir: Path | None, stage_dir: Path) -> tuple[int, dict[str, int]]:
+    """(layers, widths keyed by student field) of the teacher the distill stage will use, unloaded."""
+    src = teacher_dir or (Path(cfg.teacher.pretrained) if cfg.teacher.pretrained else None)
+    if src is None and (stage_dir / "model" / "config.json").is_file() and "teacher" not in cfg.stages:
+        src = stage_dir / "model"
+    if src is not None:
+        c = AutoConfig.from_pretrained(str(src))
+        return c.num_hidden_layers, {"hidden_size": c.hidden_size, "num_heads": c.num_attention_heads,
+                                     "intermediate_size": c.intermediate_size}
+    t = cfg.teacher
+    return t.num_layers, {"hidden_size": t.hidden_size, "num_heads": t.num_heads, "intermediate_size": t.intermediate_size}
+
+
+def check_distill_shapes(cfg: Config, ds_cfg: dict, teacher_dir: Path | None, teacher_stage_dir: Path) -> None:
+    """Layer map, teacher layers and widths are checked before the teacher trains, not after."""
+    t_layers, t_widths = _teacher_shape(cfg, teacher_dir, teacher_stage_dir)
+    s = cfg.student
+    if s.init == "teacher_layers":
+        check_teacher_layers_fit(s, t_layers, t_widths)
+        s_layers = len(s.teacher_layers)
+    elif s.pretrained:
+        s_layers = AutoConfig.from_pretrained(s.pretrained).num_hidden_layers
+    else:
+        s_layers = s.num_layers
+    resolve_layer_map(s_layers, t_layers, cfg.distill.layer_map or None)
+    if not cfg.distill.fused and zero_stage(ds_cfg) == 3:
+        raise UserError("config field 'distill.fused': the per-domain loop reference (false) does not run under a "
+                        "ZeRO-3 student; use the fused loss or ZeRO 0-2")
+
+
+def check_stages(ctx) -> None:
+    """Reject a DeepSpeed JSON or a sampler setting that contradicts any stage about to train."""
+    cfg = ctx.cfg
+    stages = [cfg.teacher_train] if "teacher" in cfg.stages and ctx.teacher_dir is None else []
+    stages += [cfg.distill_train] if "distill" in cfg.stages else []
+    for stage in stages:
+        with_batch_sizes(ctx.ds_cfg, ctx.micro_batch(stage), ctx.dist.world_size, ctx.ds_source)
+        ctx.sampler(stage)
+    if "distill" in cfg.stages and method(cfg.distill.method).uses_teacher:
+        check_distill_shapes(cfg, ctx.ds_cfg, ctx.teacher_dir, ctx.run_dir.stage_dir("teacher"))

@@ -1,0 +1,142 @@
+"""What every stage of one invocation shares: config, process group, data, run directory, trackers.
+
+`StageContext.setup` does the checks that must pass before anything is written (resume
+compatibility, data, every stage's settings); `train_stage` builds an engine, sampler and loop
+for one stage and returns its accuracies.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hrkd_ds.config import Config, StageConfig, check_resume_config, to_dict
+from hrkd_ds.config.deepspeed import with_batch_sizes
+from hrkd_ds.data.collate import collate_episode
+from hrkd_ds.data.sampler import EpisodicDomainSampler
+from hrkd_ds.engine.distributed import DistInfo, barrier
+from hrkd_ds.engine.evaluate import EVAL_BATCH_SIZE, evaluate_dev_test
+from hrkd_ds.engine.export import make_exporter
+from hrkd_ds.engine.loop import StageRun, Trainer
+from hrkd_ds.engine.preemption import PreemptionFlag
+from hrkd_ds.engine.step import model_inputs
+from hrkd_ds.engine.student import build_student_engine
+from hrkd_ds.errors import UserError
+from hrkd_ds.stages.checks import check_stages
+from hrkd_ds.stages.data_prep import prepare_data, resolve_teacher_dir
+from hrkd_ds.stages.run_dir import RunDir
+from hrkd_ds.tracking.metrics import MetricsLog
+from hrkd_ds.tracking.wandb_run import WandbRun, resolve_mode
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class StageContext:
+    """Shared state of one invocation; built by `setup`, used by every stage runner."""
+
+    def __init__(self, cfg: Config, ds_cfg: dict[str, Any], ds_source: str, dist: DistInfo) -> None:
+        self.cfg, self.ds_cfg, self.ds_source, self.dist = cfg, ds_cfg, ds_source, dist
+        self.run_dir = RunDir(cfg.output_dir, dist.is_main)
+        self.preempt = PreemptionFlag().install()
+
+    @classmethod
+    def setup(cls, cfg: Config, ds_cfg: dict[str, Any], ds_source: str, dist: DistInfo) -> "StageContext":
+        """Checks, data and run files, in that order: bad input is refused before anything is written."""
+        ctx = cls(cfg, ds_cfg, ds_source, dist)
+        check_resume_config(cfg, ds_cfg, ctx.run_dir.saved_config)
+        ctx.teacher_dir = resolve_teacher_dir(cfg)
+        cache_dir = cfg.data.cache_dir or str(ctx.run_dir.path.resolve().parent / ".hrkd_cache")
+        ctx.raw, ctx.tokenizer, ctx.data = prepare_data(cfg, dist, ctx.teacher_dir, cache_dir)
+        ctx.domains, ctx.labels = list(ctx.raw.domains), list(ctx.raw.labels)
+        check_stages(ctx)
+        barrier()  # every rank has compared configs before rank 0 overwrites
+        ctx.run_dir.write_run_files(cfg, ds_cfg, ctx.domains, ctx.labels)
+        ctx.metrics = MetricsLog(ctx.run_dir.path / "metrics.jsonl", enabled=dist.is_main)
+        ctx.results = ctx.run_dir.load_results()
+        ctx.tracker = WandbRun(dist.is_main, cfg.tracking.wandb_project, resolve_mode(cfg.tracking.wandb_mode),
+                               str(ctx.run_dir.path), ctx.run_dir.path.name, to_dict(cfg), ctx.run_dir.wandb_id())
+        ctx.run_dir.save_wandb_id(ctx.tracker.id)
+        return ctx
+
+    @property
+    def K(self) -> int:
+        return len(self.domains)
+
+    def micro_batch(self, stage: StageConfig) -> int:
+        return stage.batch_per_domain * self.K
+
+    def save_results(self) -> None:
+        self.run_dir.save_results(self.results)
+
+    def sampler(self, stage: StageConfig) -> EpisodicDomainSampler:
+        epoch_domain = None
+        if stage.epoch_policy == "domain":
+            if stage.epoch_domain not in self.domains:
+                key = "teacher_train" if stage is self.cfg.teacher_train else "distill_train"
+                raise UserError(f"config field '{key}.epoch_domain': {stage.epoch_domain!r} is not one of {self.domains}")
+            epoch_domain = self.domains.index(stage.epoch_domain)
+        return EpisodicDomainSampler(
+            self.data.train_sizes, stage.batch_per_domain, rank=self.dist.rank, world_size=self.dist.world_size,
+            seed=self.cfg.seed, epoch_policy=stage.epoch_policy, epoch_domain=epoch_domain,
+            steps_per_epoch=stage.steps_per_epoch or None,
+        )
+
+    def collate_fn(self):
+        train = [self.data.splits["train"][d] for d in self.domains]
+        pad_id, device = self.tokenizer.pad_token_id, self.dist.device
+
+        def collate(episode):
+            return {k: v.to(device) for k, v in collate_episode(train, episode, pad_id).items()}
+
+        return collate
+
+    def split_sets(self, split: str) -> dict[str, Any]:
+        return {d: self.data.splits[split][d] for d in self.domains}
+
+    def train_stage(self, role: str, module: torch.nn.Module, stage: StageConfig, teacher=None) -> dict[str, Any]:
+        """Engine + sampler + loop for one stage; returns the best/final accuracies."""
+        sampler = self.sampler(stage)
+        total = math.ceil(stage.epochs * sampler.steps_per_epoch)
+        total = min(total, stage.max_steps) if stage.max_steps else total
+        ds_cfg = with_batch_sizes(self.ds_cfg, self.micro_batch(stage), self.dist.world_size, self.ds_source)
+        gas = ds_cfg["gradient_accumulation_steps"]
+        total = math.ceil(total / gas) * gas  # never end with accumulated, unapplied gradients
+        engine = build_student_engine(module, ds_cfg, stage, total // gas)
+        seed_everything(self.cfg.seed * 1000 + self.dist.rank + 1)  # per-rank dropout streams
+        meta = {"domains": self.domains, "labels": self.labels, "role": role}
+        out_dir = self.run_dir.stage_dir(role)
+        run = StageRun(
+            role=role, stage=stage, engine=engine, sampler=sampler, collate=self.collate_fn(),
+            dev_sets=self.split_sets("dev"), test_sets=self.split_sets("test"),
+            domains=self.domains, pad_id=self.tokenizer.pad_token_id, out_dir=out_dir,
+            total_steps=total, export=make_exporter(engine, self.tokenizer, self.dist, meta), teacher=teacher,
+        )
+        best = Trainer(run, self.dist, self.metrics, self.tracker, self.preempt, self.cfg.tracking.progress_bar).fit()
+        return {
+            "dev": best.overall["dev"], "test": best.overall["test"], "best_step": best.overall["step"],
+            "best_per_domain": best.per_domain, "final": best.final, "steps": total,
+            "model_dir": str(out_dir / "model"),
+        }
+
+    def evaluate_model(self, engine_or_model) -> dict[str, Any]:
+        """Dev/test accuracy of a model outside a training stage (a loaded or exported teacher)."""
+        dev, test = evaluate_dev_test(lambda batch: engine_or_model(**model_inputs(batch)).logits,
+                                      self.split_sets("dev"), self.split_sets("test"), self.domains,
+                                      self.tokenizer.pad_token_id, self.dist.rank, self.dist.world_size,
+                                      EVAL_BATCH_SIZE, self.dist.device)
+        return {"dev": dev.accuracy, "test": test.accuracy}
+
+    def finish(self) -> None:
+        self.tracker.summary({f"{role}/{split}/average": self.results[role][split]["average"]
+                              for role in ("teacher", "student") if role in self.results
+                              for split in ("dev", "test") if split in self.results[role]})
+        self.tracker.finish()

@@ -1,0 +1,82 @@
+"""Stage 2: distil the student from the frozen teacher by `distill.method` (see distill/methods.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from hrkd_ds.config.deepspeed import read_ds_config, zero_stage
+from hrkd_ds.distill.methods import build_step_module, method
+from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config
+from hrkd_ds.errors import UserError
+from hrkd_ds.io import recover_dir
+from hrkd_ds.models.encoder import MultiDomainClassifier, build_model
+from hrkd_ds.models.loading import load_exported, load_partitioned
+from hrkd_ds.stages.context import StageContext, seed_everything
+from hrkd_ds.tracking.plots import plot_domain_weights
+
+
+def teacher_source(ctx: StageContext) -> Path:
+    """The teacher's HF directory: `teacher_from`, or this run's teacher stage export."""
+    src = ctx.teacher_dir or ctx.run_dir.stage_dir("teacher") / "model"
+    recover_dir(src)  # an export interrupted between its two renames
+    if not (src / "config.json").is_file():
+        raise UserError(f"the distill stage needs a teacher: none at {src} (run the teacher stage or set teacher_from)")
+    return src
+
+
+def check_teacher_matches(teacher: MultiDomainClassifier, domains: list[str], labels: list[str], where: Path) -> None:
+    t_domains = list(getattr(teacher.config, "hrkd_domains", []) or [])
+    t_labels = list(getattr(teacher.config, "hrkd_labels", []) or [])
+    if t_domains != domains or t_labels != labels:
+        raise UserError(f"teacher at {where} was trained on domains {t_domains} / labels {t_labels}, "
+                        f"but the data has {domains} / {labels}")
+
+
+def load_teacher(ctx: StageContext, src: Path, t_cfg: dict) -> MultiDomainClassifier:
+    """Under a ZeRO-3 teacher config the teacher is loaded straight into partitions, never whole."""
+    attention = ctx.cfg.distill.attention
+    teacher = load_partitioned(src, t_cfg, attention) if zero_stage(t_cfg) == 3 else load_exported(src, attention)
+    check_teacher_matches(teacher, ctx.domains, ctx.labels, src)
+    return teacher
+
+
+def run_distill(ctx: StageContext) -> None:
+    if ctx.run_dir.is_done("student", ctx.results):
+        return
+    cfg, stage, spec = ctx.cfg, ctx.cfg.distill_train, method(ctx.cfg.distill.method)
+    from_layers = cfg.student.init == "teacher_layers"
+    src = teacher_source(ctx) if spec.uses_teacher or from_layers else None
+    layer_source = teacher = t_cfg = None
+    if from_layers:  # a full copy in host memory, only while the student is built
+        layer_source = load_exported(src, cfg.distill.attention)
+        check_teacher_matches(layer_source, ctx.domains, ctx.labels, src)
+    if spec.uses_teacher:
+        t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
+        teacher = load_teacher(ctx, src, t_cfg)
+    seed_everything(cfg.seed + 1)
+    student = build_model(cfg.student, ctx.K, len(ctx.labels), len(ctx.tokenizer), ctx.tokenizer.pad_token_id,
+                          cfg.data.max_seq_len, attention=cfg.distill.attention, teacher=layer_source,
+                          domains=ctx.domains, labels=ctx.labels)
+    del layer_source
+    module = build_step_module(cfg.distill.method, student, teacher, ctx.K, cfg.graph, cfg.distill)
+    teacher_engine = None
+    if spec.uses_teacher:
+        teacher_engine = build_teacher_engine(teacher, t_cfg)
+        if "teacher" not in ctx.results:  # teacher came from elsewhere: report it too
+            with torch.no_grad():
+                ctx.results["teacher"] = ctx.evaluate_model(teacher_engine)
+    ctx.results["student"] = ctx.train_stage("student", module, stage, teacher=teacher_engine)
+    ctx.results["student"]["method"] = cfg.distill.method
+    ctx.save_results()
+    plot_weights(ctx)
+    ctx.run_dir.mark_done("student")
+
+
+def plot_weights(ctx: StageContext) -> None:
+    if not (ctx.dist.is_main and ctx.cfg.tracking.plot):
+        return
+    png = ctx.run_dir.path / "domain_weights.png"
+    if plot_domain_weights(ctx.metrics.rows("student"), ctx.domains, png):
+        ctx.tracker.log_image("domain_weights", png)
