@@ -1,0 +1,1 @@
+"""Evidence for the reproduction grid: paired bootstrap, compression report, results tables."""

@@ -1,0 +1,169 @@
+"""Paired, domain-stratified bootstrap for "method a beats method b" on the same test examples.
+
+Why paired: both methods are scored on the same examples, so the example-level difficulty cancels
+and the interval is far tighter (and more honest) than comparing two independent means.
+Why stratified by domain: the reported metric is the unweighted average of per-domain accuracies;
+resampling within each domain keeps every domain's size fixed, so the statistic stays defined.
+
+Seeds are pooled: the statistic is the mean over seed-pairs of (avg-over-domains acc_a - acc_b).
+When every seed-pair was scored on the very same examples (same labels and domains in the same
+order: the fixed split order), one resample of example indices is shared by all seeds, because
+the test set is a single sample; resampling each seed independently would treat the same example
+as independent draws and understate the spread. Otherwise each (seed, domain) is its own stratum.
+
+Vectorised: the bootstrap mean of a stratum depends only on how many times each distinct value
+is drawn, so a multinomial over the distinct values (with their empirical frequencies) is the
+same distribution as drawing indices, at O(B x distinct values) instead of O(B x examples).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+DEFAULT_N_BOOT = 10_000
+_CHUNK_CELLS = 4_000_000  # max (resamples x distinct values) drawn at once
+_TIE_EPS = 1e-12  # an exact tie counts as "<= 0" despite float rounding
+
+Pair = tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]  # (pred_a, pred_b, label, domain) of one seed
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Observed difference a - b, its percentile interval and P(difference <= 0) under resampling."""
+
+    diff: float  # observed mean over seed-pairs of (average-over-domains accuracy a - b)
+    lo: float
+    hi: float
+    p_le_0: float  # fraction of resamples with difference <= 0
+    sd: float  # standard deviation of the bootstrap distribution
+    level: float
+    n_boot: int
+    n_pairs: int
+    shared_examples: bool
+    domains: list[str]
+    per_domain: dict[str, float] = field(default_factory=dict)  # observed a - b per domain, mean over seeds
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return (self.lo, self.hi)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _as_pair(pair: Pair, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    pa, pb, lab, dom = (np.asarray(x) for x in pair)
+    n = len(lab)
+    if not (len(pa) == len(pb) == len(dom) == n) or n == 0:
+        raise ValueError(f"seed-pair {i}: pred_a, pred_b, label, domain must be equal, non-zero lengths "
+                         f"(got {len(pa)}, {len(pb)}, {n}, {len(dom)})")
+    return pa, pb, lab, dom.astype(str)
+
+
+def _domains_in_order(domain: np.ndarray) -> list[str]:
+    _, first = np.unique(domain, return_index=True)
+    return [str(domain[i]) for i in sorted(first)]
+
+
+def _strata(pairs: list[tuple[np.ndarray, ...]], shared: bool) -> tuple[list[tuple[np.ndarray, float]], list[str], dict[str, float]]:
+    """(per-example difference vector, weight) per stratum; weights sum to 1."""
+    diffs = [(pa == lab).astype(np.float64) - (pb == lab).astype(np.float64) for pa, pb, lab, _ in pairs]
+    domains = _domains_in_order(np.concatenate([p[3] for p in pairs]))
+    strata: list[tuple[np.ndarray, float]] = []
+    per_domain: dict[str, list[float]] = {d: [] for d in domains}
+    if shared:
+        mean_diff = np.mean(diffs, axis=0)  # per example, averaged over seeds
+        dom = pairs[0][3]
+        for d in domains:
+            x = mean_diff[dom == d]
+            strata.append((x, 1.0 / len(domains)))
+            per_domain[d].append(float(x.mean()))
+    else:
+        for diff, (_, _, _, dom) in zip(diffs, pairs):
+            present = _domains_in_order(dom)
+            for d in present:
+                x = diff[dom == d]
+                strata.append((x, 1.0 / (len(pairs) * len(present))))
+                per_domain[d].append(float(x.mean()))
+    return strata, domains, {d: float(np.mean(v)) for d, v in per_domain.items()}
+
+
+def _stratum_means(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """n_boot bootstrap means of x (drawing len(x) with replacement), via distinct-value counts."""
+    values, counts = np.unique(x, return_counts=True)
+    n = len(x)
+    probs = counts / n
+    chunk = max(1, _CHUNK_CELLS // len(values))
+    out = np.empty(n_boot, dtype=np.float64)
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        draws = rng.multinomial(n, probs, size=stop - start)  # (chunk, distinct)
+        out[start:stop] = draws @ values / n
+    return out
+
+
+def paired_bootstrap(
+    pairs: Sequence[Pair],
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    level: float = 0.95,
+    shared_examples: bool | None = None,
+) -> BootstrapResult:
+    """Paired bootstrap of the average-over-domains accuracy difference a - b, pooled over seeds.
+
+    `pairs`: one (pred_a, pred_b, label, domain) per seed-pair (runs of a and b with the same seed).
+    `shared_examples`: None = detect (all pairs have identical label and domain arrays).
+    """
+    if not pairs:
+        raise ValueError("paired_bootstrap needs at least one seed-pair")
+    if n_boot < 1 or not 0 < level < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < level < 1 (got {n_boot}, {level})")
+    arrays = [_as_pair(p, i) for i, p in enumerate(pairs)]
+    same = all(np.array_equal(a[2], arrays[0][2]) and np.array_equal(a[3], arrays[0][3]) for a in arrays)
+    if shared_examples is None:
+        shared_examples = same
+    elif shared_examples and not same:
+        raise ValueError("shared_examples=True but the seed-pairs' labels/domains differ (not the same examples)")
+    strata, domains, per_domain = _strata(arrays, shared_examples)
+    rng = np.random.default_rng(seed)
+    boot = np.zeros(n_boot, dtype=np.float64)
+    observed = 0.0
+    for x, w in strata:
+        boot += w * _stratum_means(x, n_boot, rng)
+        observed += w * float(x.mean())
+    alpha = (1.0 - level) / 2
+    lo, hi = np.quantile(boot, [alpha, 1.0 - alpha])
+    return BootstrapResult(
+        diff=observed, lo=float(lo), hi=float(hi), p_le_0=float(np.mean(boot <= _TIE_EPS)),
+        sd=float(boot.std(ddof=1)) if n_boot > 1 else 0.0, level=level, n_boot=n_boot,
+        n_pairs=len(arrays), shared_examples=bool(shared_examples), domains=domains, per_domain=per_domain,
+    )
+
+
+def pair_from_predictions(pred_a: Mapping[str, Any], pred_b: Mapping[str, Any], split: str = "test",
+                          domains: Sequence[str] | None = None) -> Pair:
+    """One seed-pair from two predictions.json dicts ({split: {domain: {"pred": [...], "label": [...]}}}).
+
+    Refuses pairs whose labels differ: then the runs did not see the same examples in the same order.
+    """
+    sa, sb = pred_a[split], pred_b[split]
+    doms = list(domains) if domains is not None else [d for d in sa if d in sb]
+    if not doms:
+        raise ValueError(f"no common domains in split {split!r}")
+    pa, pb, lab, dom = [], [], [], []
+    for d in doms:
+        la, lb = np.asarray(sa[d]["label"]), np.asarray(sb[d]["label"])
+        if not np.array_equal(la, lb):
+            raise ValueError(f"split {split!r} domain {d!r}: labels differ between the two runs, they cannot be paired")
+        if len(sa[d]["pred"]) != len(la) or len(sb[d]["pred"]) != len(la):
+            raise ValueError(f"split {split!r} domain {d!r}: pred and label lengths differ")
+        pa.append(np.asarray(sa[d]["pred"]))
+        pb.append(np.asarray(sb[d]["pred"]))
+        lab.append(la)
+        dom.append(np.full(len(la), d))
+    return np.concatenate(pa), np.concatenate(pb), np.concatenate(lab), np.concatenate(dom)

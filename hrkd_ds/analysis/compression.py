@@ -1,0 +1,197 @@
+"""Compression report: what the student buys (size, CPU latency) and what it costs (accuracy).
+
+Why CPU and batch 1 / 32: a distilled student is usually deployed for cheap CPU inference; batch 1
+is the interactive case (latency-bound), batch 32 the offline one (throughput-bound). Latency is
+the median of repeats after warm-up, with a fixed thread count, so a noisy shared machine moves it
+less and teacher and student are timed under the same conditions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from hrkd_ds.io import atomic_write_json
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+DEFAULT_BATCH_SIZES = (1, 32)
+
+
+def load_model(model_dir: str | Path, attn: str | None = None) -> torch.nn.Module:
+    """An exported HF classifier in eval mode; attn None = the trainer's registered attention."""
+    from transformers import AutoModelForSequenceClassification
+
+    from hrkd_ds.models.attention import register_attention
+
+    impl = register_attention() if attn is None else attn
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), attn_implementation=impl)
+    return model.eval()
+
+
+def weight_files(model_dir: str | Path) -> list[Path]:
+    """The files holding weights (not config/tokenizer): what a deployment has to ship and load."""
+    return sorted(p for p in Path(model_dir).iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    """Total parameters (tied ones once) and those outside the embeddings (what depth/width cut)."""
+    total = sum(p.numel() for p in model.parameters())
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    emb_module = getattr(base, "embeddings", None)  # word + position + type embeddings (and their norm)
+    if emb_module is None and hasattr(model, "get_input_embeddings"):
+        emb_module = model.get_input_embeddings()
+    embedding = sum(p.numel() for p in emb_module.parameters()) if emb_module is not None else 0
+    return {"params": total, "params_non_embedding": total - embedding}
+
+
+@torch.inference_mode()
+def measure_latency(model: torch.nn.Module, batch_size: int, seq_len: int, *, repeats: int = 10,
+                    warmup: int = 2, seed: int = 0) -> float:
+    """Median wall-clock ms of one forward on random in-vocab token ids (full attention mask)."""
+    cfg = model.config
+    if seq_len > cfg.max_position_embeddings:
+        raise ValueError(f"seq_len {seq_len} exceeds the model's max_position_embeddings {cfg.max_position_embeddings}")
+    gen = torch.Generator().manual_seed(seed)
+    inputs = {
+        "input_ids": torch.randint(0, cfg.vocab_size, (batch_size, seq_len), generator=gen),
+        "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long),
+    }
+    if getattr(cfg, "type_vocab_size", 0):
+        inputs["token_type_ids"] = torch.zeros(batch_size, seq_len, dtype=torch.long)
+    for _ in range(warmup):
+        model(**inputs)
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        model(**inputs)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def describe_model(model_dir: str | Path, *, seq_len: int, batch_sizes: Sequence[int], repeats: int,
+                   warmup: int, attn: str | None) -> dict[str, Any]:
+    """Parameters, weight bytes, shape and latency of one exported model."""
+    model = load_model(model_dir, attn)
+    files = weight_files(model_dir)
+    cfg = model.config
+    return {
+        "dir": str(model_dir),
+        **count_parameters(model),
+        "size_bytes": sum(f.stat().st_size for f in files),
+        "weight_files": [f.name for f in files],
+        "layers": getattr(cfg, "num_hidden_layers", None),
+        "hidden_size": getattr(cfg, "hidden_size", None),
+        "latency_ms": {str(b): measure_latency(model, b, seq_len, repeats=repeats, warmup=warmup) for b in batch_sizes},
+    }
+
+
+def accuracy_retained(results: Mapping[str, Any], split: str = "test") -> dict[str, float] | None:
+    """Student average as % of the teacher's, from a results.json dict; None when either is absent."""
+    try:
+        t = float(results["teacher"][split]["average"])
+        s = float(results["student"][split]["average"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return {"teacher_average": t, "student_average": s, "retained_pct": 100.0 * s / t if t else float("nan")}
+
+
+def compression_report(student_dir: str | Path, teacher_dir: str | Path, *, seq_len: int = 128,
+                       batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, repeats: int = 10, warmup: int = 2,
+                       threads: int = 1, attn: str | None = None,
+                       results: Mapping[str, Any] | str | Path | None = None) -> dict[str, Any]:
+    """Student vs teacher: parameters, weight bytes, CPU latency, speedup, accuracy retained.
+
+    `results`: a results.json dict or path; gives `accuracy` (test averages, % retained) when present.
+    `threads`: torch intra-op threads while timing (restored afterwards).
+    """
+    if isinstance(results, (str, Path)):
+        results = json.loads(Path(results).read_text())
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        kw = dict(seq_len=seq_len, batch_sizes=batch_sizes, repeats=repeats, warmup=warmup, attn=attn)
+        teacher = describe_model(teacher_dir, **kw)
+        student = describe_model(student_dir, **kw)
+    finally:
+        torch.set_num_threads(previous)
+    ratio = lambda t, s: t / s if s else float("nan")  # noqa: E731
+    return {
+        "settings": {"seq_len": seq_len, "batch_sizes": list(batch_sizes), "repeats": repeats, "warmup": warmup,
+                     "threads": threads, "attn": attn or "hrkd_eager", "device": "cpu"},
+        "teacher": teacher,
+        "student": student,
+        "param_ratio": ratio(teacher["params"], student["params"]),
+        "size_ratio": ratio(teacher["size_bytes"], student["size_bytes"]),
+        "speedup": {b: ratio(teacher["latency_ms"][b], student["latency_ms"][b]) for b in teacher["latency_ms"]},
+        "accuracy": accuracy_retained(results) if results is not None else None,
+    }
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    """A plain-text table of a compression_report dict."""
+    t, s = rep["teacher"], rep["student"]
+    rows = [
+        ("", "teacher", "student", "teacher/student"),
+        ("layers x hidden", f"{t['layers']} x {t['hidden_size']}", f"{s['layers']} x {s['hidden_size']}", ""),
+        ("params (M)", f"{t['params'] / 1e6:.2f}", f"{s['params'] / 1e6:.2f}", f"{rep['param_ratio']:.2f}x"),
+        ("non-embedding params (M)", f"{t['params_non_embedding'] / 1e6:.2f}", f"{s['params_non_embedding'] / 1e6:.2f}",
+         f"{t['params_non_embedding'] / max(s['params_non_embedding'], 1):.2f}x"),
+        ("weights on disk (MB)", f"{t['size_bytes'] / 1e6:.2f}", f"{s['size_bytes'] / 1e6:.2f}", f"{rep['size_ratio']:.2f}x"),
+    ]
+    for b, sp in rep["speedup"].items():
+        rows.append((f"latency batch {b} (ms)", f"{t['latency_ms'][b]:.2f}", f"{s['latency_ms'][b]:.2f}", f"{sp:.2f}x speedup"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    st = rep["settings"]
+    lines.append(f"(CPU, {st['threads']} thread(s), seq len {st['seq_len']}, median of {st['repeats']} after {st['warmup']} warm-up, attention {st['attn']})")
+    acc = rep.get("accuracy")
+    if acc:
+        lines.append(f"accuracy retained: {acc['retained_pct']:.2f}% (test average: student {100 * acc['student_average']:.2f}, "
+                     f"teacher {100 * acc['teacher_average']:.2f})")
+    return "\n".join(lines)
+
+
+def _default_results(student_dir: Path) -> Path | None:
+    """<run>/student/model -> <run>/results.json, when that layout is what we were given."""
+    cand = student_dir.resolve().parent.parent / "results.json"
+    return cand if cand.is_file() else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hrkd_ds.analysis.compression", description=__doc__.splitlines()[0])
+    ap.add_argument("student_dir", type=Path)
+    ap.add_argument("teacher_dir", type=Path)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
+    ap.add_argument("--attn", default=None, help="attention implementation (default: the trainer's hrkd_eager)")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="results.json for accuracy retained (default: <student_dir>/../../results.json if present)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the report here")
+    args = ap.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    results = args.results or _default_results(args.student_dir)
+    rep = compression_report(args.student_dir, args.teacher_dir, seq_len=args.seq_len, batch_sizes=args.batch_sizes,
+                             repeats=args.repeats, warmup=args.warmup, threads=args.threads, attn=args.attn,
+                             results=results)
+    print(format_report(rep))
+    if results is not None and rep["accuracy"] is None:
+        print(f"(no teacher/student test average in {results})", file=sys.stderr)
+    if args.json:
+        atomic_write_json(args.json, rep)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

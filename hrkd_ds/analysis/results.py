@@ -1,0 +1,361 @@
+"""Results of a reproduction grid: per-slice tables (mean +- std over seeds), paired bootstrap, charts.
+
+A grid is a directory of cells, each a trainer run with its own `cell.json`:
+
+    {"dataset": str, "fraction": float, "method": str, "seed": int, "student": str,   # required
+     "teacher": str,   # optional: teacher identity; cells naming the same teacher count it once
+     "run_dir": str}   # optional: trainer output dir, relative to the cell dir (default: the cell dir)
+
+and, once finished, `<run_dir>/results.json` and `<run_dir>/student/predictions.json`.
+A slice is one (dataset, fraction, student); its rows are the teacher and each method.
+
+Why the numbers come from results.json and the bootstrap from predictions.json: results.json is
+what the trainer reported; predictions let two methods be compared example by example. Where
+both exist they are checked against each other, so a mis-ordered or mis-labelled export shows.
+A cell without student test results (not started, crashed, still running) is listed as missing,
+never silently averaged in as a partial run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from hrkd_ds.analysis.bootstrap import DEFAULT_N_BOOT, pair_from_predictions, paired_bootstrap
+from hrkd_ds.io import atomic_write_json, atomic_write_text
+
+REQUIRED_KEYS = ("dataset", "fraction", "method", "seed", "student")
+METHOD_ORDER = ("none", "kd", "hrkd")
+DEFAULT_COMPARE = (("hrkd", "kd"),)
+_CHECK_TOL = 1e-6
+
+
+@dataclass
+class Cell:
+    """One finished grid cell."""
+
+    cell_dir: Path
+    run_dir: Path
+    dataset: str
+    fraction: float
+    method: str
+    seed: int
+    student: str
+    teacher_id: str | None
+    results: dict[str, Any]
+
+    @property
+    def slice_key(self) -> tuple[str, float, str]:
+        return (self.dataset, self.fraction, self.student)
+
+    def predictions(self, role: str = "student") -> dict[str, Any] | None:
+        path = self.run_dir / role / "predictions.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _load_cell(cell_json: Path) -> Cell:
+    """A finished cell, or ValueError saying why it does not count."""
+    try:
+        meta = _read_json(cell_json)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"unreadable cell.json ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError("cell.json is not an object")
+    absent = [k for k in REQUIRED_KEYS if k not in meta]
+    if absent:
+        raise ValueError(f"cell.json lacks {absent}")
+    run_dir = cell_json.parent / meta.get("run_dir", ".")
+    res_path = run_dir / "results.json"
+    if not res_path.is_file():
+        raise ValueError("unfinished: no results.json")
+    try:
+        results = _read_json(res_path)
+        avg = results["student"]["test"]["average"]
+        float(avg)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError("unfinished: results.json has no student test average") from None
+    method = str(results["student"].get("method", meta["method"]))
+    if method != str(meta["method"]):
+        raise ValueError(f"cell.json says method {meta['method']!r} but results.json says {method!r}")
+    teacher = meta.get("teacher")
+    return Cell(cell_dir=cell_json.parent, run_dir=run_dir, dataset=str(meta["dataset"]), fraction=float(meta["fraction"]),
+                method=method, seed=int(meta["seed"]), student=str(meta["student"]),
+                teacher_id=None if teacher is None else str(teacher), results=results)
+
+
+def scan_grid(grid_dir: str | Path) -> tuple[list[Cell], list[dict[str, str]]]:
+    """(finished cells, [{"cell", "reason"}] for cells that do not count), in path order."""
+    grid_dir = Path(grid_dir)
+    cells, missing = [], []
+    for cj in sorted(grid_dir.rglob("cell.json")):
+        try:
+            cells.append(_load_cell(cj))
+        except ValueError as e:
+            missing.append({"cell": str(cj.parent.relative_to(grid_dir)), "reason": str(e)})
+    return cells, missing
+
+
+def summarize(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and sample std (ddof=1; None for one value: a single seed says nothing about spread)."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": int(len(arr))}
+
+
+def _ordered_methods(methods: Iterable[str]) -> list[str]:
+    ms = set(methods)
+    return [m for m in METHOD_ORDER if m in ms] + sorted(ms - set(METHOD_ORDER))
+
+
+def _domains(cells: list[Cell], split: str) -> list[str]:
+    out: list[str] = []
+    for c in cells:
+        for role in ("teacher", "student"):
+            for d in c.results.get(role, {}).get(split, {}):
+                if d != "average" and d not in out:
+                    out.append(d)
+    return out
+
+
+def _row(name: str, entries: list[tuple[int, dict[str, Any]]], domains: list[str]) -> dict[str, Any]:
+    """Mean/std over runs of each domain's and the average's accuracy, per split."""
+    row: dict[str, Any] = {"model": name, "n": len(entries), "seeds": sorted({s for s, _ in entries})}
+    for split in ("test", "dev"):
+        accs = [r[split] for _, r in entries if isinstance(r.get(split), dict)]
+        if accs:
+            row[split] = {k: summarize([a[k] for a in accs if k in a]) for k in [*domains, "average"]
+                          if any(k in a for a in accs)}
+    return row
+
+
+def _teacher_entries(cells: list[Cell]) -> list[tuple[int, dict[str, Any]]]:
+    """One entry per distinct teacher: the explicit id, else its exact test numbers."""
+    seen: dict[str, tuple[int, dict[str, Any]]] = {}
+    for c in cells:
+        t = c.results.get("teacher")
+        if not isinstance(t, dict) or "test" not in t:
+            continue
+        key = c.teacher_id if c.teacher_id is not None else json.dumps(t["test"], sort_keys=True)
+        seen.setdefault(key, (c.seed, t))
+    return list(seen.values())
+
+
+def _check_predictions(cell: Cell, preds: dict[str, Any], split: str, warnings: list[str]) -> None:
+    """Accuracy recomputed from predictions must equal the reported one."""
+    reported = cell.results["student"].get(split, {})
+    for d, p in preds.get(split, {}).items():
+        if d not in reported or not len(p.get("label", [])):
+            continue
+        acc = float(np.mean(np.asarray(p["pred"]) == np.asarray(p["label"])))
+        if abs(acc - float(reported[d])) > _CHECK_TOL:
+            warnings.append(f"{cell.cell_dir.name}: {split}/{d} accuracy from predictions {acc:.6f} "
+                            f"!= results.json {float(reported[d]):.6f}")
+
+
+def _compare(by_method: dict[str, dict[int, Cell]], a: str, b: str, domains: list[str], split: str,
+             n_boot: int, seed: int, warnings: list[str]) -> dict[str, Any]:
+    seeds = sorted(set(by_method.get(a, {})) & set(by_method.get(b, {})))
+    pairs, used = [], []
+    for s in seeds:
+        ca, cb = by_method[a][s], by_method[b][s]
+        pa, pb = ca.predictions(), cb.predictions()
+        if pa is None or pb is None:
+            warnings.append(f"{a} - {b}, seed {s}: no predictions.json for {a if pa is None else b}")
+            continue
+        _check_predictions(ca, pa, split, warnings)
+        _check_predictions(cb, pb, split, warnings)
+        try:
+            pairs.append(pair_from_predictions(pa, pb, split, domains))
+        except (KeyError, ValueError) as e:
+            warnings.append(f"{a} - {b}, seed {s}: cannot pair predictions ({e!r})")
+            continue
+        used.append(s)
+    out: dict[str, Any] = {"a": a, "b": b, "split": split, "seeds": used, "bootstrap": None}
+    if pairs:
+        out["bootstrap"] = paired_bootstrap(pairs, n_boot=n_boot, seed=seed).to_dict()
+    return out
+
+
+def build_slices(cells: list[Cell], *, compare: Sequence[tuple[str, str]] = DEFAULT_COMPARE, split: str = "test",
+                 n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> list[dict[str, Any]]:
+    """One summary dict per (dataset, fraction, student), sorted by that key."""
+    groups: dict[tuple[str, float, str], list[Cell]] = {}
+    for c in cells:
+        groups.setdefault(c.slice_key, []).append(c)
+    slices = []
+    for key in sorted(groups):
+        group, warnings = groups[key], []
+        by_method: dict[str, dict[int, Cell]] = {}
+        for c in group:
+            if c.seed in by_method.setdefault(c.method, {}):
+                warnings.append(f"duplicate {c.method} seed {c.seed}: {c.cell_dir.name} ignored, "
+                                f"kept {by_method[c.method][c.seed].cell_dir.name}")
+                continue
+            by_method[c.method][c.seed] = c
+        domains = _domains(group, split)
+        methods = _ordered_methods(by_method)
+        rows = []
+        teachers = _teacher_entries(group)
+        if teachers:
+            rows.append(_row("teacher", teachers, domains))
+        rows += [_row(m, [(s, c.results["student"]) for s, c in sorted(by_method[m].items())], domains) for m in methods]
+        all_seeds = sorted({s for m in by_method.values() for s in m})
+        incomplete = {m: [s for s in all_seeds if s not in by_method[m]] for m in methods}
+        slices.append({
+            "dataset": key[0], "fraction": key[1], "student": key[2], "split": split, "domains": domains,
+            "rows": rows,
+            "comparisons": [_compare(by_method, a, b, domains, split, n_boot, seed, warnings)
+                            for a, b in compare if a in by_method and b in by_method],
+            "incomplete_seeds": {m: s for m, s in incomplete.items() if s},
+            "cells": sorted(str(c.cell_dir) for c in group),
+            "warnings": warnings,
+        })
+    return slices
+
+
+def slice_slug(sl: dict[str, Any]) -> str:
+    """A file-name-safe name of a slice."""
+    raw = f"{sl['dataset']}-frac{sl['fraction']:g}-{sl['student']}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
+
+
+def _pct(s: dict[str, Any] | None) -> str:
+    if not s:
+        return "–"
+    if s["std"] is None:
+        return f"{100 * s['mean']:.2f}"
+    return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
+def render_slice(sl: dict[str, Any], chart: str | None = None) -> str:
+    """Markdown for one slice: table, bootstrap lines, holes, warnings, chart link."""
+    split, doms = sl["split"], sl["domains"]
+    lines = [f"## {sl['dataset']} · train fraction {sl['fraction']:g} · student {sl['student']}", "",
+             "| model | n | " + " | ".join(doms) + " | average |",
+             "|---|---:|" + "---:|" * (len(doms) + 1)]
+    for r in sl["rows"]:
+        acc = r.get(split, {})
+        lines.append(f"| {r['model']} | {r['n']} | " + " | ".join(_pct(acc.get(k)) for k in [*doms, "average"]) + " |")
+    lines.append("")
+    for c in sl["comparisons"]:
+        bs = c["bootstrap"]
+        if bs is None:
+            lines.append(f"{c['a']} − {c['b']}: no paired predictions, no interval.")
+            continue
+        per_dom = ", ".join(f"{d} {_pts(v)}" for d, v in bs["per_domain"].items())
+        lines.append(
+            f"{c['a']} − {c['b']} ({split} average, paired bootstrap over examples stratified by domain, "
+            f"{bs['n_pairs']} seed-pair(s) {c['seeds']}, B={bs['n_boot']}): **{_pts(bs['diff'])} pts**, "
+            f"{100 * bs['level']:.0f}% CI [{_pts(bs['lo'])}, {_pts(bs['hi'])}], P(Δ ≤ 0) = {bs['p_le_0']:.4f}; "
+            f"per domain: {per_dom}.")
+    for m, seeds in sl["incomplete_seeds"].items():
+        lines.append(f"- {m}: no finished run for seed(s) {seeds}")
+    for w in sl["warnings"]:
+        lines.append(f"- warning: {w}")
+    if chart:
+        lines += ["", f"![{slice_slug(sl)}]({chart})"]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(slices: list[dict[str, Any]], missing: list[dict[str, str]], charts: dict[str, str] | None = None,
+                    source: str = "") -> str:
+    """The whole RESULTS.md."""
+    charts = charts or {}
+    n_cells = sum(len(s["cells"]) for s in slices)
+    head = [
+        "# Results", "",
+        f"Generated by `tools/results_table.py`{f' from `{source}`' if source else ''}: {n_cells} finished cell(s), "
+        f"{len(missing)} missing or unfinished.",
+        "Accuracy in %, mean ± sample standard deviation over seeds (n = runs; the teacher row counts "
+        "each distinct teacher once). Δ = paired bootstrap of the difference in average-over-domains "
+        "accuracy, runs paired by seed, examples resampled within each domain.", "",
+    ]
+    body = [render_slice(s, charts.get(slice_slug(s))) for s in slices]
+    tail = ["## Missing or unfinished cells", ""]
+    if missing:
+        tail += ["| cell | reason |", "|---|---|"] + [f"| {m['cell']} | {m['reason']} |" for m in missing]
+    else:
+        tail.append("None.")
+    return "\n".join(head) + "\n" + "\n".join(body) + "\n" + "\n".join(tail) + "\n"
+
+
+def _atomic_savefig(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def plot_slice(sl: dict[str, Any], path: str | Path) -> None:
+    """Grouped bars (domains + average) per model, error bars = std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split, groups = sl["split"], [*sl["domains"], "average"]
+    rows = [r for r in sl["rows"] if r.get(split)]
+    width = 0.8 / max(len(rows), 1)
+    x = np.arange(len(groups))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(groups)), 4.0))
+    lows = []
+    for i, r in enumerate(rows):
+        acc = r[split]
+        means = [100 * acc[g]["mean"] if g in acc else math.nan for g in groups]
+        errs = [100 * (acc[g]["std"] or 0.0) if g in acc else 0.0 for g in groups]
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=errs, capsize=3, label=f"{r['model']} (n={r['n']})")
+        lows += [m - e for m, e in zip(means, errs) if not math.isnan(m)]
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(f"{split} accuracy (%)")
+    ax.set_ylim(max(0.0, min(lows, default=0.0) - 5), 100)
+    ax.set_title(f"{sl['dataset']} · fraction {sl['fraction']:g} · student {sl['student']}")
+    ax.legend(fontsize="small", ncol=min(len(rows), 4), loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    try:
+        _atomic_savefig(fig, Path(path))
+    finally:
+        plt.close(fig)
+
+
+def write_results(grid_dir: str | Path, md_path: str | Path = "docs/RESULTS.md", json_dir: str | Path = "docs/results",
+                  *, compare: Sequence[tuple[str, str]] = DEFAULT_COMPARE, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+                  charts: bool = True) -> dict[str, Any]:
+    """Scan, summarise, write RESULTS.md, one JSON (and PNG) per slice and summary.json; returns the summary."""
+    md_path, json_dir = Path(md_path), Path(json_dir)
+    cells, missing = scan_grid(grid_dir)
+    slices = build_slices(cells, compare=compare, n_boot=n_boot, seed=seed)
+    links: dict[str, str] = {}
+    for sl in slices:
+        slug = slice_slug(sl)
+        atomic_write_json(json_dir / f"{slug}.json", sl)
+        if charts:
+            png = json_dir / f"{slug}.png"
+            plot_slice(sl, png)
+            links[slug] = os.path.relpath(png.resolve(), md_path.parent.resolve())
+    summary = {"grid": str(grid_dir), "slices": slices, "missing": missing}
+    atomic_write_json(json_dir / "summary.json", summary)
+    atomic_write_text(md_path, render_markdown(slices, missing, links, source=str(grid_dir)))
+    return summary

@@ -1,0 +1,186 @@
+"""Results tables on a synthetic grid: known means/stds, pairing, missing cells, files written."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hrkd_ds.analysis.bootstrap import pair_from_predictions, paired_bootstrap
+from hrkd_ds.analysis.results import build_slices, scan_grid, slice_slug, write_results
+
+REPO = Path(__file__).resolve().parents[2]
+DOMAINS = ("books", "dvd")
+N_TEST = 50  # per domain: accuracies are multiples of 1/50
+
+
+def _preds(correct: dict[str, int], seed: int) -> dict:
+    """Predictions with exactly `correct[d]` right answers per domain (labels fixed by the split)."""
+    out = {}
+    for k, d in enumerate(DOMAINS):
+        label = np.random.default_rng(100 + k).integers(0, 2, N_TEST)  # same split order in every run
+        right = np.zeros(N_TEST, bool)
+        right[np.random.default_rng(seed).permutation(N_TEST)[: correct[d]]] = True
+        out[d] = {"pred": np.where(right, label, 1 - label).tolist(), "label": label.tolist()}
+    return {"test": out, "dev": out}
+
+
+def _acc(correct: dict[str, int]) -> dict[str, float]:
+    acc = {d: correct[d] / N_TEST for d in DOMAINS}
+    acc["average"] = sum(acc.values()) / len(DOMAINS)
+    return acc
+
+
+def _write_cell(root: Path, name: str, meta: dict, student: dict[str, int] | None, teacher: dict[str, int] | None,
+                preds: bool = True, run_sub: str | None = None) -> None:
+    cell = root / name
+    cell.mkdir(parents=True)
+    if run_sub:
+        meta = {**meta, "run_dir": run_sub}
+    (cell / "cell.json").write_text(json.dumps(meta))
+    run = cell / (run_sub or ".")
+    run.mkdir(parents=True, exist_ok=True)
+    results = {}
+    if teacher is not None:
+        results["teacher"] = {"dev": _acc(teacher), "test": _acc(teacher)}
+    if student is not None:
+        results["student"] = {"dev": _acc(student), "test": _acc(student), "method": meta.get("method")}
+        if preds:
+            (run / "student").mkdir()
+            (run / "student" / "predictions.json").write_text(json.dumps(_preds(student, hash((name, 7)) % 1000)))
+    if results:
+        (run / "results.json").write_text(json.dumps(results))
+
+
+@pytest.fixture()
+def grid(tmp_path):
+    """Slice A (amazon, 0.1, L4): teacher + none/kd/hrkd x seeds 1-3, kd seed 3 unfinished.
+    Slice B (amazon, 1.0, L4): kd and hrkd seed 1, hrkd without predictions. Plus broken cells."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "grid"
+    expected: dict = {"A": {}, "B": {}}
+    teachers = {s: {d: int(rng.integers(42, 49)) for d in DOMAINS} for s in (1, 2, 3)}
+    expected["A"]["teacher"] = [teachers[s] for s in (1, 2, 3)]
+    for m, base in (("none", 30), ("kd", 35), ("hrkd", 38)):
+        expected["A"][m] = []
+        for s in (1, 2, 3):
+            meta = {"dataset": "amazon", "fraction": 0.1, "method": m, "seed": s, "student": "L4", "teacher": f"t{s}"}
+            if m == "kd" and s == 3:
+                _write_cell(root, f"a-{m}-{s}", meta, None, teachers[s])  # teacher done, student unfinished
+                continue
+            st = {d: int(rng.integers(base, base + 8)) for d in DOMAINS}
+            expected["A"][m].append(st)
+            _write_cell(root, f"a-{m}-{s}", meta, st, teachers[s], run_sub="out" if m == "none" else None)
+    for m, st in (("kd", {"books": 40, "dvd": 41}), ("hrkd", {"books": 43, "dvd": 44})):
+        meta = {"dataset": "amazon", "fraction": 1.0, "method": m, "seed": 1, "student": "L4"}
+        _write_cell(root, f"b-{m}-1", meta, st, {"books": 47, "dvd": 48}, preds=(m == "kd"))
+        expected["B"][m] = [st]
+    _write_cell(root, "broken", {"dataset": "amazon", "seed": 9}, None, None)
+    _write_cell(root, "nested/a-hrkd-4", {"dataset": "amazon", "fraction": 0.1, "method": "hrkd", "seed": 4, "student": "L4"},
+                None, None)
+    return root, expected
+
+
+def _check_row(row: dict, runs: list[dict[str, int]]) -> None:
+    accs = [_acc(c) for c in runs]
+    assert row["n"] == len(runs)
+    for k in (*DOMAINS, "average"):
+        vals = np.array([a[k] for a in accs])
+        assert row["test"][k]["mean"] == pytest.approx(vals.mean(), abs=1e-12)
+        if len(vals) > 1:
+            assert row["test"][k]["std"] == pytest.approx(vals.std(ddof=1), abs=1e-12)
+        else:
+            assert row["test"][k]["std"] is None
+
+
+def test_slices_have_known_means_stds_and_bootstrap(grid):
+    root, expected = grid
+    cells, missing = scan_grid(root)
+    assert sorted(m["cell"] for m in missing) == ["a-kd-3", "broken", "nested/a-hrkd-4"]
+    reasons = {m["cell"]: m["reason"] for m in missing}
+    assert "no student test average" in reasons["a-kd-3"]
+    assert "lacks" in reasons["broken"] and "no results.json" in reasons["nested/a-hrkd-4"]
+    slices = build_slices(cells, n_boot=500, seed=5)
+    assert [(s["fraction"], s["student"]) for s in slices] == [(0.1, "L4"), (1.0, "L4")]
+    a, b = slices
+    assert a["domains"] == list(DOMAINS)
+    assert [r["model"] for r in a["rows"]] == ["teacher", "none", "kd", "hrkd"]
+    for row in a["rows"]:
+        _check_row(row, expected["A"][row["model"]])
+    assert a["incomplete_seeds"] == {"kd": [3]}
+    assert a["warnings"] == []
+    (cmp,) = a["comparisons"]
+    assert (cmp["a"], cmp["b"], cmp["seeds"]) == ("hrkd", "kd", [1, 2])
+    pairs = [pair_from_predictions(json.loads((root / f"a-hrkd-{s}/student/predictions.json").read_text()),
+                                   json.loads((root / f"a-kd-{s}/student/predictions.json").read_text()), "test", DOMAINS)
+             for s in (1, 2)]
+    assert cmp["bootstrap"] == paired_bootstrap(pairs, n_boot=500, seed=5).to_dict()
+    exp_diff = np.mean([_acc(h)["average"] - _acc(k)["average"] for h, k in zip(expected["A"]["hrkd"][:2], expected["A"]["kd"])])
+    assert cmp["bootstrap"]["diff"] == pytest.approx(exp_diff, abs=1e-12)
+    # slice B: one run each (no std), hrkd has no predictions -> no interval, and a warning says why
+    _check_row(next(r for r in b["rows"] if r["model"] == "hrkd"), expected["B"]["hrkd"])
+    assert b["comparisons"][0]["bootstrap"] is None
+    assert any("no predictions.json for hrkd" in w for w in b["warnings"])
+
+
+def test_predictions_disagreeing_with_results_are_flagged(grid):
+    root, _ = grid
+    res_path = root / "a-kd-1" / "results.json"
+    res = json.loads(res_path.read_text())
+    res["student"]["test"]["books"] += 0.02
+    res_path.write_text(json.dumps(res))
+    cells, _ = scan_grid(root)
+    a = build_slices(cells, n_boot=50)[0]
+    assert any("a-kd-1: test/books accuracy from predictions" in w for w in a["warnings"])
+
+
+def test_duplicate_cells_counted_once(grid):
+    root, expected = grid
+    import shutil
+
+    shutil.copytree(root / "a-hrkd-1", root / "z-hrkd-1-again")
+    cells, _ = scan_grid(root)
+    a = build_slices(cells, n_boot=50)[0]
+    assert next(r for r in a["rows"] if r["model"] == "hrkd")["n"] == 3
+    assert any("duplicate hrkd seed 1: z-hrkd-1-again ignored" in w for w in a["warnings"])
+
+
+def test_write_results_files(grid, tmp_path):
+    root, expected = grid
+    md, out = tmp_path / "docs" / "RESULTS.md", tmp_path / "docs" / "results"
+    summary = write_results(root, md, out, n_boot=200)
+    slugs = [slice_slug(s) for s in summary["slices"]]
+    assert slugs == ["amazon-frac0.1-L4", "amazon-frac1-L4"]
+    for slug, sl in zip(slugs, summary["slices"]):
+        assert json.loads((out / f"{slug}.json").read_text()) == json.loads(json.dumps(sl))
+        assert (out / f"{slug}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "summary.json").read_text())["missing"] == summary["missing"]
+    text = md.read_text()
+    assert "## amazon · train fraction 0.1 · student L4" in text
+    assert "| model | n | books | dvd | average |" in text
+    kd = [_acc(c) for c in expected["A"]["kd"]]
+    books = np.array([a["books"] for a in kd])
+    assert f"| kd | 2 | {100 * books.mean():.2f} ± {100 * books.std(ddof=1):.2f} |" in text
+    assert "| hrkd | 1 | 86.00 | 88.00 | 87.00 |" in text  # single run: no ± part
+    assert "hrkd − kd (test average" in text and "P(Δ ≤ 0)" in text
+    assert "- kd: no finished run for seed(s) [3]" in text
+    assert "| nested/a-hrkd-4 | unfinished: no results.json |" in text
+    assert "![amazon-frac0.1-L4](results/amazon-frac0.1-L4.png)" in text
+    assert not list(out.glob(".*"))  # no temp files left behind
+
+
+def test_tool_cli(grid, tmp_path, capsys):
+    root, _ = grid
+    tool = runpy.run_path(str(REPO / "tools" / "results_table.py"), run_name="results_table")
+    rc = tool["main"]([str(root), "--md", str(tmp_path / "R.md"), "--out", str(tmp_path / "r"), "--n-boot", "100",
+                       "--compare", "hrkd:kd", "kd:none", "--no-charts"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "10 finished cell(s) in 2 slice(s), 3 missing" in out
+    sl = json.loads((tmp_path / "r" / "amazon-frac0.1-L4.json").read_text())
+    assert [(c["a"], c["b"]) for c in sl["comparisons"]] == [("hrkd", "kd"), ("kd", "none")]
+    assert not list((tmp_path / "r").glob("*.png"))
+    assert tool["main"]([str(tmp_path / "nope")]) == 2
