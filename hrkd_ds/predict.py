@@ -56,7 +56,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--domain", default="", help="use this domain for every row (no domain column needed)")
     p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--max-seq-len", type=_positive, default=None,
-                   help=f"default: the length recorded in the export, else {DEFAULT_MAX_SEQ_LEN}")
+                   help=f"default: the length recorded in the export, else {DEFAULT_MAX_SEQ_LEN} "
+                        "(capped at the model's max_position_embeddings)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     return p.parse_args(argv)
 
@@ -96,7 +97,10 @@ def load_export(model_dir: Path) -> Export:
     if tokenizer.pad_token_id is None:
         raise UserError(f"{model_dir}: the tokenizer has no pad token")
     meta_file = model_dir / "hrkd.json"
-    meta: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    try:
+        meta: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    except json.JSONDecodeError as err:
+        raise UserError(f"{meta_file}: not valid JSON ({err.msg})") from None
     return Export(MultiDomainClassifier(hf).eval(), tokenizer, list(domains), list(labels), meta.get("max_seq_len"))
 
 
@@ -170,10 +174,11 @@ def run(args: argparse.Namespace) -> None:
     pairs = column(frame, args.text_pair_column, "--text-pair-column", args.input) if args.text_pair_column else None
     export = load_export(args.model_dir)
     ids = domain_ids(frame, args, export.domains)
-    max_seq_len = args.max_seq_len or export.max_seq_len or DEFAULT_MAX_SEQ_LEN
     limit = export.model.config.max_position_embeddings
+    # A model built from sizes has exactly data.max_seq_len positions, so the cap recovers it.
+    max_seq_len = args.max_seq_len or export.max_seq_len or min(DEFAULT_MAX_SEQ_LEN, limit)
     if max_seq_len > limit:
-        raise UserError(f"--max-seq-len {max_seq_len} exceeds the model's max_position_embeddings {limit}")
+        raise UserError(f"max sequence length {max_seq_len} exceeds the model's max_position_embeddings {limit} (--max-seq-len)")
     preds, probs = predict(export, texts, pairs, ids, args.batch_size, max_seq_len, resolve_device(args.device))
     out = frame.copy()
     out["prediction"] = [export.labels[i] for i in preds]
