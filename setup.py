@@ -34,6 +34,7 @@ setup(
     entry_points={
         "console_scripts": [
             "hrkd-train=hrkd_ds.train:main",
+            "hrkd-predict=hrkd_ds.predict:main",
         ],
     },
 )
