@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -14,10 +15,13 @@ class UserError(Exception):
 
 
 @contextmanager
-def exit_on_user_error(prog: str = "hrkd_ds") -> Iterator[None]:
-    """Turn a UserError raised inside the block into a one-line message and `sys.exit(2)`."""
+def exit_on_user_error(prog: str = "hrkd_ds", debug: bool = False) -> Iterator[None]:
+    """Turn a UserError raised inside the block into a one-line message and `sys.exit(2)`;
+    with `debug` the traceback comes first, for when the line is not enough to find the cause."""
     try:
         yield
     except UserError as err:
+        if debug:
+            traceback.print_exc(file=sys.stderr)
         print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_USAGE) from None

@@ -1,4 +1,5 @@
-"""Readers for the three on-disk formats; each returns a list of `Example` dicts.
+"""Readers for the three on-disk formats; each returns a list of `Example` dicts (the table
+format may also return a dev/test split, from a saved `DatasetDict`).
 
 Every bad input raises `UserError` with one line naming the file or config field, because a
 data problem found an hour into a distributed run is far more expensive than one found here.
@@ -7,9 +8,12 @@ data problem found an hour into a distributed run is far more expensive than one
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import html
+import io
 import json
+import zlib
 from pathlib import Path
 from typing import Iterable, TypedDict
 
@@ -55,12 +59,24 @@ def check_labels(examples: list[Example], labels: list[str], source: str) -> Non
         raise UserError(f"{source}: unknown label {bad!r} (data.labels: {', '.join(labels)})")
 
 
+def read_text(path: Path) -> str:
+    """Whole file as UTF-8 text, gunzipped when named *.gz; a file that is neither is one line."""
+    try:
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise UserError(f"{path}: not a valid gzip file ({err})") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); is it a binary file?") from None
+
+
 # ---------------------------------------------------------------- Amazon (Blitzer, pseudo-XML)
-def _open_text(path: Path):
-    """Plain or gzip-compressed UTF-8 text (the shipped sample is stored gzipped)."""
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
-
-
 def review_file(root: Path, domain: str, label: str) -> Path:
     """`<label>.review`, or its gzipped twin `<label>.review.gz`."""
     plain = root / domain / f"{label}.review"
@@ -75,18 +91,17 @@ def parse_review_file(path: Path) -> list[str]:
     tokenizer and changes nothing else)."""
     texts: list[str] = []
     body: list[str] | None = None
-    with _open_text(path) as f:
-        for line in f:
-            tag = line.strip()
-            if tag == "<review_text>":
-                body = []
-            elif tag == "</review_text>":
-                if body is None:
-                    raise UserError(f"{path}: </review_text> without <review_text> (review {len(texts) + 1})")
-                texts.append(html.unescape(" ".join(body)).strip())
-                body = None
-            elif body is not None:
-                body.append(tag)
+    for line in io.StringIO(read_text(path), newline=None):  # the line splitting of a text-mode file
+        tag = line.strip()
+        if tag == "<review_text>":
+            body = []
+        elif tag == "</review_text>":
+            if body is None:
+                raise UserError(f"{path}: </review_text> without <review_text> (review {len(texts) + 1})")
+            texts.append(html.unescape(" ".join(body)).strip())
+            body = None
+        elif body is not None:
+            body.append(tag)
     if body is not None:
         raise UserError(f"{path}: unterminated <review_text> (review {len(texts) + 1})")
     return texts
@@ -110,15 +125,17 @@ def read_amazon(dir: str | Path, domains: list[str] | None = None, labels: list[
     for domain in domains or found:
         for label in labels:
             path = _require_file(review_file(root, domain, label), f"data.path (domain {domain!r}, label {label!r})")
-            out += [_example(t, "", label, domain, f"{path} review {i + 1}") for i, t in enumerate(parse_review_file(path))]
+            texts = parse_review_file(path)
+            if not texts:  # an empty file would silently drop the label, or the whole domain
+                raise UserError(f"{path}: no <review_text> entries (domain {domain!r}, label {label!r})")
+            out += [_example(t, "", label, domain, f"{path} review {i + 1}") for i, t in enumerate(texts)]
     return out
 
 
 # ---------------------------------------------------------------- MNLI TSV (GLUE 12-col or 4-col)
 def _tsv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header and rows split on tab with no quote handling: MNLI text contains bare quotes."""
-    with path.open(encoding="utf-8", newline="") as f:
-        lines = [line.rstrip("\r\n") for line in f]
+    lines = [line.rstrip("\r\n") for line in io.StringIO(read_text(path), newline="")]
     lines = [line for line in lines if line.strip()]
     if not lines:
         raise UserError(f"{path}: empty file")
@@ -131,17 +148,19 @@ def _column(header: list[str], name: str, path: Path) -> int:
     return header.index(name)
 
 
-def read_mnli(path: str | Path, domains: list[str] | None = None, labels: list[str] | None = None) -> list[Example]:
+def read_mnli(path: str | Path, domains: list[str] | None = None, labels: list[str] | None = None, field: str = "data.path") -> list[Example]:
     """GLUE format (header with gold_label: label is the LAST column, as in GLUE dev files with
     label1..label5) or the 4-column `sentence1 sentence2 label genre` format; genres are domains."""
-    p = _require_file(path, "data.path")
+    p = _require_file(path, field)
     header, rows = _tsv_rows(p)
     c_genre, c_s1, c_s2 = (_column(header, n, p) for n in ("genre", "sentence1", "sentence2"))
     c_label = -1 if "gold_label" in header else _column(header, "label", p)
-    need = max(c_genre, c_s1, c_s2, c_label) + 1
-    short = next((i for i, r in enumerate(rows) if len(r) < need), None)
-    if short is not None:
-        raise UserError(f"{p} line {short + 2}: {len(rows[short])} columns, expected at least {need}")
+    bad = next((i for i, r in enumerate(rows) if len(r) != len(header)), None)
+    if bad is not None:  # a stray tab shifts every later column (and the label, read from the last)
+        raise UserError(f"{p} line {bad + 2}: {len(rows[bad])} tab-separated columns, the header has {len(header)}")
+    empty = next((i for i, r in enumerate(rows) if not r[c_genre].strip()), None)
+    if empty is not None:
+        raise UserError(f"{p} line {empty + 2}: empty genre")
     _check_domains((r[c_genre] for r in rows), domains, str(p))
     keep = set(domains) if domains else None
     out = [
@@ -153,46 +172,158 @@ def read_mnli(path: str | Path, domains: list[str] | None = None, labels: list[s
     return out
 
 
-# ---------------------------------------------------------------- generic table (CSV/TSV/JSONL)
-def _table_records(p: Path) -> list[dict]:
+# ---------------------------------------------------------------- generic table
+TABLE_FILES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+SAVED_SPLITS = {"train": ("train",), "dev": ("validation", "dev"), "test": ("test",)}  # ours: names in a DatasetDict
+
+
+def _csv_records(p: Path) -> list[dict]:
+    """Strict CSV/TSV: an unterminated quote or a row of the wrong width names its line instead of
+    swallowing the rest of the file into one field."""
+    reader = csv.reader(io.StringIO(read_text(p), newline=""), delimiter="\t" if p.suffix.lower() == ".tsv" else ",", strict=True)
+    rows, start = [], 0
+    try:
+        header = next(reader, [])
+        start = reader.line_num
+        for row in reader:
+            if row and len(row) != len(header):
+                raise UserError(f"{p} line {start + 1}: {len(row)} fields, the header has {len(header)}")
+            if row:
+                rows.append(dict(zip(header, row)))
+            start = reader.line_num
+    except csv.Error as err:
+        raise UserError(f"{p} line {start + 1}: malformed CSV ({err}; an unterminated quote?)") from None
+    return rows
+
+
+def _jsonl_records(p: Path) -> list[dict]:
+    rows = []
+    for n, line in enumerate(read_text(p).split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{p} line {n}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{p} line {n}: a JSON {type(row).__name__}, expected an object with the data columns")
+        rows.append(row)
+    return rows
+
+
+def _parquet_records(p: Path) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(p).to_pylist()
+    except (pa.ArrowException, OSError) as err:
+        raise UserError(f"{p}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+
+
+def _dataset_records(ds) -> list[dict]:
+    """Rows of a datasets.Dataset; ClassLabel columns as their names, not their ids."""
+    import datasets
+
+    rows = ds.to_list()
+    for col, feat in ds.features.items():
+        if isinstance(feat, datasets.ClassLabel):
+            for r in rows:
+                r[col] = feat.int2str(r[col]) if r[col] is not None and r[col] >= 0 else None
+    return rows
+
+
+def _saved_splits(p: Path) -> dict[str, list[dict]]:
+    """A directory written by Dataset.save_to_disk (-> train) or DatasetDict.save_to_disk (-> its
+    train split, plus validation|dev -> dev and test -> test when present; other splits unused)."""
+    import datasets
+    import pyarrow as pa
+
+    try:
+        saved = datasets.load_from_disk(str(p))
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise UserError(f"data.path: {p} is not a directory saved with datasets' save_to_disk ({str(err).splitlines()[0]})") from None
+    if isinstance(saved, datasets.Dataset):
+        return {"train": _dataset_records(saved)}
+    out = {}
+    for split, names in SAVED_SPLITS.items():
+        found = [n for n in names if n in saved]
+        if len(found) > 1:
+            raise UserError(f"{p}: saved DatasetDict has both {found[0]!r} and {found[1]!r}; keep one as the {split} split")
+        if found:
+            out[split] = _dataset_records(saved[found[0]])
+    if "train" not in out:
+        raise UserError(f"{p}: saved DatasetDict has splits {', '.join(saved)}, none named 'train'")
+    return out
+
+
+def _table_sources(p: Path) -> dict[str, list[dict]]:
+    """split -> raw records; a file is all train."""
+    if p.is_dir():
+        return _saved_splits(p)
     ext = p.suffix.lower()
     if ext in (".csv", ".tsv"):
-        with p.open(encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f, delimiter="\t" if ext == ".tsv" else ","))
+        return {"train": _csv_records(p)}
     if ext in (".jsonl", ".json"):
-        with p.open(encoding="utf-8") as f:
-            try:
-                return [json.loads(line) for line in f if line.strip()]
-            except json.JSONDecodeError as err:
-                raise UserError(f"{p}: not valid JSON lines ({err.msg} at line {err.lineno})") from None
-    raise UserError(f"data.path: unsupported extension {ext!r} for format 'table' ({p}); use .csv, .tsv or .jsonl")
+        return {"train": _jsonl_records(p)}
+    if ext == ".parquet":
+        return {"train": _parquet_records(p)}
+    raise UserError(f"data.path: unsupported extension {ext!r} for format 'table' ({p}); use {', '.join(TABLE_FILES)} or a save_to_disk directory")
 
 
-def read_table(path: str | Path, cfg) -> list[Example]:
-    """Any CSV/TSV/JSONL with the text, optional text-pair, label and domain columns named by cfg."""
-    p = _require_file(path, "data.path")
-    records = _table_records(p)
+def _table_examples(records: list[dict], cfg, where: str) -> list[Example]:
+    """Column and value checks shared by every table source; `where` names the file (and split)."""
     cols = {"data.text_column": cfg.text_column, "data.label_column": cfg.label_column, "data.domain_column": cfg.domain_column}
     if cfg.text_pair_column:
         cols["data.text_pair_column"] = cfg.text_pair_column
     if not records:
-        raise UserError(f"{p}: no rows")
+        raise UserError(f"{where}: no rows")
     for field, col in cols.items():
         row = next((i for i, r in enumerate(records) if col not in r), None)
         if row is not None:
-            raise UserError(f"{p} row {row + 1}: missing column {col!r} ({field})")
-    _check_domains((str(r[cfg.domain_column]) for r in records), cfg.domains, str(p))
+            raise UserError(f"{where} row {row + 1}: missing column {col!r} ({field})")
+    for field in ("data.label_column", "data.domain_column"):
+        row = next((i for i, r in enumerate(records) if not _text(r, cols[field]).strip()), None)
+        if row is not None:
+            raise UserError(f"{where} row {row + 1}: empty value in column {cols[field]!r} ({field})")
+    _check_domains((_text(r, cfg.domain_column) for r in records), cfg.domains, where)
     keep = set(cfg.domains) if cfg.domains else None
-
-    def text(r: dict, col: str) -> str:
-        return "" if r.get(col) is None else str(r[col])
-
     out = [
-        _example(text(r, cfg.text_column), text(r, cfg.text_pair_column) if cfg.text_pair_column else "", text(r, cfg.label_column),
-                 text(r, cfg.domain_column), f"{p} row {i + 1} column {cfg.text_column!r}")
+        _example(_text(r, cfg.text_column), _text(r, cfg.text_pair_column) if cfg.text_pair_column else "", _text(r, cfg.label_column),
+                 _text(r, cfg.domain_column), f"{where} row {i + 1} column {cfg.text_column!r}")
         for i, r in enumerate(records)
-        if keep is None or str(r[cfg.domain_column]) in keep
+        if keep is None or _text(r, cfg.domain_column) in keep
     ]
     if cfg.labels:
-        check_labels(out, cfg.labels, str(p))
+        check_labels(out, cfg.labels, where)
     return out
+
+
+def _text(r: dict, col: str) -> str:
+    return "" if r.get(col) is None else str(r[col])
+
+
+def _require_path(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{what}: not found: {p}")
+    return p
+
+
+def read_table_splits(path: str | Path, cfg) -> dict[str, list[Example]]:
+    """split -> examples with the text, optional text-pair, label and domain columns named by cfg;
+    a dev/test split (from a saved DatasetDict) must cover every train domain."""
+    p = _require_path(path, "data.path")
+    parts = _table_sources(p)
+    train = _table_examples(parts.pop("train"), cfg, str(p) if len(parts) == 0 else f"{p} split 'train'")
+    domains = list(cfg.domains) or sorted({e["domain"] for e in train})
+    sub = dataclasses.replace(cfg, domains=domains)
+    return {"train": train, **{s: _table_examples(r, sub, f"{p} split {s!r}") for s, r in parts.items()}}
+
+
+def read_table(path: str | Path, cfg, field: str = "data.path") -> list[Example]:
+    """One table (a file or a saved Dataset), e.g. data.test_path."""
+    parts = read_table_splits(_require_path(path, field), cfg)
+    if len(parts) > 1:
+        raise UserError(f"{field}: {path} is a DatasetDict with splits; name it in data.path (its test split is used)")
+    return parts["train"]

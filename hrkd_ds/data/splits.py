@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import datasets
 import numpy as np
 
-from hrkd_ds.data.readers import AMAZON_LABELS, MNLI_LABELS, Example, check_labels, read_amazon, read_mnli, read_table
+from hrkd_ds.data.readers import AMAZON_LABELS, MNLI_LABELS, Example, check_labels, read_amazon, read_mnli, read_table, read_table_splits
 from hrkd_ds.errors import UserError
 
 SPLITS = ("train", "dev", "test")
@@ -78,7 +78,7 @@ def _domains(cfg, examples: list[Example]) -> list[str]:
 
 # ---------------------------------------------------------------- per format
 def _carved_splits(cfg, examples: list[Example], domains: list[str]) -> dict[str, dict[str, list[int]]]:
-    """Amazon and table without a test file: one seeded shuffle per domain."""
+    """Amazon: one seeded shuffle per domain."""
     out: dict[str, dict[str, list[int]]] = {s: {} for s in SPLITS}
     for d, idx in _by_domain(examples, domains).items():
         tr, dv, te = carve(idx.size, cfg.dev_fraction, cfg.test_fraction, _rng(cfg.split_seed, d, "split"))
@@ -91,46 +91,62 @@ def _mnli_train_dev(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx[:n_train], idx[n_train:]
 
 
-def _load_mnli(cfg) -> tuple[list[str], list[Example], dict, list[Example] | None]:
+def _append(pool: list[Example], extra: list[Example], domains: list[str]) -> dict[str, np.ndarray]:
+    """Add a separately read split to the example pool; its positions per domain."""
+    start = len(pool)
+    pool += extra
+    return {d: idx + start for d, idx in _by_domain(extra, domains).items()}
+
+
+def _load_mnli(cfg) -> tuple[list[str], list[Example], dict]:
     labels = list(cfg.labels) or MNLI_LABELS
-    train = read_mnli(cfg.path, cfg.domains, labels)
-    domains = _domains(cfg, train)
-    test = read_mnli(cfg.test_path, domains, labels) if cfg.test_path else None
+    pool = read_mnli(cfg.path, cfg.domains, labels)
+    domains = _domains(cfg, pool)
     out: dict[str, dict[str, np.ndarray]] = {s: {} for s in SPLITS}
-    for d, idx in _by_domain(train, domains).items():
-        if test is None:  # no test file: carve the test split from train first, keep file order for the rest
+    for d, idx in _by_domain(pool, domains).items():
+        if not cfg.test_path:  # no test file: carve the test split from train first, keep file order for the rest
             _, _, te = carve(idx.size, 0.0, cfg.test_fraction, _rng(cfg.split_seed, d, "split"))
             out["test"][d] = idx[te]
             idx = np.setdiff1d(idx, idx[te])
         out["train"][d], out["dev"][d] = _mnli_train_dev(idx)
-    return labels, train, out, test
+    if cfg.test_path:
+        out["test"] = _append(pool, read_mnli(cfg.test_path, domains, labels, "data.test_path"), domains)
+    return labels, pool, out
 
 
-def _load_table(cfg) -> tuple[list[str], list[Example], dict, list[Example] | None]:
-    train = read_table(cfg.path, cfg)
-    domains = _domains(cfg, train)
-    test = read_table(cfg.test_path, _with_domains(cfg, domains)) if cfg.test_path else None
-    labels = list(cfg.labels) or sorted({e["label"] for e in train + (test or [])})
-    if test is None:
-        return labels, train, _carved_splits(cfg, train, domains), None
+def _load_table(cfg) -> tuple[list[str], list[Example], dict]:
+    """Dev and test come from the source when it has them (a saved DatasetDict, data.test_path),
+    else they are carved from train."""
+    parts = read_table_splits(cfg.path, cfg)
+    pool = parts["train"]
+    domains = _domains(cfg, pool)
+    if cfg.test_path:
+        if "test" in parts:
+            raise UserError(f"data.test_path: {cfg.path} already has a test split; leave data.test_path empty")
+        parts["test"] = read_table(cfg.test_path, _with_domains(cfg, domains), "data.test_path")
     out: dict[str, dict[str, np.ndarray]] = {s: {} for s in SPLITS}
-    for d, idx in _by_domain(train, domains).items():
-        tr, dv, _ = carve(idx.size, cfg.dev_fraction, 0.0, _rng(cfg.split_seed, d, "split"))
-        out["train"][d], out["dev"][d] = idx[tr], idx[dv]
-    return labels, train, out, test
+    fd, ft = (0.0 if s in parts else f for s, f in (("dev", cfg.dev_fraction), ("test", cfg.test_fraction)))
+    for d, idx in _by_domain(pool, domains).items():
+        tr, dv, te = carve(idx.size, fd, ft, _rng(cfg.split_seed, d, "split"))
+        out["train"][d], out["dev"][d], out["test"][d] = idx[tr], idx[dv], idx[te]
+    for s in ("dev", "test"):
+        if s in parts:
+            out[s] = _append(pool, parts[s], domains)
+    labels = list(cfg.labels) or sorted({e["label"] for e in pool})
+    return labels, pool, out
 
 
 def _with_domains(cfg, domains: list[str]):
     return dataclasses.replace(cfg, domains=list(domains))
 
 
-def _load_amazon(cfg) -> tuple[list[str], list[Example], dict, None]:
+def _load_amazon(cfg) -> tuple[list[str], list[Example], dict]:
     from hrkd_ds.data import sample_dir
 
     labels = list(cfg.labels) or AMAZON_LABELS
     root = cfg.path or str(sample_dir() / "amazon")
-    train = read_amazon(root, cfg.domains, labels)
-    return labels, train, _carved_splits(cfg, train, _domains(cfg, train)), None
+    pool = read_amazon(root, cfg.domains, labels)
+    return labels, pool, _carved_splits(cfg, pool, _domains(cfg, pool))
 
 
 _LOADERS = {"amazon": _load_amazon, "mnli": _load_mnli, "table": _load_table}
@@ -142,30 +158,27 @@ def load_splits(cfg) -> RawSplits:
         raise UserError(f"data.format: {cfg.format!r} is not one of {', '.join(_LOADERS)}")
     if not cfg.path and cfg.format != "amazon":
         raise UserError(f"data.path: required for format {cfg.format!r} (only 'amazon' has a shipped sample)")
-    labels, train, positions, test = _LOADERS[cfg.format](cfg)
+    labels, pool, positions = _LOADERS[cfg.format](cfg)
     domains = list(positions["train"])
     if len(set(labels)) != len(labels):
         raise UserError(f"data.labels: duplicate label in {labels!r}")
     label_ids = {name: i for i, name in enumerate(labels)}
-    check_labels(train + (test or []), labels, cfg.path or "shipped sample")
+    check_labels(pool, labels, cfg.path or "shipped sample")
     splits: dict[str, dict[str, datasets.Dataset]] = {s: {} for s in SPLITS}
     for d in domains:
         tr = positions["train"][d]
+        if not tr.size:
+            raise UserError(f"data.path: domain {d!r} has no training examples left after the dev/test split "
+                            f"({sum(len(positions[s][d]) for s in SPLITS)} in all); give it more data or lower data.dev_fraction/test_fraction")
         if cfg.train_fraction < 1.0:
-            y = np.array([label_ids[train[i]["label"]] for i in tr], dtype=np.int64)
+            y = np.array([label_ids[pool[i]["label"]] for i in tr], dtype=np.int64)
             tr = tr[few_shot(y, cfg.train_fraction, len(labels), _rng(cfg.split_seed, d, "fewshot"))]
-        splits["train"][d] = _dataset(train, tr, label_ids)
-        splits["dev"][d] = _dataset(train, positions["dev"][d], label_ids)
-        splits["test"][d] = _test_split(test, train, positions, d, label_ids)
+        splits["train"][d] = _dataset(pool, tr, label_ids)
+        splits["dev"][d] = _dataset(pool, positions["dev"][d], label_ids)
+        splits["test"][d] = _dataset(pool, positions["test"][d], label_ids)
     raw = RawSplits(domains=domains, labels=labels, splits=splits)
     raw.fingerprint = fingerprint(raw)
     return raw
-
-
-def _test_split(test: list[Example] | None, train: list[Example], positions: dict, domain: str, label_ids: dict[str, int]) -> datasets.Dataset:
-    if test is None:
-        return _dataset(train, positions["test"][domain], label_ids)
-    return _dataset(test, _by_domain(test, [domain])[domain], label_ids)
 
 
 def fingerprint(raw: RawSplits) -> str:

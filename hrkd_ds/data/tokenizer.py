@@ -24,6 +24,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from hrkd_ds.data.splits import RawSplits
 from hrkd_ds.errors import UserError
+from hrkd_ds.models.checks import check_model_dir
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4, fixed: pad id 0
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(5)
@@ -135,9 +136,7 @@ def build_tokenizer(tok_cfg, raw: RawSplits, cache_dir: str) -> PreTrainedTokeni
 
 def load_pretrained(path: str | Path) -> PreTrainedTokenizerBase:
     """Local directory only: the cluster nodes have no internet."""
-    p = Path(path)
-    if not p.is_dir():
-        raise UserError(f"tokenizer.path: directory not found: {p}")
+    p = check_model_dir(path, "tokenizer.path", weights=False, tokenizer=True)
     try:
         tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
     except (OSError, ValueError) as err:

@@ -1,15 +1,24 @@
-"""Crash-safe training checkpoints: DeepSpeed engine state plus sampler, RNG and progress.
+"""Crash-safe, verified training checkpoints: DeepSpeed engine state plus sampler, RNG and progress.
 
 DeepSpeed writes the tag directory; only after every rank has finished (barrier) does rank 0
-atomically point `LATEST` at it. A save interrupted half-way therefore leaves the previous
-pointer, and the previous checkpoint, untouched. Older tags are pruned after the pointer moves.
+record the size and sha256 of every file in `MANIFEST.json` and then atomically point `LATEST`
+at the tag. A save interrupted half-way therefore leaves the previous pointer, and the previous
+checkpoint, untouched. Older tags are pruned after the pointer moves.
+
+On resume the manifest is checked before anything is loaded (DeepSpeed unpickles its .pt files):
+a truncated or altered checkpoint is renamed `damaged-<tag>` and the previous intact one is used.
+Our own RNG state is stored without pickle (npz), so only DeepSpeed's files are ever unpickled.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
 import random
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,34 +26,105 @@ import numpy as np
 import torch
 
 from hrkd_ds.engine.distributed import barrier
+from hrkd_ds.errors import UserError
 from hrkd_ds.io import atomic_write_text
 
 POINTER = "LATEST"
+MANIFEST = "MANIFEST.json"
 KEEP = 2
+DAMAGED_PREFIX = "damaged-"
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+# ---------------------------------------------------------------- RNG state without pickle
+def rng_arrays() -> dict[str, np.ndarray]:
+    """Python, numpy, torch (and CUDA) generator states as plain arrays."""
+    version, py_state, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()  # always MT19937 for the legacy global generator
+    arrays = {
+        "python": np.array([version, *py_state], dtype=np.int64),
+        "python_gauss": np.array([] if gauss is None else [gauss], dtype=np.float64),
+        "numpy_keys": np.asarray(keys, dtype=np.uint32),
+        "numpy_rest": np.array([pos, has_gauss, cached], dtype=np.float64),
+        "torch": torch.get_rng_state().numpy(),
+    }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
+        arrays["cuda"] = torch.cuda.get_rng_state().numpy()
+    return arrays
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+def set_rng_arrays(a: dict[str, np.ndarray]) -> None:
+    py = [int(x) for x in a["python"]]
+    gauss = float(a["python_gauss"][0]) if a["python_gauss"].size else None
+    random.setstate((py[0], tuple(py[1:]), gauss))
+    pos, has_gauss, cached = a["numpy_rest"]
+    np.random.set_state(("MT19937", a["numpy_keys"], int(pos), int(has_gauss), float(cached)))
+    torch.set_rng_state(torch.from_numpy(np.array(a["torch"], dtype=np.uint8)))
+    if "cuda" in a and torch.cuda.is_available():
+        torch.cuda.set_rng_state(torch.from_numpy(np.array(a["cuda"], dtype=np.uint8)))
 
 
+def _save_rng(path: Path) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **rng_arrays())
+    path.write_bytes(buf.getvalue())
+
+
+def _load_rng(path: Path) -> None:
+    with np.load(path, allow_pickle=False) as f:
+        set_rng_arrays({k: f[k] for k in f.files})
+
+
+# ---------------------------------------------------------------- manifest
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(tag_dir: Path) -> None:
+    """Size and sha256 of every file under the tag, written atomically (last file of a save)."""
+    files = sorted(p for p in tag_dir.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    entries = {str(p.relative_to(tag_dir)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    atomic_write_text(tag_dir / MANIFEST, json.dumps({"files": entries}, indent=1, sort_keys=True))
+
+
+def verify(tag_dir: Path) -> str | None:
+    """None when every file matches the manifest, else what is wrong (one phrase)."""
+    try:
+        entries = json.loads((tag_dir / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        return f"no {MANIFEST} (an interrupted save, or written by an older version)"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"unreadable {MANIFEST} ({err})"
+    for name, want in entries.items():
+        p = tag_dir / name
+        if not p.is_file():
+            return f"{name} is missing"
+        size = p.stat().st_size
+        if size != want["size"]:
+            return f"{name} has {size} bytes, {want['size']} expected (truncated?)"
+        if _sha256(p) != want["sha256"]:
+            return f"{name} does not match its sha256 checksum"
+    return None
+
+
+# ---------------------------------------------------------------- tags
 def latest_tag(ckpt_dir: str | Path) -> str | None:
-    """The tag of the last complete checkpoint, or None when there is none."""
+    """The tag LATEST points at when that directory exists, else None (not yet verified)."""
     pointer = Path(ckpt_dir) / POINTER
     if not pointer.is_file():
         return None
     tag = pointer.read_text().strip()
     return tag if (Path(ckpt_dir) / tag).is_dir() else None
+
+
+def _candidates(ckpt_dir: Path) -> list[str]:
+    """LATEST's tag first, then the other tags, newest first."""
+    first = latest_tag(ckpt_dir)
+    rest = sorted((p.name for p in ckpt_dir.glob("step*") if p.is_dir() and p.name != first), reverse=True)
+    return ([first] if first else []) + rest
 
 
 def _fresh_tag(ckpt_dir: Path, step: int) -> str:
@@ -56,18 +136,24 @@ def _fresh_tag(ckpt_dir: Path, step: int) -> str:
     return tag
 
 
-def save(engine, ckpt_dir: str | Path, step: int, progress: dict[str, Any], rank: int) -> str:
-    """Save engine + progress (identical on all ranks) + this rank's RNG; then move the pointer."""
-    ckpt_dir = Path(ckpt_dir)
-    names = [_fresh_tag(ckpt_dir, step) if rank == 0 else None]
+def _broadcast(obj: Any) -> Any:
+    """Rank 0's value on every rank: one decision even without a shared view of the files."""
+    box = [obj]
     if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        torch.distributed.broadcast_object_list(names, src=0)  # one name even without a shared view
-    tag = names[0]
+        torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def save(engine, ckpt_dir: str | Path, step: int, progress: dict[str, Any], rank: int) -> str:
+    """Save engine + progress (identical on all ranks) + this rank's RNG; manifest; then the pointer."""
+    ckpt_dir = Path(ckpt_dir)
+    tag = _broadcast(_fresh_tag(ckpt_dir, step) if rank == 0 else None)
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"progress": progress}, save_latest=False)
-    torch.save(_rng_state(), ckpt_dir / tag / f"rng_rank{rank}.pt")
+    _save_rng(ckpt_dir / tag / f"rng_rank{rank}.npz")
     barrier()
     if rank == 0:
         atomic_write_text(ckpt_dir / tag / "progress.json", json.dumps(progress))
+        write_manifest(ckpt_dir / tag)
         atomic_write_text(ckpt_dir / POINTER, tag)
         tags = sorted(p.name for p in ckpt_dir.glob("step*") if p.is_dir())
         for old in tags[:-KEEP]:
@@ -77,15 +163,33 @@ def save(engine, ckpt_dir: str | Path, step: int, progress: dict[str, Any], rank
     return tag
 
 
+def choose_tag(ckpt_dir: Path) -> tuple[str | None, str | None]:
+    """(newest intact tag, None) or (None, why none is usable); damaged tags are set aside."""
+    problems = []
+    for tag in _candidates(ckpt_dir):
+        problem = verify(ckpt_dir / tag)
+        if problem is None:
+            return tag, None
+        aside = ckpt_dir / f"{DAMAGED_PREFIX}{tag}"
+        os.replace(ckpt_dir / tag, aside)  # out of the step* namespace: neither resumed nor counted by KEEP
+        print(f"warning: checkpoint {tag} is damaged ({problem}); moved to {aside.name}, trying an older one",
+              file=sys.stderr, flush=True)
+        problems.append(f"{tag}: {problem}")
+    return None, "; ".join(problems) or None
+
+
 def load(engine, ckpt_dir: str | Path, rank: int) -> dict[str, Any] | None:
-    """Restore the latest complete checkpoint; returns its progress dict, or None if none exists."""
-    tag = latest_tag(ckpt_dir)
+    """Restore the newest intact checkpoint; returns its progress dict, or None if there is none."""
+    ckpt_dir = Path(ckpt_dir)
+    tag, problem = _broadcast(choose_tag(ckpt_dir) if rank == 0 and ckpt_dir.is_dir() else (None, None))
     if tag is None:
+        if problem:
+            raise UserError(f"no intact checkpoint left in {ckpt_dir} ({problem}); move it away to restart the stage")
         return None
     _, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_module_strict=True)
     if client is None:
-        raise RuntimeError(f"checkpoint {Path(ckpt_dir) / tag} could not be loaded")
-    rng_file = Path(ckpt_dir) / tag / f"rng_rank{rank}.pt"
+        raise RuntimeError(f"checkpoint {ckpt_dir / tag} could not be loaded")
+    rng_file = ckpt_dir / tag / f"rng_rank{rank}.npz"
     if rng_file.is_file():
-        _set_rng_state(torch.load(rng_file, weights_only=False))
+        _load_rng(rng_file)
     return client["progress"]

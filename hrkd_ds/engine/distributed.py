@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -84,6 +85,13 @@ def init_distributed(local_rank_arg: int | None = None) -> DistInfo:
         local_rank=local_rank,
         device=device,
     )
+
+
+def silence_known_warnings() -> None:
+    """torch deprecates `all_gather_into_tensor`, which DeepSpeed's ZeRO calls on every rank;
+    nothing for a user to act on. Only that message, from the module torch attributes it to."""
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.all_gather_into_tensor` is deprecated",
+                            category=FutureWarning, module=r"torch\.distributed\.c10d_logger")
 
 
 def barrier() -> None:

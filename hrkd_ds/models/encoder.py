@@ -18,6 +18,7 @@ from transformers.utils import ModelOutput
 
 from hrkd_ds.errors import UserError
 from hrkd_ds.models.attention import ATTENTION_KINDS, register_attention
+from hrkd_ds.models.checks import check_fit, check_model_dir
 from hrkd_ds.models.student_init import check_teacher_layers_fit, copy_teacher_layers, teacher_widths
 
 
@@ -141,14 +142,6 @@ def _names(names: list[str] | None, count: int, prefix: str) -> list[str]:
     return list(names)
 
 
-def _check_fit(hf_config, vocab_size: int, max_seq_len: int, where: str) -> None:
-    """A pretrained/teacher encoder must cover the tokenizer's ids and the sequence length."""
-    if vocab_size > hf_config.vocab_size:
-        raise UserError(f"{where}: tokenizer vocab {vocab_size} exceeds the model's vocab_size {hf_config.vocab_size}")
-    if max_seq_len > hf_config.max_position_embeddings:
-        raise UserError(f"{where}: data.max_seq_len {max_seq_len} exceeds max_position_embeddings {hf_config.max_position_embeddings}")
-
-
 def build_model(
     model_cfg,
     num_domains: int,
@@ -177,18 +170,19 @@ def build_model(
             raise UserError("student.init=teacher_layers needs the teacher model")
         t_cfg = teacher.config
         check_teacher_layers_fit(model_cfg, t_cfg.num_hidden_layers, teacher_widths(t_cfg))
-        _check_fit(t_cfg, vocab_size, max_seq_len, "student.init=teacher_layers")
+        check_fit(t_cfg, vocab_size, pad_id, max_seq_len, "student.init=teacher_layers")
         hf_config = copy.deepcopy(t_cfg)
         hf_config.update({**dropout, "num_hidden_layers": len(model_cfg.teacher_layers)})
         annotate_config(hf_config, domains, labels)
         hf = AutoModelForSequenceClassification.from_config(hf_config, attn_implementation=impl)
         copy_teacher_layers(hf, teacher.hf_model, model_cfg.teacher_layers)
     elif model_cfg.pretrained:
+        check_model_dir(model_cfg.pretrained, "teacher/student.pretrained")  # train.py names the exact field earlier
         hf_config = AutoConfig.from_pretrained(model_cfg.pretrained, **dropout)
-        _check_fit(hf_config, vocab_size, max_seq_len, f"pretrained model {model_cfg.pretrained}")
+        check_fit(hf_config, vocab_size, pad_id, max_seq_len, f"pretrained model {model_cfg.pretrained}")
         annotate_config(hf_config, domains, labels)
         hf = AutoModelForSequenceClassification.from_pretrained(
-            model_cfg.pretrained, config=hf_config, attn_implementation=impl, ignore_mismatched_sizes=True
+            model_cfg.pretrained, config=hf_config, attn_implementation=impl, ignore_mismatched_sizes=True, use_safetensors=True
         )
     else:
         hf_config = BertConfig(

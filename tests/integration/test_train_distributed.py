@@ -8,6 +8,7 @@ import os
 import signal
 
 import pytest
+from hrkd_ds.engine import checkpoint
 from integration_helpers import (
     RESUME_ARGS, Launch, assert_accuracies, assert_ok, deepspeed_cmd, free_port, losses_by_step, max_logged_step,
     read_metrics, read_results, run, single_cmd, train_args,
@@ -37,7 +38,8 @@ def check_finished_run(out, teacher_steps: int, student_steps: int, world: int) 
     for role in ("teacher", "student"):  # every rank wrote its RNG state into the final checkpoint
         ckpt = out / role / "checkpoints"
         tag = ckpt / (ckpt / "LATEST").read_text().strip()
-        assert sorted(p.name for p in tag.glob("rng_rank*.pt")) == [f"rng_rank{r}.pt" for r in range(world)]
+        assert sorted(p.name for p in tag.glob("rng_rank*.npz")) == [f"rng_rank{r}.npz" for r in range(world)]
+        assert checkpoint.verify(tag) is None
     return results
 
 
