@@ -25,7 +25,7 @@ import transformers
 from hrkd_ds.config import Config, load_config
 from hrkd_ds.config.deepspeed import read_ds_config
 from hrkd_ds.distill.methods import method
-from hrkd_ds.engine.distributed import DistInfo, init_distributed
+from hrkd_ds.engine.distributed import DistInfo, init_distributed, silence_known_warnings
 from hrkd_ds.errors import exit_on_user_error
 from hrkd_ds.stages.context import StageContext, seed_everything
 from hrkd_ds.stages.distill import run_distill
@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", help="experiment YAML (default: the embedded default on the shipped sample)")
     p.add_argument("--deepspeed", "--deepspeed_config", dest="deepspeed", default=None,
                    help="DeepSpeed JSON for the trained model (default: ds_configs/zero2.json)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     p.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     return p.parse_args(argv)
@@ -60,7 +61,9 @@ def resolve_path(path: str) -> str:
 
 
 def quiet_libraries() -> None:
-    """Keep the console for our progress bar: no per-export shard bars, no DeepSpeed chatter."""
+    """Keep the console for our progress bar: no per-export shard bars, no DeepSpeed chatter, no
+    deprecation warnings from inside torch/DeepSpeed (real warnings still show)."""
+    silence_known_warnings()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
@@ -98,10 +101,10 @@ def cleanup(ctx: StageContext, dist: DistInfo) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_libraries()
-    with exit_on_user_error():
+    with exit_on_user_error(debug=args.debug):
         cfg, ds_cfg, ds_path = read_configs(args)
     dist = init_distributed(args.local_rank)
-    with exit_on_user_error():
+    with exit_on_user_error(debug=args.debug):
         seed_everything(cfg.seed)
         ctx = StageContext.setup(cfg, ds_cfg, ds_path, dist)
         train(ctx)

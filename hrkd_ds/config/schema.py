@@ -108,7 +108,8 @@ class TrackingConfig:
     wandb_project: str = "hrkd-ds"
     wandb_mode: Literal["", "online", "offline", "disabled"] = ""  # "" -> online if a key is set, else offline
     progress_bar: bool = True
-    plot: bool = True
+    plot: bool = True  # report.md with PNG plots at the end of each stage
+    compression: bool = True  # time the student against the teacher on CPU after distillation
 
 
 @dataclass

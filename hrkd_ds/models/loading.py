@@ -27,7 +27,8 @@ from hrkd_ds.models.encoder import MultiDomainClassifier
 
 def load_exported(path: str | Path, attention: str) -> MultiDomainClassifier:
     """A model exported by a previous stage (or any HF dir with the hrkd label layout), whole."""
-    hf = AutoModelForSequenceClassification.from_pretrained(str(path), attn_implementation=register_attention())
+    hf = AutoModelForSequenceClassification.from_pretrained(str(path), attn_implementation=register_attention(),
+                                                            use_safetensors=True)
     return MultiDomainClassifier(hf, attention=attention)
 
 

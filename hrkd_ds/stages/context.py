@@ -27,6 +27,7 @@ from hrkd_ds.engine.preemption import PreemptionFlag
 from hrkd_ds.engine.step import model_inputs
 from hrkd_ds.engine.student import build_student_engine
 from hrkd_ds.errors import UserError
+from hrkd_ds.models.checks import check_model_sources, check_tokenizer_matches
 from hrkd_ds.stages.checks import check_stages
 from hrkd_ds.stages.data_prep import prepare_data, resolve_teacher_dir
 from hrkd_ds.stages.run_dir import RunDir
@@ -54,9 +55,13 @@ class StageContext:
         ctx = cls(cfg, ds_cfg, ds_source, dist)
         check_resume_config(cfg, ds_cfg, ctx.run_dir.saved_config)
         ctx.teacher_dir = resolve_teacher_dir(cfg)
+        check_model_sources(cfg, ctx.teacher_dir)  # before any loader meets a bad directory
         cache_dir = cfg.data.cache_dir or str(ctx.run_dir.path.resolve().parent / ".hrkd_cache")
         ctx.raw, ctx.tokenizer, ctx.data = prepare_data(cfg, dist, ctx.teacher_dir, cache_dir)
         ctx.domains, ctx.labels = list(ctx.raw.domains), list(ctx.raw.labels)
+        for field in ("teacher", "student"):
+            if getattr(cfg, field).pretrained:
+                check_tokenizer_matches(getattr(cfg, field).pretrained, ctx.tokenizer, f"{field}.pretrained")
         check_stages(ctx)
         barrier()  # every rank has compared configs before rank 0 overwrites
         ctx.run_dir.write_run_files(cfg, ds_cfg, ctx.domains, ctx.labels)
@@ -112,7 +117,7 @@ class StageContext:
         total = math.ceil(total / gas) * gas  # never end with accumulated, unapplied gradients
         engine = build_student_engine(module, ds_cfg, stage, total // gas)
         seed_everything(self.cfg.seed * 1000 + self.dist.rank + 1)  # per-rank dropout streams
-        meta = {"domains": self.domains, "labels": self.labels, "role": role}
+        meta = {"domains": self.domains, "labels": self.labels, "role": role, "max_seq_len": self.cfg.data.max_seq_len}
         out_dir = self.run_dir.stage_dir(role)
         run = StageRun(
             role=role, stage=stage, engine=engine, sampler=sampler, collate=self.collate_fn(),

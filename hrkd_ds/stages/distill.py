@@ -13,16 +13,22 @@ from hrkd_ds.errors import UserError
 from hrkd_ds.io import recover_dir
 from hrkd_ds.models.encoder import MultiDomainClassifier, build_model
 from hrkd_ds.models.loading import load_exported, load_partitioned
+from hrkd_ds.stages.artifacts import measure_compression, write_card, write_run_report
 from hrkd_ds.stages.context import StageContext, seed_everything
-from hrkd_ds.tracking.plots import plot_domain_weights
+
+
+def teacher_export(ctx: StageContext) -> Path | None:
+    """The teacher's HF directory (`teacher_from`, or this run's teacher stage export), if there is one."""
+    src = ctx.teacher_dir or ctx.run_dir.stage_dir("teacher") / "model"
+    recover_dir(src)  # an export interrupted between its two renames
+    return src if (src / "config.json").is_file() else None
 
 
 def teacher_source(ctx: StageContext) -> Path:
-    """The teacher's HF directory: `teacher_from`, or this run's teacher stage export."""
-    src = ctx.teacher_dir or ctx.run_dir.stage_dir("teacher") / "model"
-    recover_dir(src)  # an export interrupted between its two renames
-    if not (src / "config.json").is_file():
-        raise UserError(f"the distill stage needs a teacher: none at {src} (run the teacher stage or set teacher_from)")
+    src = teacher_export(ctx)
+    if src is None:
+        where = ctx.teacher_dir or ctx.run_dir.stage_dir("teacher") / "model"
+        raise UserError(f"the distill stage needs a teacher: none at {where} (run the teacher stage or set teacher_from)")
     return src
 
 
@@ -69,14 +75,11 @@ def run_distill(ctx: StageContext) -> None:
                 ctx.results["teacher"] = ctx.evaluate_model(teacher_engine)
     ctx.results["student"] = ctx.train_stage("student", module, stage, teacher=teacher_engine)
     ctx.results["student"]["method"] = cfg.distill.method
+    teacher_dir = src or teacher_export(ctx)  # the `none` baseline is compared with the teacher too
+    compression = measure_compression(ctx, ctx.run_dir.stage_dir("student") / "model", teacher_dir) if teacher_dir else None
+    if compression is not None:
+        ctx.results["student"]["compression"] = compression
     ctx.save_results()
-    plot_weights(ctx)
+    write_card(ctx, "student", cfg.distill.method, cfg.student, compression)
+    write_run_report(ctx)
     ctx.run_dir.mark_done("student")
-
-
-def plot_weights(ctx: StageContext) -> None:
-    if not (ctx.dist.is_main and ctx.cfg.tracking.plot):
-        return
-    png = ctx.run_dir.path / "domain_weights.png"
-    if plot_domain_weights(ctx.metrics.rows("student"), ctx.domains, png):
-        ctx.tracker.log_image("domain_weights", png)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hrkd_ds.distill.methods import SupervisedModule
 from hrkd_ds.models.encoder import build_model
+from hrkd_ds.stages.artifacts import write_card, write_run_report
 from hrkd_ds.stages.context import StageContext, seed_everything
 
 
@@ -17,4 +18,6 @@ def run_teacher(ctx: StageContext) -> None:
                         cfg.data.max_seq_len, attention=cfg.distill.attention, domains=ctx.domains, labels=ctx.labels)
     ctx.results["teacher"] = ctx.train_stage("teacher", SupervisedModule(model, ctx.K), cfg.teacher_train)
     ctx.save_results()
+    write_card(ctx, "teacher", "supervised", cfg.teacher)
+    write_run_report(ctx)
     ctx.run_dir.mark_done("teacher")
