@@ -4,7 +4,8 @@
 
 Also started by torchrun, srun, or as a plain single process. Relaunching the same command
 resumes. Reads top to bottom: setup (config, process group, data, run files) -> train (the
-configured stages, see hrkd_ds/stages/) -> cleanup (trackers, summary, process group).
+configured stages in order: general, teacher, distill, eval; see hrkd_ds/stages/) -> cleanup
+(trackers, summary, process group).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from hrkd_ds.errors import exit_on_user_error
 from hrkd_ds.stages.context import StageContext, seed_everything
 from hrkd_ds.stages.distill import run_distill
 from hrkd_ds.stages.evaluation import run_eval
+from hrkd_ds.stages.general import run_general
 from hrkd_ds.stages.teacher import run_teacher
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = Path(__file__).resolve().parent  # an installed package carries ds_configs/ here
 DEFAULT_DS_CONFIG = "ds_configs/zero2.json"
-STAGES = {"teacher": run_teacher, "distill": run_distill, "eval": run_eval}
+STAGES = {"general": run_general, "teacher": run_teacher, "distill": run_distill, "eval": run_eval}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -46,7 +46,8 @@ class ModelConfig:
     """One encoder (teacher or student): from a local pretrained dir, or built from sizes."""
 
     pretrained: str = ""  # local HF directory; "" -> random init from the sizes below
-    init: Literal["random", "pretrained", "teacher_layers"] = "random"  # teacher_layers: student only
+    # teacher_layers, general: student only; general = this run's general-distillation export
+    init: Literal["random", "pretrained", "teacher_layers", "general"] = "random"
     teacher_layers: list[int] = field(default_factory=list)  # init=teacher_layers: 1-based
     hidden_size: int = 128
     num_layers: int = 2
@@ -116,7 +117,7 @@ class TrackingConfig:
 class Config:
     """A whole run: stages run in order, each writing under output_dir."""
 
-    stages: list[Literal["teacher", "distill", "eval"]] = field(default_factory=lambda: ["teacher", "distill"])
+    stages: list[Literal["general", "teacher", "distill", "eval"]] = field(default_factory=lambda: ["teacher", "distill"])
     output_dir: str = "runs/default"
     seed: int = 42
     teacher_from: str = ""  # finished run dir or HF dir: skip the teacher stage's training
@@ -130,4 +131,6 @@ class Config:
     # minutes; the paper's BERT-scale settings (lr 5e-5, 3 epochs, batch 8) are in configs/.
     teacher_train: StageConfig = field(default_factory=lambda: StageConfig(lr=2e-3, epochs=5, batch_per_domain=16))
     distill_train: StageConfig = field(default_factory=lambda: StageConfig(lr=2e-3, epochs=4, batch_per_domain=16))
+    # task-agnostic distillation of the pretrained teacher into the student (stage `general`)
+    general_train: StageConfig = field(default_factory=lambda: StageConfig(lr=1e-3, epochs=1, batch_per_domain=16))
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -18,8 +18,10 @@ def validate(cfg: Config) -> Config:
     """Ranges and cross-field rules that types alone cannot express (choices are `Literal` types)."""
     if not cfg.stages:
         raise UserError("config field 'stages': at least one stage is required")
-    if cfg.teacher.init == "teacher_layers":
-        raise UserError("config field 'teacher.init': 'teacher_layers' is for the student only")
+    if cfg.teacher.init in ("teacher_layers", "general"):
+        raise UserError(f"config field 'teacher.init': {cfg.teacher.init!r} is for the student only")
+    if "general" in cfg.stages and not cfg.teacher.pretrained:
+        raise UserError("config field 'teacher.pretrained': the general stage distils a pretrained teacher; set it")
     d = cfg.data
     _check_range("data.max_seq_len", 8 <= d.max_seq_len <= 4096, d.max_seq_len, "8..4096")
     _check_range("data.train_fraction", 0.0 < d.train_fraction <= 1.0, d.train_fraction, "0 < x <= 1")
@@ -51,7 +53,7 @@ def validate(cfg: Config) -> Config:
     _check_range("graph.hidden_per_head", g.hidden_per_head >= 1, g.hidden_per_head, ">= 1")
     _check_range("graph.dropout", 0.0 <= g.dropout < 1.0, g.dropout, "0 <= x < 1")
     _check_range("distill.temperature", cfg.distill.temperature > 0, cfg.distill.temperature, "> 0")
-    for key in ("teacher_train", "distill_train"):
+    for key in ("teacher_train", "distill_train", "general_train"):
         s: StageConfig = getattr(cfg, key)
         _check_range(f"{key}.lr", s.lr > 0, s.lr, "> 0")
         _check_range(f"{key}.epochs", s.epochs > 0, s.epochs, "> 0")

@@ -1,8 +1,10 @@
 """The one place that knows the distillation methods: what each needs and which module it trains.
 
-A method is a row in `METHODS`: whether it needs the teacher, and which graph config its
-relational loss gets (None: no distillation loss, labels only). `kd` is HRKD with the graph
-off, i.e. uniform 1/K domain weights (TinyBERT-KD). A new method is a new row (plus, where it
+A method is a row in `METHODS`: whether it needs the teacher, which graph config its relational
+loss gets (None: no distillation loss, labels only) and whether the loss has the soft-logit term.
+`kd` is HRKD with the graph off, i.e. uniform 1/K domain weights (TinyBERT-KD); `general` is
+TinyBERT's task-agnostic stage (layer-wise terms only, no labels, no task head), run by the
+`general` stage rather than chosen as `distill.method`. A new method is a new row (plus, where it
 needs one, a new loss module); nothing else dispatches on the method name.
 """
 
@@ -69,16 +71,18 @@ class DistillModule(nn.Module):
 
 @dataclass(frozen=True)
 class Method:
-    """What `distill.method` means: teacher needed, and the graph its loss uses (None: no loss)."""
+    """What a method means: teacher needed, the graph its loss uses (None: no loss), logit term."""
 
     uses_teacher: bool
     graph: Callable[[GraphConfig], GraphConfig] | None
+    prediction: bool = True
 
 
 METHODS: dict[str, Method] = {
     "hrkd": Method(uses_teacher=True, graph=lambda g: g),
     "kd": Method(uses_teacher=True, graph=lambda g: dataclasses.replace(g, enabled=False)),
     "none": Method(uses_teacher=False, graph=None),
+    "general": Method(uses_teacher=True, graph=lambda g: dataclasses.replace(g, enabled=False), prediction=False),
 }
 
 
@@ -93,5 +97,5 @@ def build_step_module(name: str, student: nn.Module, teacher: nn.Module | None, 
     if spec.graph is None:
         return SupervisedModule(student, num_domains)
     loss_cls = RelationalDistillLoss if distill_cfg.fused else ReferenceDistillLoss
-    loss = loss_cls.from_config(student, teacher, num_domains, spec.graph(graph_cfg), distill_cfg)
+    loss = loss_cls.from_config(student, teacher, num_domains, spec.graph(graph_cfg), distill_cfg, prediction=spec.prediction)
     return DistillModule(student, loss, num_domains)

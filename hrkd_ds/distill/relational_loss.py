@@ -66,20 +66,29 @@ class _RelationalLossBase(nn.Module):
         layer_map: list[int] | None = None,
         temperature: float = 1.0,
         params: RelationalParams | None = None,
+        prediction: bool = True,
     ):
         super().__init__()
         self.layer_map = resolve_layer_map(student_layers, teacher_layers, layer_map)
         self.temperature = temperature
+        self.prediction = prediction  # False: no soft-logit term (general distillation has no task head)
         self.num_domains = num_domains
         self.params = params or RelationalParams(student_hidden, teacher_hidden, student_layers, num_domains, graph_cfg)
 
     @classmethod
-    def from_config(cls, student, teacher, num_domains: int, graph_cfg, distill_cfg, params: RelationalParams | None = None):
+    def from_config(cls, student, teacher, num_domains: int, graph_cfg, distill_cfg, params: RelationalParams | None = None,
+                    prediction: bool = True):
         """Build from two MultiDomainClassifiers and the graph/distill config sections."""
         return cls(
             student.hidden_size, teacher.hidden_size, student.num_layers, teacher.num_layers, num_domains,
-            graph_cfg, distill_cfg.layer_map or None, distill_cfg.temperature, params,
+            graph_cfg, distill_cfg.layer_map or None, distill_cfg.temperature, params, prediction,
         )
+
+    def _prediction_terms(self, student_out, teacher_out, K: int) -> torch.Tensor:
+        """(K,) soft cross-entropy per domain, or zeros when the method has no prediction term."""
+        if not self.prediction:
+            return student_out.logits.new_zeros(K)
+        return soft_cross_entropy_per_domain(student_out.logits, teacher_out.logits, K, self.temperature)
 
     def _check(self, student_out, teacher_out, attention_mask, num_domains):
         K = num_domains or self.num_domains
@@ -130,7 +139,7 @@ class RelationalDistillLoss(_RelationalLossBase):
         pair_per_domain = pairs.reshape(K, -1).sum(1).clamp_min(1) * heads  # (K,)
         att = masked_squared_error_sums(s_att, t_att, pairs, K) / pair_per_domain  # (L, K)
 
-        pred = soft_cross_entropy_per_domain(student_out.logits, teacher_out.logits, K, self.temperature)  # (K,)
+        pred = self._prediction_terms(student_out, teacher_out, K)  # (K,)
 
         weights, ratios = self._domain_weights(s_hid, tokens, K)  # (L+1, K), (L, K, L+1)
         layer_terms = torch.cat([emb_hid[:1], att + emb_hid[1:]], dim=0)  # (L+1, K)

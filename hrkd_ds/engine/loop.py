@@ -78,6 +78,7 @@ class StageRun:
     export: Callable[[Path], None]  # collective: every rank calls it, rank 0 writes
     teacher: Any = None
     eval_batch_size: int = EVAL_BATCH_SIZE
+    evaluate: bool = True  # False (label-free stages): no evaluation, the final model is exported
 
 
 @dataclass
@@ -198,7 +199,7 @@ class Trainer:
     def fit(self) -> Best:
         r = self.run
         p = self._resume()
-        if p.pending_eval:  # an evaluation deferred by the preemption runs first: the history stays identical
+        if p.pending_eval and r.evaluate:  # an evaluation deferred by the preemption runs first: the history stays identical
             p.pending_eval = False
             self._record_eval(p)
         r.engine.train()
@@ -223,10 +224,10 @@ class Trainer:
                     if any_rank(self.preempt.requested, self.dist.device):
                         # checkpoint first (the warning's time margin is for this); a due evaluation
                         # runs first thing after the resume
-                        p.pending_eval = self._crossed(p.step, r.stage.eval_every)
+                        p.pending_eval = r.evaluate and self._crossed(p.step, r.stage.eval_every)
                         self._save(p)
                         raise Preempted()
-                    if self._crossed(p.step, r.stage.eval_every):
+                    if r.evaluate and self._crossed(p.step, r.stage.eval_every):
                         self._record_eval(p)
                     if self._crossed(p.step, r.stage.save_every):
                         self._save(p)
@@ -235,7 +236,9 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        if not p.evaluated:
+        if not r.evaluate:
+            r.export(r.out_dir / "model")
+        elif not p.evaluated:
             self._record_eval(p)
         if not p.saved:
             self._save(p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from transformers import AutoConfig
@@ -12,6 +13,11 @@ from hrkd_ds.distill.layer_map import resolve_layer_map
 from hrkd_ds.distill.methods import method
 from hrkd_ds.errors import UserError
 from hrkd_ds.models.student_init import check_teacher_layers_fit
+
+
+def general_student_config(model_cfg):
+    """The student as the general stage builds it: from its sizes unless it starts from weights."""
+    return dataclasses.replace(model_cfg, init="random") if model_cfg.init == "general" else model_cfg
 
 
 def _teacher_shape(cfg: Config, teacher_dir: Path | None, stage_dir: Path) -> tuple[int, dict[str, int]]:
@@ -27,10 +33,11 @@ def _teacher_shape(cfg: Config, teacher_dir: Path | None, stage_dir: Path) -> tu
     return t.num_layers, {"hidden_size": t.hidden_size, "num_heads": t.num_heads, "intermediate_size": t.intermediate_size}
 
 
-def check_distill_shapes(cfg: Config, ds_cfg: dict, teacher_dir: Path | None, teacher_stage_dir: Path) -> None:
+def check_distill_shapes(cfg: Config, ds_cfg: dict, teacher_dir: Path | None, teacher_stage_dir: Path,
+                         student_cfg=None) -> None:
     """Layer map, teacher layers and widths are checked before the teacher trains, not after."""
     t_layers, t_widths = _teacher_shape(cfg, teacher_dir, teacher_stage_dir)
-    s = cfg.student
+    s = student_cfg or cfg.student
     if s.init == "teacher_layers":
         check_teacher_layers_fit(s, t_layers, t_widths)
         s_layers = len(s.teacher_layers)
@@ -47,10 +54,19 @@ def check_distill_shapes(cfg: Config, ds_cfg: dict, teacher_dir: Path | None, te
 def check_stages(ctx) -> None:
     """Reject a DeepSpeed JSON or a sampler setting that contradicts any stage about to train."""
     cfg = ctx.cfg
-    stages = [cfg.teacher_train] if "teacher" in cfg.stages and ctx.teacher_dir is None else []
+    stages = [cfg.general_train] if "general" in cfg.stages else []
+    stages += [cfg.teacher_train] if "teacher" in cfg.stages and ctx.teacher_dir is None else []
     stages += [cfg.distill_train] if "distill" in cfg.stages else []
     for stage in stages:
         with_batch_sizes(ctx.ds_cfg, ctx.micro_batch(stage), ctx.dist.world_size, ctx.ds_source)
         ctx.sampler(stage)
+    if "general" in cfg.stages:  # the pretrained teacher and the student built from sizes
+        check_distill_shapes(cfg, ctx.ds_cfg, Path(cfg.teacher.pretrained), ctx.run_dir.stage_dir("teacher"),
+                             general_student_config(cfg.student))
     if "distill" in cfg.stages and method(cfg.distill.method).uses_teacher:
         check_distill_shapes(cfg, ctx.ds_cfg, ctx.teacher_dir, ctx.run_dir.stage_dir("teacher"))
+    general_export = ctx.run_dir.stage_dir("general") / "model"
+    if "distill" in cfg.stages and cfg.student.init == "general" and "general" not in cfg.stages \
+            and not (general_export / "config.json").is_file():
+        raise UserError(f"config field 'student.init': 'general' needs the general stage's export {general_export}; "
+                        "add 'general' to stages")

@@ -86,7 +86,7 @@ class StageContext:
         epoch_domain = None
         if stage.epoch_policy == "domain":
             if stage.epoch_domain not in self.domains:
-                key = "teacher_train" if stage is self.cfg.teacher_train else "distill_train"
+                key = next(k for k in ("general_train", "teacher_train", "distill_train") if getattr(self.cfg, k) is stage)
                 raise UserError(f"config field '{key}.epoch_domain': {stage.epoch_domain!r} is not one of {self.domains}")
             epoch_domain = self.domains.index(stage.epoch_domain)
         return EpisodicDomainSampler(
@@ -107,7 +107,8 @@ class StageContext:
     def split_sets(self, split: str) -> dict[str, Any]:
         return {d: self.data.splits[split][d] for d in self.domains}
 
-    def train_stage(self, role: str, module: torch.nn.Module, stage: StageConfig, teacher=None) -> dict[str, Any]:
+    def train_stage(self, role: str, module: torch.nn.Module, stage: StageConfig, teacher=None,
+                    evaluate: bool = True) -> dict[str, Any]:
         """Engine + sampler + loop for one stage; returns the best/final accuracies."""
         sampler = self.sampler(stage)
         total = math.ceil(stage.epochs * sampler.steps_per_epoch)
@@ -124,8 +125,11 @@ class StageContext:
             dev_sets=self.split_sets("dev"), test_sets=self.split_sets("test"),
             domains=self.domains, pad_id=self.tokenizer.pad_token_id, out_dir=out_dir,
             total_steps=total, export=make_exporter(engine, self.tokenizer, self.dist, meta), teacher=teacher,
+            evaluate=evaluate,
         )
         best = Trainer(run, self.dist, self.metrics, self.tracker, self.preempt, self.cfg.tracking.progress_bar).fit()
+        if not evaluate:
+            return {"steps": total, "model_dir": str(out_dir / "model")}
         return {
             "dev": best.overall["dev"], "test": best.overall["test"], "best_step": best.overall["step"],
             "best_per_domain": best.per_domain, "final": best.final, "steps": total,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -48,6 +49,14 @@ def load_teacher(ctx: StageContext, src: Path, t_cfg: dict) -> MultiDomainClassi
     return teacher
 
 
+def student_config(ctx: StageContext):
+    """`student.init=general` starts from this run's general-distillation export."""
+    s = ctx.cfg.student
+    if s.init != "general":
+        return s
+    return dataclasses.replace(s, init="pretrained", pretrained=str(ctx.run_dir.stage_dir("general") / "model"))
+
+
 def run_distill(ctx: StageContext) -> None:
     if ctx.run_dir.is_done("student", ctx.results):
         return
@@ -62,7 +71,7 @@ def run_distill(ctx: StageContext) -> None:
         t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
         teacher = load_teacher(ctx, src, t_cfg)
     seed_everything(cfg.seed + 1)
-    student = build_model(cfg.student, ctx.K, len(ctx.labels), len(ctx.tokenizer), ctx.tokenizer.pad_token_id,
+    student = build_model(student_config(ctx), ctx.K, len(ctx.labels), len(ctx.tokenizer), ctx.tokenizer.pad_token_id,
                           cfg.data.max_seq_len, attention=cfg.distill.attention, teacher=layer_source,
                           domains=ctx.domains, labels=ctx.labels)
     del layer_source
@@ -80,6 +89,6 @@ def run_distill(ctx: StageContext) -> None:
     if compression is not None:
         ctx.results["student"]["compression"] = compression
     ctx.save_results()
-    write_card(ctx, "student", cfg.distill.method, cfg.student, compression)
+    write_card(ctx, "student", cfg.distill.method, student_config(ctx), compression)
     write_run_report(ctx)
     ctx.run_dir.mark_done("student")

@@ -1,0 +1,144 @@
+"""The reproduction grid as data: a YAML spec expanded into cells, each an ordinary trainer run.
+
+Three kinds of cell, each a directory under the grid root:
+
+    <dataset>/f<fraction>/teacher                       stages=[teacher]   (one per dataset x fraction)
+    <dataset>/f<fraction>/general-<student>             stages=[general]   (students marked `general`)
+    <dataset>/f<fraction>/<student>/<method>/s<seed>    stages=[distill]   teacher_from the teacher cell
+
+A cell is finished when its run directory says so (the stage's DONE marker and its results.json
+entry); the runner skips finished cells, so the grid runs in chunks across days and machines.
+Student cells carry a `cell.json` for analysis/results.py.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hrkd_ds.errors import UserError
+
+ROLE_OF_STAGE = {"teacher": "teacher", "general": "general", "distill": "student"}
+
+
+@dataclass
+class GridCell:
+    """One trainer run of the grid."""
+
+    id: str  # its directory relative to the grid root, e.g. amazon/f1.0/L3/hrkd/s1
+    stage: str  # teacher | general | distill
+    config: str  # the dataset's YAML (--config)
+    overrides: list[str]
+    needs: list[str] = field(default_factory=list)  # ids of cells that must finish first
+    meta: dict[str, Any] = field(default_factory=dict)  # cell.json for student cells
+
+    def run_dir(self, root: Path) -> Path:
+        return root / self.id
+
+    def finished(self, root: Path) -> bool:
+        run = self.run_dir(root)
+        role = ROLE_OF_STAGE[self.stage]
+        results = run / "results.json"
+        if not (run / role / "DONE").is_file() or not results.is_file():
+            return False
+        try:
+            return role in json.loads(results.read_text())
+        except ValueError:
+            return False
+
+    def command(self, root: Path, python: str, train: str) -> list[str]:
+        overrides = [o.replace("<root>", str(root)) for o in self.overrides]
+        return [python, train, "--config", self.config, f"output_dir={self.run_dir(root)}",
+                f"data.cache_dir={root / '.cache'}", f"stages=[{self.stage}]", *overrides]
+
+
+def _settings_of(path: str, repo: Path) -> list[str]:
+    """`@file.yaml` in a method: that file's settings as overrides (its output_dir excepted)."""
+    values = yaml.safe_load((repo / path).read_text()) or {}
+    values.pop("output_dir", None)
+
+    def flat(d: dict[str, Any], prefix: str = "") -> list[str]:
+        out: list[str] = []
+        for k, v in d.items():
+            out += flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={json.dumps(v) if isinstance(v, list) else v}"]
+        return out
+
+    return flat(values)
+
+
+def _method_overrides(items: list[str], repo: Path) -> list[str]:
+    out: list[str] = []
+    for item in items:
+        out += _settings_of(item[1:], repo) if item.startswith("@") else [item]
+    return out
+
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"grid spec not found: {p}")
+    try:
+        spec = yaml.safe_load(p.read_text())
+    except yaml.YAMLError:
+        raise UserError(f"grid spec {p}: not valid YAML") from None
+    for key in ("seeds", "datasets", "students", "methods", "phases"):
+        if key not in (spec or {}):
+            raise UserError(f"grid spec {p}: missing '{key}'")
+    return spec
+
+
+def expand(spec: dict[str, Any], repo: Path, data_overrides: dict[str, list[str]] | None = None,
+           seeds: list[int] | None = None) -> list[GridCell]:
+    """Every cell of every phase, in phase order, each once; prerequisites before their users."""
+    data_overrides = data_overrides or {}
+    cells: dict[str, GridCell] = {}
+
+    def add(cell: GridCell) -> None:
+        cells.setdefault(cell.id, cell)
+
+    for phase in spec["phases"]:
+        for ds in phase["datasets"]:
+            d = spec["datasets"][ds]
+            base = [*data_overrides.get(ds, [])]
+            for frac in phase["fractions"]:
+                common = [*base, f"data.train_fraction={frac}", *d["fractions"][frac]]
+                teacher_id = f"{ds}/f{frac}/teacher"
+                add(GridCell(teacher_id, "teacher", d["config"], [*common, f"seed={spec.get('teacher_seed', 42)}"]))
+                for student in phase["students"]:
+                    s = spec["students"][student]
+                    s_over = list(s["overrides"])
+                    needs = [teacher_id]
+                    if s.get("general"):
+                        general_id = f"{ds}/f{frac}/general-{student}"
+                        add(GridCell(general_id, "general", d["config"],
+                                     [*common, *s_over, "student.init=general", f"seed={spec.get('general_seed', 42)}"]))
+                        s_over += ["student.init=pretrained", f"student.pretrained=<root>/{general_id}/general/model"]
+                        needs.append(general_id)
+                    for method in phase["methods"]:
+                        m_over = _method_overrides(spec["methods"][method], repo)
+                        for seed in phase.get("seeds", spec["seeds"]):
+                            if seeds and seed not in seeds:
+                                continue
+                            cid = f"{ds}/f{frac}/{student}/{method}/s{seed}"
+                            meta = {"dataset": ds, "fraction": float(frac), "method": method, "seed": seed,
+                                    "student": student, "teacher": teacher_id}
+                            add(GridCell(cid, "distill", d["config"],
+                                         [*common, *s_over, *m_over, f"teacher_from=<root>/{teacher_id}", f"seed={seed}"],
+                                         needs, meta))
+    return list(cells.values())
+
+
+def select(cells: list[GridCell], patterns: list[str] | None) -> list[GridCell]:
+    """Cells whose id matches any glob in `patterns` (all when none), plus what they need."""
+    if not patterns:
+        return cells
+    wanted = {c.id for c in cells if any(fnmatch.fnmatch(c.id, p) for p in patterns)}
+    by_id = {c.id: c for c in cells}
+    for cid in list(wanted):
+        wanted.update(by_id[cid].needs)
+    return [c for c in cells if c.id in wanted]

@@ -1,0 +1,177 @@
+"""Run the reproduction grid (configs/reproduce/grid.yaml) in resumable chunks, then tabulate it.
+
+    python tools/reproduce.py --list                          # every cell and its state
+    python tools/reproduce.py --max-hours 2                   # run pending cells for up to 2 h
+    python tools/reproduce.py --only 'amazon/f1.0/L3/*' --seeds 1,2
+    python tools/reproduce.py --report                        # docs/RESULTS.md + docs/results/*
+    python tools/reproduce.py --smoke --out /tmp/smoke        # same code path, shipped sample, minutes
+
+Each cell is an ordinary `hrkd_ds/train.py` run in its own directory (log: <cell>/train.log);
+finished cells are skipped and an interrupted cell resumes from its checkpoint, so the grid can
+be stopped at any moment and continued later, on this machine or another. Data: --amazon DIR,
+--mnli TRAIN_TSV, --mnli-test TEST_TSV (default: the paths in the dataset configs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hrkd_ds.analysis.grid import GridCell, expand, load_spec, select  # noqa: E402
+from hrkd_ds.analysis.results import write_results  # noqa: E402
+from hrkd_ds.errors import UserError, exit_on_user_error  # noqa: E402
+from hrkd_ds.io import atomic_write_json  # noqa: E402
+
+DEFAULT_SPEC = "configs/reproduce/grid.yaml"
+# --smoke: the real grid's first phase on the shipped sample with both students, a few steps each
+SMOKE_PHASE = {"datasets": ["amazon"], "fractions": ["1.0"], "students": None, "methods": ["none", "kd", "hrkd"], "seeds": [1]}
+SMOKE_OVERRIDES = [
+    "data.path=", "data.max_seq_len=32", "data.dev_fraction=0.02", "data.test_fraction=0.02", "data.train_fraction=0.05",
+    "general_train.max_steps=2", "teacher_train.max_steps=2", "distill_train.max_steps=2",
+    "general_train.batch_per_domain=2", "teacher_train.batch_per_domain=2", "distill_train.batch_per_domain=2",
+    "teacher_train.eval_every=1", "distill_train.eval_every=1", "tracking.progress_bar=false",
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--spec", default=DEFAULT_SPEC, help="grid YAML")
+    p.add_argument("--out", default=None, help="grid directory (default: runs/reproduce, or runs/reproduce-smoke)")
+    p.add_argument("--amazon", help="Blitzer Amazon reviews directory (<domain>/<label>.review)")
+    p.add_argument("--mnli", help="MNLI train TSV (genre column)")
+    p.add_argument("--mnli-test", help="MNLI test TSV (the genres' dev-matched slice)")
+    p.add_argument("--only", nargs="*", help="glob(s) on cell ids, e.g. 'amazon/f1.0/L3/*'")
+    p.add_argument("--seeds", help="comma-separated seeds (default: the spec's)")
+    p.add_argument("--list", action="store_true", help="print the cells and their state, run nothing")
+    p.add_argument("--report", action="store_true", help="only tabulate: docs/RESULTS.md and docs/results/")
+    p.add_argument("--smoke", action="store_true", help="tiny slice of the same code path on the shipped sample")
+    p.add_argument("--max-hours", type=float, default=0.0, help="start no new cell after this long (0 = no limit)")
+    p.add_argument("--wandb", action="store_true", help="track cells in W&B (offline unless a key is set)")
+    return p.parse_args(argv)
+
+
+def data_overrides(args: argparse.Namespace) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {"amazon": [], "mnli": []}
+    if args.amazon:
+        out["amazon"].append(f"data.path={Path(args.amazon).resolve()}")
+    if args.mnli:
+        out["mnli"].append(f"data.path={Path(args.mnli).resolve()}")
+    if args.mnli_test:
+        out["mnli"].append(f"data.test_path={Path(args.mnli_test).resolve()}")
+    return out
+
+
+def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path]:
+    spec = load_spec(REPO / args.spec)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    overrides = data_overrides(args)
+    if args.smoke:
+        spec["phases"] = [{**SMOKE_PHASE, "students": list(spec["students"])}]
+        overrides["amazon"] = SMOKE_OVERRIDES
+    cells = select(expand(spec, REPO, overrides, seeds), args.only)
+    if args.smoke:  # the tiny schedule wins over the fraction's epochs and evaluation period
+        for c in cells:
+            c.overrides += SMOKE_OVERRIDES
+    root = Path(args.out or ("runs/reproduce-smoke" if args.smoke else "runs/reproduce")).resolve()
+    return cells, root
+
+
+def state(cell: GridCell, root: Path, by_id: dict[str, GridCell]) -> str:
+    if cell.finished(root):
+        return "done"
+    return "ready" if all(by_id[n].finished(root) for n in cell.needs) else "waiting"
+
+
+def run_cell(cell: GridCell, root: Path, wandb: bool) -> int:
+    """One trainer run; its output goes to <cell>/train.log. SIGINT/SIGTERM reach it (it checkpoints)."""
+    run_dir = cell.run_dir(root)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cell.meta:
+        atomic_write_json(run_dir / "cell.json", cell.meta)
+    cmd = cell.command(root, sys.executable, "hrkd_ds/train.py")
+    if not wandb:
+        cmd.append("tracking.wandb_mode=disabled")
+    with open(run_dir / "train.log", "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        forward = lambda signum, _frame: proc.send_signal(signum)  # noqa: E731
+        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return proc.wait()
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+
+def last_line(path: Path) -> str:
+    lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()] if path.is_file() else []
+    return lines[-1][:300] if lines else ""
+
+
+def run_grid(cells: list[GridCell], root: Path, max_hours: float, wandb: bool) -> int:
+    by_id = {c.id: c for c in cells}
+    start, failed = time.monotonic(), []
+    for cell in cells:
+        if cell.finished(root):
+            continue
+        if any(not by_id[n].finished(root) for n in cell.needs):
+            print(f"[skip] {cell.id}: waits for {', '.join(n for n in cell.needs if not by_id[n].finished(root))}", flush=True)
+            continue
+        if max_hours and time.monotonic() - start > max_hours * 3600:
+            print(f"[stop] --max-hours {max_hours} reached; rerun to continue", flush=True)
+            break
+        t0 = time.monotonic()
+        print(f"[run ] {cell.id}", flush=True)
+        rc = run_cell(cell, root, wandb)
+        print(f"[{'done' if rc == 0 else 'FAIL'}] {cell.id} ({time.monotonic() - t0:.0f} s, exit {rc})", flush=True)
+        if rc == 3:  # preempted: checkpointed, resumes on the next run
+            return 3
+        if rc != 0:
+            failed.append(cell.id)
+            print(f"       {last_line(cell.run_dir(root) / 'train.log')}", flush=True)
+    if failed:
+        print(f"{len(failed)} cell(s) failed: {', '.join(failed)}", flush=True)
+    return 1 if failed else 0
+
+
+def report(root: Path, smoke: bool) -> None:
+    md = root / "RESULTS.md" if smoke else REPO / "docs" / "RESULTS.md"
+    json_dir = root / "results" if smoke else REPO / "docs" / "results"
+    out = write_results(root, md, json_dir)
+    print(f"wrote {md} ({len(out.get('slices', []))} slices, {len(out.get('missing', []))} missing cells)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with exit_on_user_error("reproduce"):
+        cells, root = build_cells(args)
+        by_id = {c.id: c for c in cells}
+        if args.list:
+            for c in cells:
+                print(f"{state(c, root, by_id):8} {c.id}")
+            done = sum(c.finished(root) for c in cells)
+            print(f"{done}/{len(cells)} cells done in {root}")
+            return 0
+        if not args.report:
+            rc = run_grid(cells, root, args.max_hours, args.wandb)
+            if rc == 3:
+                return rc
+        else:
+            rc = 0
+        if not root.is_dir():
+            raise UserError(f"no grid at {root}: run it first")
+        report(root, args.smoke)
+        return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
