@@ -67,8 +67,15 @@ if [ ! -f "$VENV/.complete" ]; then
   pipi "torch==$TORCH" setuptools wheel || pip_failed
   # deepspeed ships only an sdist whose build imports torch: build it against the torch above.
   pipi --no-build-isolation -r "$VENV/lowest.txt" || pip_failed
-  touch "$VENV/.complete"
 fi
+touch "$VENV/.complete"  # last use; venvs of other setup.py versions unused for a day are removed
+for old in "$CACHE"/venv-lowest-*/; do
+  old=${old%/}
+  [ "$old" = "$VENV" ] && continue
+  if [ -z "$(find "$old" -maxdepth 1 -name .complete -mmin -1440)" ] && flock -n "$old.lock" true 2>/dev/null; then
+    rm -rf "$old" "$old.lock"
+  fi
+done
 
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$REPO"
 "$VENV/bin/python" -m pip list --disable-pip-version-check 2>/dev/null \
@@ -84,7 +91,7 @@ else
 fi
 rm -rf "$WORK/run" "$WORK/cache"
 cd "$REPO"
-# Own tokenized cache: a cache written by a newer `datasets` is not readable by an older one.
+# Its own tokenizer and tokenized-data cache, so nothing from another environment is reused.
 env -u PYTHONPATH PYTHONNOUSERSITE=1 DS_ACCELERATOR=cpu HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false WANDB_SILENT=true \
   "$VENV/bin/python" hrkd_ds/train.py output_dir="$WORK/run" data.cache_dir="$WORK/cache" \
   tracking.wandb_mode=offline teacher_train.max_steps=20 distill_train.max_steps=20
