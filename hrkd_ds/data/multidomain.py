@@ -49,7 +49,9 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def cache_key(raw: RawSplits, tokenizer: PreTrainedTokenizerBase, max_seq_len: int) -> str:
-    parts = [_FORMAT_VERSION, raw.fingerprint or fingerprint(raw), tokenizer_fingerprint(tokenizer), str(max_seq_len)]
+    # datasets' version is in the key: an older datasets cannot read a newer one's saved features
+    # (5.x -> 3.0: "TypeError: must be called with a dataclass type or instance" in load_from_disk).
+    parts = [_FORMAT_VERSION, f"datasets-{datasets.__version__}", raw.fingerprint or fingerprint(raw), tokenizer_fingerprint(tokenizer), str(max_seq_len)]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:20]
 
 
