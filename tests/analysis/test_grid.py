@@ -1,0 +1,62 @@
+"""The reproduction grid: cells from the spec, prerequisites, selection, and what counts as finished."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hrkd_ds.analysis.grid import expand, load_spec, select
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = load_spec(REPO / "configs" / "reproduce" / "grid.yaml")
+
+
+def test_cells_are_unique_ordered_and_need_their_teacher_and_general_stage():
+    cells = expand(SPEC, REPO)
+    ids = [c.id for c in cells]
+    assert len(ids) == len(set(ids))
+    pos = {cid: i for i, cid in enumerate(ids)}
+    for c in cells:
+        for need in c.needs:
+            assert pos[need] < pos[c.id], (need, c.id)  # a prerequisite always runs first
+    student = next(c for c in cells if c.id == "amazon/f1.0/L4H192/hrkd/s2")
+    assert student.needs == ["amazon/f1.0/teacher", "amazon/f1.0/general-L4H192"]
+    assert "student.pretrained=<root>/amazon/f1.0/general-L4H192/general/model" in student.overrides
+    assert student.meta == {"dataset": "amazon", "fraction": 1.0, "method": "hrkd", "seed": 2, "student": "L4H192",
+                            "teacher": "amazon/f1.0/teacher"}
+    # the first phase is Amazon 100% with the teacher-layers student, three methods x three seeds
+    assert ids[:10] == ["amazon/f1.0/teacher"] + [f"amazon/f1.0/L3/{m}/s{s}" for m in ("none", "kd", "hrkd") for s in (1, 2, 3)]
+
+
+def test_reference_method_takes_the_reference_config_settings():
+    cell = next(c for c in expand(SPEC, REPO) if c.id.endswith("/reference/s1"))
+    for setting in ("distill.attention=scores", "graph.trainable=False", "graph.mask_padding=False"):
+        assert setting in cell.overrides
+    assert not any(o.startswith("output_dir=") for o in cell.overrides)
+
+
+def test_select_and_seeds_pull_in_prerequisites():
+    cells = select(expand(SPEC, REPO, seeds=[2]), ["mnli/*/L4H192/kd/*"])
+    assert [c.id for c in cells] == ["mnli/f0.1/teacher", "mnli/f0.1/general-L4H192", "mnli/f0.1/L4H192/kd/s2"]
+
+
+def _finish(root: Path, cell, role: str, results: dict | None) -> None:
+    run = cell.run_dir(root)
+    (run / role).mkdir(parents=True)
+    (run / role / "DONE").write_text("ok\n")
+    if results is not None:
+        (run / "results.json").write_text(json.dumps(results))
+
+
+def test_finished_means_done_marker_and_results_entry(tmp_path):
+    cells = {c.id: c for c in expand(SPEC, REPO)}
+    teacher, student = cells["amazon/f1.0/teacher"], cells["amazon/f1.0/L3/kd/s1"]
+    assert not teacher.finished(tmp_path)
+    _finish(tmp_path, teacher, "teacher", {"teacher": {}})
+    assert teacher.finished(tmp_path)
+    _finish(tmp_path, student, "student", {"teacher": {}})  # DONE but no student results: not finished
+    assert not student.finished(tmp_path)
+    (student.run_dir(tmp_path) / "results.json").write_text(json.dumps({"student": {}}))
+    assert student.finished(tmp_path)
+    cmd = student.command(tmp_path, "python", "hrkd_ds/train.py")
+    assert f"teacher_from={tmp_path}/amazon/f1.0/teacher" in cmd and "stages=[distill]" in cmd
