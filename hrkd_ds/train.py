@@ -27,6 +27,7 @@ from hrkd_ds.config import Config, load_config
 from hrkd_ds.config.deepspeed import read_ds_config
 from hrkd_ds.distill.methods import method
 from hrkd_ds.engine.distributed import DistInfo, init_distributed, silence_known_warnings
+from hrkd_ds.engine.nonfinite import Diverged
 from hrkd_ds.errors import exit_on_user_error
 from hrkd_ds.stages.context import StageContext, seed_everything
 from hrkd_ds.stages.distill import run_distill
@@ -86,6 +87,11 @@ def train(ctx: StageContext) -> None:
     try:
         for stage in ctx.cfg.stages:
             STAGES[stage](ctx)
+    except Diverged as stop:  # every rank stops together; one line says why
+        if ctx.dist.is_main:
+            print(f"hrkd_ds: error: {stop.message}", file=sys.stderr, flush=True)
+        ctx.tracker.finish()
+        raise
     except BaseException:
         ctx.tracker.finish()
         raise

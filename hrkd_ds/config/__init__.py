@@ -12,11 +12,12 @@ from hrkd_ds.config.schema import (
     StageConfig,
     TokenizerConfig,
     TrackingConfig,
+    TrainConfig,
 )
 from hrkd_ds.config.validate import validate
 
 __all__ = [
     "RESUME_FREE", "Config", "DataConfig", "DistillConfig", "GraphConfig", "ModelConfig", "StageConfig",
-    "TokenizerConfig", "TrackingConfig", "check_resume_config", "load_config", "resolve_package_path",
+    "TokenizerConfig", "TrackingConfig", "TrainConfig", "check_resume_config", "load_config", "resolve_package_path",
     "save_config", "to_dict", "validate",
 ]

@@ -15,7 +15,7 @@ from hrkd_ds.errors import UserError
 
 # Fields that may change when a run is relaunched into the same output_dir (schedule length,
 # logging, which stages run); anything else would silently mix two experiments in one run.
-RESUME_FREE = ("stages", "output_dir", "tracking.", "data.cache_dir", "distill.teacher_deepspeed",
+RESUME_FREE = ("stages", "output_dir", "tracking.", "train.", "data.cache_dir", "distill.teacher_deepspeed",
                "_train.epochs", "_train.max_steps", "_train.eval_every", "_train.save_every", "_train.log_every")
 
 

@@ -103,6 +103,14 @@ class StageConfig:
 
 
 @dataclass
+class TrainConfig:
+    """What a training stage does when the loss turns non-finite (docs/RELIABILITY.md)."""
+
+    nonfinite: Literal["skip", "stop"] = "skip"  # skip the step (every rank) or stop the run
+    max_nonfinite_steps: int = 5  # consecutive skipped steps before the run stops anyway
+
+
+@dataclass
 class TrackingConfig:
     """Weights & Biases and local logging."""
 
@@ -133,4 +141,5 @@ class Config:
     distill_train: StageConfig = field(default_factory=lambda: StageConfig(lr=2e-3, epochs=4, batch_per_domain=16))
     # task-agnostic distillation of the pretrained teacher into the student (stage `general`)
     general_train: StageConfig = field(default_factory=lambda: StageConfig(lr=1e-3, epochs=1, batch_per_domain=16))
+    train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -52,6 +52,7 @@ def validate(cfg: Config) -> Config:
     _check_range("graph.heads", g.heads >= 1, g.heads, ">= 1")
     _check_range("graph.hidden_per_head", g.hidden_per_head >= 1, g.hidden_per_head, ">= 1")
     _check_range("graph.dropout", 0.0 <= g.dropout < 1.0, g.dropout, "0 <= x < 1")
+    _check_range("train.max_nonfinite_steps", cfg.train.max_nonfinite_steps >= 1, cfg.train.max_nonfinite_steps, ">= 1")
     _check_range("distill.temperature", cfg.distill.temperature > 0, cfg.distill.temperature, "> 0")
     for key in ("teacher_train", "distill_train", "general_train"):
         s: StageConfig = getattr(cfg, key)

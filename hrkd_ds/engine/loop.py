@@ -17,11 +17,12 @@ from typing import Any, Callable, Iterator, Protocol
 
 import torch
 
-from hrkd_ds.config import StageConfig
+from hrkd_ds.config import StageConfig, TrainConfig
 from hrkd_ds.engine import checkpoint
 from hrkd_ds.engine.distributed import DistInfo, any_rank, barrier
 from hrkd_ds.engine.evaluate import EVAL_BATCH_SIZE, SplitEval, evaluate_dev_test
 from hrkd_ds.engine.logging_rows import Window, flat_for_wandb, step_row
+from hrkd_ds.engine.nonfinite import NonFiniteGuard
 from hrkd_ds.engine.preemption import EXIT_PREEMPTED, PreemptionFlag
 from hrkd_ds.engine.step import StepOutput, model_inputs
 from hrkd_ds.io import atomic_write_json
@@ -79,6 +80,7 @@ class StageRun:
     teacher: Any = None
     eval_batch_size: int = EVAL_BATCH_SIZE
     evaluate: bool = True  # False (label-free stages): no evaluation, the final model is exported
+    guard: TrainConfig = field(default_factory=TrainConfig)  # non-finite loss policy
 
 
 @dataclass
@@ -133,6 +135,7 @@ class Trainer:
         self.progress_bar = progress_bar and dist.is_main
         self.ckpt_dir = run.out_dir / "checkpoints"
         self.gas = run.engine.gradient_accumulation_steps()
+        self.guard = NonFiniteGuard(run.guard, run.role, dist.device, self.gas)
 
     # ---- evaluation and best models -------------------------------------------------------
     def _predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -155,6 +158,7 @@ class Trainer:
         self.tracker.log({f"{r.role}/step": p.step, **flat_for_wandb({f"{r.role}/eval": row["eval"]})})
         best = p.best
         if dev["average"] > best.overall.get("dev", {}).get("average", -1.0):
+            self.guard.check_weights(r.engine.module, p.step, "export")
             best.overall = {"step": p.step, "dev": dev, "test": test}
             r.export(r.out_dir / "model")
             if self.dist.is_main:  # the best model's own predictions, for paired comparisons between runs
@@ -162,12 +166,14 @@ class Trainer:
                                   {"step": p.step, "test": test_eval.predictions, "dev": dev_eval.predictions})
         for d in r.domains:
             if dev[d] > best.per_domain.get(d, {}).get("dev", -1.0):
+                self.guard.check_weights(r.engine.module, p.step, "export")
                 best.per_domain[d] = {"step": p.step, "dev": dev[d], "test": test[d]}
                 r.export(r.out_dir / "best_by_domain" / path_safe(d))
         best.final = {"step": p.step, "dev": dev, "test": test}
         p.evaluated, p.saved = True, False
 
     def _save(self, p: Progress) -> None:
+        self.guard.check_weights(self.run.engine.module, p.step, "checkpoint")
         checkpoint.save(self.run.engine, self.ckpt_dir, p.step, p.checkpoint_state(self.run.sampler), self.dist.rank)
         p.saved = True
 
@@ -184,13 +190,17 @@ class Trainer:
         self.metrics.rewind(self.run.role, state["step"])
         return Progress.restored(state)
 
-    def _train_step(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+    def _train_step(self, batch: dict[str, torch.Tensor], step: int) -> StepOutput | None:
+        """Forward, backward, optimizer step; None when a non-finite loss made every rank skip it."""
         r, engine = self.run, self.run.engine
         teacher_out = None
         if r.teacher is not None:
             with torch.no_grad():
                 teacher_out = r.teacher(**model_inputs(batch), output_internals=True)
         out = engine(batch, teacher_out=teacher_out)
+        out.loss = self.guard.loss(out.loss, step)
+        if not self.guard.step_ok(out.loss, step):
+            return None
         engine.backward(out.loss)
         engine.step()
         return out
@@ -210,14 +220,16 @@ class Trainer:
                 epoch = r.sampler.state_dict().get("epoch", 0)
                 for episode in r.sampler:
                     batch = r.collate(episode)
-                    out = self._train_step(batch)
+                    out = self._train_step(batch, p.step + 1)
                     p.step += 1
                     p.evaluated = p.saved = False
                     window.add(batch)
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{out.loss.item():.4f}")
-                    if r.stage.log_every and p.step % r.stage.log_every == 0:
+                        bar.set_postfix(loss=f"{out.loss.item():.4f}" if out is not None else "skipped")
+                    if out is None:
+                        self.metrics.write({"stage": r.role, "step": p.step, "skipped": "non-finite loss"})
+                    elif r.stage.log_every and p.step % r.stage.log_every == 0:
                         self._log(p.step, epoch, out, window)
                     if p.step % self.gas:
                         continue  # only act at optimizer-step boundaries (total_steps is a multiple of gas)
@@ -237,6 +249,7 @@ class Trainer:
             if bar is not None:
                 bar.close()
         if not r.evaluate:
+            self.guard.check_weights(r.engine.module, p.step, "export")
             r.export(r.out_dir / "model")
         elif not p.evaluated:
             self._record_eval(p)

@@ -125,7 +125,7 @@ class StageContext:
             dev_sets=self.split_sets("dev"), test_sets=self.split_sets("test"),
             domains=self.domains, pad_id=self.tokenizer.pad_token_id, out_dir=out_dir,
             total_steps=total, export=make_exporter(engine, self.tokenizer, self.dist, meta), teacher=teacher,
-            evaluate=evaluate,
+            evaluate=evaluate, guard=self.cfg.train,
         )
         best = Trainer(run, self.dist, self.metrics, self.tracker, self.preempt, self.cfg.tracking.progress_bar).fit()
         if not evaluate:

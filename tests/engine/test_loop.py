@@ -156,3 +156,30 @@ def test_preemption_then_resume_matches_uninterrupted(tmp_path):
     assert _losses(metrics) == _losses(ref_metrics)
     rows = lambda m: [(r["step"], r["eval"]) for r in m.rows("student") if "eval" in r]  # noqa: E731
     assert rows(metrics) == rows(ref_metrics)  # the deferred evaluation ran, once, with the same numbers
+
+
+def test_non_finite_weights_are_never_checkpointed_or_exported(tmp_path):
+    """A step that turns the weights NaN (finite loss, bad update) stops the run at the next write."""
+    from hrkd_ds.engine.nonfinite import EXIT_DIVERGED, Diverged
+
+    exports: list = []
+    run = _stage_run(tmp_path, exports)
+    engine, calls = run.engine, {"n": 0}
+    plain_step = engine.step
+
+    def poisoning_step():
+        plain_step()
+        calls["n"] += 1
+        if calls["n"] == 3:
+            with torch.no_grad():
+                engine.module.model.head.weight.fill_(float("nan"))
+
+    engine.step = poisoning_step
+    dist = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    trainer = Trainer(run, dist, MetricsLog(tmp_path / "metrics.jsonl", True),
+                      WandbRun(False, "p", "disabled", str(tmp_path), "x", {}), PreemptionFlag(), False)
+    with pytest.raises(Diverged) as stop:
+        trainer.fit()
+    assert stop.value.code == EXIT_DIVERGED and "step 3" in stop.value.message  # the evaluation at step 3 would export
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step*")) == ["step00000002"]
+    assert exports == []  # the only evaluation came after the poisoned step: nothing exported

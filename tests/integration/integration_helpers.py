@@ -87,14 +87,14 @@ class Result:
 class Launch:
     """One launcher (or single process) in its own session; stdout+stderr go to a log file."""
 
-    def __init__(self, cmd: list[str], log: Path) -> None:
+    def __init__(self, cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.cmd, self.log_path = cmd, log
         log.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log, "ab")
         self._log.write(("\n$ " + " ".join(cmd) + "\n").encode())
         self._log.flush()
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=self._log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env={**child_env(), **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
     def kill_group(self) -> None:
@@ -156,8 +156,8 @@ def descendants(root: int) -> list[int]:
     return out
 
 
-def run(cmd: list[str], log: Path, timeout: float = LAUNCH_TIMEOUT) -> Result:
-    return Launch(cmd, log).wait(timeout)
+def run(cmd: list[str], log: Path, timeout: float = LAUNCH_TIMEOUT, env: dict[str, str] | None = None) -> Result:
+    return Launch(cmd, log, env).wait(timeout)
 
 
 def train_args(out: Path, cache: Path, *extra: str, deepspeed: str | None = None) -> list[str]:
