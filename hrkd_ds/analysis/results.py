@@ -29,6 +29,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from hrkd_ds.analysis.compression_summary import render_compression, summarize_compression
 from hrkd_ds.analysis.bootstrap import DEFAULT_N_BOOT, pair_from_predictions, paired_bootstrap
 from hrkd_ds.io import atomic_write_json, atomic_write_text
 
@@ -221,6 +222,7 @@ def build_slices(cells: list[Cell], *, compare: Sequence[tuple[str, str]] = DEFA
             "comparisons": [_compare(by_method, a, b, domains, split, n_boot, seed, warnings)
                             for a, b in compare if a in by_method and b in by_method],
             "incomplete_seeds": {m: s for m, s in incomplete.items() if s},
+            "compression": summarize_compression({m: by_method[m] for m in methods}),
             "cells": sorted(str(c.cell_dir) for c in group),
             "warnings": warnings,
         })
@@ -266,6 +268,8 @@ def render_slice(sl: dict[str, Any], chart: str | None = None) -> str:
             f"{bs['n_pairs']} seed-pair(s) {c['seeds']}, B={bs['n_boot']}): **{_pts(bs['diff'])} pts**, "
             f"{100 * bs['level']:.0f}% CI [{_pts(bs['lo'])}, {_pts(bs['hi'])}], P(Δ ≤ 0) = {bs['p_le_0']:.4f}; "
             f"per domain: {per_dom}.")
+    if sl.get("compression"):
+        lines += ["", *render_compression(sl["compression"]), ""]
     for m, seeds in sl["incomplete_seeds"].items():
         lines.append(f"- {m}: no finished run for seed(s) {seeds}")
     for w in sl["warnings"]:

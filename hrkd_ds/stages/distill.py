@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import torch
+import yaml
 
+from hrkd_ds.config import to_dict
 from hrkd_ds.config.deepspeed import read_ds_config, zero_stage
 from hrkd_ds.distill.methods import build_step_module, method
 from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config
@@ -23,6 +26,28 @@ def teacher_export(ctx: StageContext) -> Path | None:
     src = ctx.teacher_dir or ctx.run_dir.stage_dir("teacher") / "model"
     recover_dir(src)  # an export interrupted between its two renames
     return src if (src / "config.json").is_file() else None
+
+
+SPLIT_FIELDS = ("format", "path", "test_path", "domains", "labels", "dev_fraction", "test_fraction", "split_seed",
+                "max_seq_len")  # what fixes the dev and test examples (train_fraction only thins train)
+
+
+def teacher_run_results(ctx: StageContext) -> dict | None:
+    """The teacher's accuracies from the finished run `teacher_from` names, when it is one and its
+    dev/test splits are ours (else the teacher is evaluated here)."""
+    run = Path(ctx.cfg.teacher_from) if ctx.cfg.teacher_from else None
+    if run is None or not (run / "results.json").is_file() or not (run / "config.yaml").is_file():
+        return None
+    theirs = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("data", {})
+    ours = to_dict(ctx.cfg)["data"]
+    if any(theirs.get(k) != ours[k] for k in SPLIT_FIELDS):
+        return None
+    return json.loads((run / "results.json").read_text()).get("teacher")
+
+
+def evaluate_teacher(ctx: StageContext, teacher_engine) -> dict:
+    with torch.no_grad():
+        return ctx.evaluate_model(teacher_engine)
 
 
 def teacher_source(ctx: StageContext) -> Path:
@@ -79,9 +104,10 @@ def run_distill(ctx: StageContext) -> None:
     teacher_engine = None
     if spec.uses_teacher:
         teacher_engine = build_teacher_engine(teacher, t_cfg)
-        if "teacher" not in ctx.results:  # teacher came from elsewhere: report it too
-            with torch.no_grad():
-                ctx.results["teacher"] = ctx.evaluate_model(teacher_engine)
+    if "teacher" not in ctx.results:  # teacher came from elsewhere: report it too
+        found = teacher_run_results(ctx) or (evaluate_teacher(ctx, teacher_engine) if teacher_engine else None)
+        if found is not None:
+            ctx.results["teacher"] = found
     ctx.results["student"] = ctx.train_stage("student", module, stage, teacher=teacher_engine)
     ctx.results["student"]["method"] = cfg.distill.method
     teacher_dir = src or teacher_export(ctx)  # the `none` baseline is compared with the teacher too

@@ -1,0 +1,59 @@
+"""The compression figures of a grid slice: what each method's students cost against the teacher.
+
+Every student cell records a compression report in its results.json (stages/artifacts.py); a
+slice shows, per method, the median over seeds (sizes are identical across seeds and methods of a
+student; latency is a noisy measurement, hence the median).
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Mapping
+
+
+def summarize_compression(by_method: Mapping[str, Mapping[int, Any]]) -> list[dict[str, Any]]:
+    """One row per method with any compression report: params, size, latency (ms) and speedup at
+    batch 1 and 32, accuracy retained (% of teacher), medians over seeds."""
+    rows = []
+    for method, cells in by_method.items():
+        reps = [c.results["student"].get("compression") for c in cells.values()]
+        reps = [r for r in reps if r]
+        if not reps:
+            continue
+
+        def med(get) -> float | None:
+            vals = [v for v in (get(r) for r in reps) if v is not None]
+            return statistics.median(vals) if vals else None
+
+        rows.append({
+            "method": method, "n": len(reps),
+            "student_params": med(lambda r: r["student"]["params"]), "teacher_params": med(lambda r: r["teacher"]["params"]),
+            "student_mb": med(lambda r: r["student"]["size_bytes"] / 2**20),
+            "teacher_mb": med(lambda r: r["teacher"]["size_bytes"] / 2**20),
+            "latency_ms": {b: med(lambda r, b=b: r["student"]["latency_ms"].get(b)) for b in ("1", "32")},
+            "teacher_latency_ms": {b: med(lambda r, b=b: r["teacher"]["latency_ms"].get(b)) for b in ("1", "32")},
+            "speedup": {b: med(lambda r, b=b: r["speedup"].get(b)) for b in ("1", "32")},
+            "retained_pct": med(lambda r: (r.get("accuracy") or {}).get("retained_pct")),
+        })
+    return rows
+
+
+def _f(x: float | None, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def render_compression(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: a table with the teacher first, then each method's students."""
+    if not rows:
+        return []
+    t = rows[0]
+    lines = ["Size and CPU latency (1 thread, sequence length of the run; median over seeds):", "",
+             "| model | params (M) | size (MiB) | latency b=1 (ms) | latency b=32 (ms) | speedup b=1 | speedup b=32 | accuracy retained |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|",
+             f"| teacher | {t['teacher_params'] / 1e6:.1f} | {t['teacher_mb']:.1f} | {_f(t['teacher_latency_ms']['1'], '.1f')} | "
+             f"{_f(t['teacher_latency_ms']['32'], '.0f')} | 1.00x | 1.00x | 100% |"]
+    for r in rows:
+        lines.append(f"| {r['method']} (n={r['n']}) | {r['student_params'] / 1e6:.1f} | {r['student_mb']:.1f} | "
+                     f"{_f(r['latency_ms']['1'], '.1f')} | {_f(r['latency_ms']['32'], '.0f')} | "
+                     f"{_f(r['speedup']['1'], '.2f')}x | {_f(r['speedup']['32'], '.2f')}x | {_f(r['retained_pct'], '.1f')}% |")
+    return lines

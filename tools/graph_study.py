@@ -1,0 +1,115 @@
+"""Why do HRKD's domain weights jump, and what makes them meaningful? Runs graph variants on one
+teacher and measures the weights' behaviour from each run's metrics.jsonl.
+
+    python tools/graph_study.py --out runs/graph_study [--seeds 1,2] [trainer overrides ...]
+
+Variants (distill stage only, one shared teacher): the default trained graph with dropout 0.1;
+trained without dropout; frozen at init (the reference release); frozen without dropout; and the
+KD baseline (uniform 1/K). Per variant it reports, over logged steps:
+- jump: mean |r_t - r_(t-1)| of the embedding-level weights between consecutive logged steps;
+- entropy: mean entropy of r over domains / log K (1 = uniform, 0 = one domain takes all);
+- easiest: share of steps where the largest weight sits on the domain with the smallest loss;
+- corr: mean Spearman correlation over steps between r_d and the domain's loss (negative: the
+  graph moves weight to the domains it already fits best);
+and the student's dev and test average. Writes <out>/graph_study.md and .json (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hrkd_ds.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+VARIANTS = {
+    "trained (default)": ["distill.method=hrkd"],
+    "trained, dropout 0": ["distill.method=hrkd", "graph.dropout=0"],
+    "frozen at init": ["distill.method=hrkd", "graph.trainable=false"],
+    "frozen, dropout 0": ["distill.method=hrkd", "graph.trainable=false", "graph.dropout=0"],
+    "kd (uniform 1/K)": ["distill.method=kd"],
+}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")
+
+
+def train(args: list[str], log: Path) -> None:
+    with open(log, "a") as f:
+        rc = subprocess.call([sys.executable, "hrkd_ds/train.py", *args], cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+    if rc != 0:
+        raise SystemExit(f"graph_study: a run failed (exit {rc}); see {log}")
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def weight_stats(rows: list[dict], domains: list[str]) -> dict[str, float]:
+    """Behaviour of the embedding-level weights r_0 against the embedding loss, over logged steps."""
+    rows = [r for r in rows if "weights" in r and "emb" in r.get("terms", {})]
+    if len(rows) < 2:
+        return {}
+    K = len(domains)
+    w = np.array([r["weights"][0] for r in rows])  # (S, K)
+    loss = np.array([[r["terms"]["emb"][d] for d in domains] for r in rows])  # (S, K)
+    ent = -(w * np.log(np.clip(w, 1e-12, 1))).sum(1) / math.log(K)
+    corr = [_spearman(w[i], loss[i]) for i in range(len(rows))]
+    return {
+        "jump": float(np.abs(np.diff(w, axis=0)).mean()),
+        "entropy": float(ent.mean()),
+        "max_weight": float(w.max(1).mean()),
+        "easiest": float((w.argmax(1) == loss.argmin(1)).mean()),
+        "corr": float(np.nanmean(corr)) if not all(math.isnan(c) for c in corr) else float("nan"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="runs/graph_study")
+    p.add_argument("--seeds", default="1,2")
+    p.add_argument("overrides", nargs="*", help="trainer overrides for every run (e.g. --config is not taken here)")
+    a = p.parse_args(argv)
+    out = Path(a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    common = [f"data.cache_dir={out / '.cache'}", "tracking.wandb_mode=disabled", "tracking.progress_bar=false",
+              "distill_train.log_every=2", *a.overrides]
+    teacher = out / "teacher"
+    if not (teacher / "teacher" / "DONE").is_file():
+        train([f"output_dir={teacher}", "stages=[teacher]", *common], out / "teacher.log")
+    table = []
+    for name, extra in VARIANTS.items():
+        for seed in [int(s) for s in a.seeds.split(",")]:
+            run = out / f"{slug(name)}-s{seed}"
+            if not (run / "student" / "DONE").is_file():
+                train([f"output_dir={run}", "stages=[distill]", f"teacher_from={teacher}", f"seed={seed}", *common, *extra],
+                      out / f"{run.name}.log")
+            domains = json.loads((run / "labels.json").read_text())["domains"]
+            rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+            res = json.loads((run / "results.json").read_text())["student"]
+            table.append({"variant": name, "seed": seed, **weight_stats([r for r in rows if r.get("stage") == "student"], domains),
+                          "dev": res["dev"]["average"], "test": res["test"]["average"]})
+    atomic_write_json(out / "graph_study.json", table)
+    keys = ("jump", "entropy", "max_weight", "easiest", "corr", "dev", "test")
+    lines = ["| variant | seed | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
+    for r in table:
+        lines.append(f"| {r['variant']} | {r['seed']} | " + " | ".join("–" if r.get(k) is None else f"{r[k]:.3f}" for k in keys) + " |")
+    atomic_write_text(out / "graph_study.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
