@@ -21,7 +21,6 @@ from transformers.utils import ModelOutput
 from hrkd_ds.distill.graph import DomainGraph
 from hrkd_ds.distill.layer_map import resolve_layer_map
 from hrkd_ds.distill.masked_sums import masked_squared_error_sums
-from hrkd_ds.distill.projected_sums import projected_squared_error_sums
 from hrkd_ds.distill.terms import head_average, pair_mask, soft_cross_entropy_per_domain, token_mask
 
 
@@ -125,9 +124,10 @@ class RelationalDistillLoss(_RelationalLossBase):
         tokens = token_mask(attention_mask, dtype)  # (N, T, 1)
         tok_per_domain = tokens.reshape(K, -1).sum(1).clamp_min(1)  # (K,)
 
-        # embedding + hidden: projected student vs teacher, W_l H_S never materialised
-        Ht = t_hid[0].shape[-1]
-        sums = projected_squared_error_sums(s_hid, t_hid, list(p.projections), tokens, K)  # (L+1, K)
+        # embedding + hidden: projected student vs teacher, one fused masked-MSE over L+1 levels
+        projected = [proj(h) for proj, h in zip(p.projections, s_hid)]  # L+1 x (N, T, Ht)
+        Ht = projected[0].shape[-1]
+        sums = masked_squared_error_sums(projected, t_hid, tokens, K)  # (L+1, K)
         emb_hid = sums / (tok_per_domain * Ht)
         att = self._attention_terms(list(student_out.attentions), t_att, attention_mask, K) if self.attention_loss \
             else emb_hid.new_zeros(len(s_hid) - 1, K)  # (L, K)
