@@ -82,6 +82,7 @@ class DistillConfig:
     temperature: float = 1.0
     fused: bool = True  # fused relational loss; False -> per-domain loop reference
     teacher_deepspeed: str = "ds_configs/teacher_zero3.json"
+    attention_loss: bool = True  # False -> no attention term: neither model computes attention maps
 
 
 @dataclass

@@ -98,4 +98,5 @@ def build_step_module(name: str, student: nn.Module, teacher: nn.Module | None, 
         return SupervisedModule(student, num_domains)
     loss_cls = RelationalDistillLoss if distill_cfg.fused else ReferenceDistillLoss
     loss = loss_cls.from_config(student, teacher, num_domains, spec.graph(graph_cfg), distill_cfg, prediction=spec.prediction)
+    loss.request_internals(student, teacher)
     return DistillModule(student, loss, num_domains)

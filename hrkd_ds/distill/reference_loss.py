@@ -21,9 +21,8 @@ class ReferenceDistillLoss(_RelationalLossBase):
         K = self._check(student_out, teacher_out, attention_mask, num_domains)
         p = self.params
         B = attention_mask.shape[0] // K
-        t_hid, t_att = self._teacher_layers(teacher_out)
+        t_all, t_att, t_logits = self._teacher_layers(teacher_out, student_out.embeddings.dtype)
         s_hid = [student_out.embeddings, *student_out.hidden_states]
-        t_all = [teacher_out.embeddings, *t_hid]
         L = len(s_hid) - 1
         emb, att, hid, pred, protos = [], [], [], [], []
         for d in range(K):
@@ -32,8 +31,9 @@ class ReferenceDistillLoss(_RelationalLossBase):
             projected = [proj(h[rows]) for proj, h in zip(p.projections, s_hid)]  # L+1 x (B, T, Ht)
             emb.append(hidden_mse(projected[0], t_all[0][rows], mask))
             hid.append(torch.stack([hidden_mse(projected[i], t_all[i][rows], mask) for i in range(1, L + 1)]))
-            att.append(torch.stack([attention_mse(student_out.attentions[i][rows], t_att[i][rows], mask) for i in range(L)]))
-            pred.append(soft_cross_entropy(student_out.logits[rows], teacher_out.logits[rows], self.temperature)
+            att.append(torch.stack([attention_mse(student_out.attentions[i][rows], t_att[i][rows], mask) for i in range(L)])
+                       if self.attention_loss else hid[-1].new_zeros(L))
+            pred.append(soft_cross_entropy(student_out.logits[rows], t_logits[rows], self.temperature)
                         if self.prediction else student_out.logits.new_zeros(()))
             protos.append(torch.stack([self._prototype(x, mask) for x in projected]))  # (L+1, Ht)
         emb, pred = torch.stack(emb), torch.stack(pred)  # (K,)

@@ -66,11 +66,13 @@ class _RelationalLossBase(nn.Module):
         layer_map: list[int] | None = None,
         temperature: float = 1.0,
         params: RelationalParams | None = None,
+        attention_loss: bool = True,
         prediction: bool = True,
     ):
         super().__init__()
         self.layer_map = resolve_layer_map(student_layers, teacher_layers, layer_map)
         self.temperature = temperature
+        self.attention_loss = attention_loss
         self.prediction = prediction  # False: no soft-logit term (general distillation has no task head)
         self.num_domains = num_domains
         self.params = params or RelationalParams(student_hidden, teacher_hidden, student_layers, num_domains, graph_cfg)
@@ -81,14 +83,16 @@ class _RelationalLossBase(nn.Module):
         """Build from two MultiDomainClassifiers and the graph/distill config sections."""
         return cls(
             student.hidden_size, teacher.hidden_size, student.num_layers, teacher.num_layers, num_domains,
-            graph_cfg, distill_cfg.layer_map or None, distill_cfg.temperature, params, prediction,
+            graph_cfg, distill_cfg.layer_map or None, distill_cfg.temperature, params, distill_cfg.attention_loss,
+            prediction,
         )
 
-    def _prediction_terms(self, student_out, teacher_out, K: int) -> torch.Tensor:
-        """(K,) soft cross-entropy per domain, or zeros when the method has no prediction term."""
-        if not self.prediction:
-            return student_out.logits.new_zeros(K)
-        return soft_cross_entropy_per_domain(student_out.logits, teacher_out.logits, K, self.temperature)
+    def request_internals(self, student, teacher) -> None:
+        """Make both encoders compute only what this loss reads: the student every layer's hidden
+        state (and map, with the attention term on), the teacher only the mapped layers'."""
+        student_layers = range(1, len(self.layer_map) + 1)
+        student.select_internals(student_layers, student_layers if self.attention_loss else ())
+        teacher.select_internals(self.layer_map, self.layer_map if self.attention_loss else ())
 
     def _check(self, student_out, teacher_out, attention_mask, num_domains):
         K = num_domains or self.num_domains
@@ -100,11 +104,14 @@ class _RelationalLossBase(nn.Module):
             raise ValueError("student depth does not match the loss's projections")
         return K
 
-    def _teacher_layers(self, teacher_out):
-        """Teacher (hidden, attention) lists aligned with the student layers via the layer map."""
-        t_hid = [teacher_out.hidden_states[j - 1] for j in self.layer_map]
-        t_att = [teacher_out.attentions[j - 1] for j in self.layer_map]
-        return t_hid, t_att
+    def _teacher_layers(self, teacher_out, dtype: torch.dtype):
+        """Teacher (embeddings + mapped hidden, mapped attention, logits) in the student's dtype.
+
+        A bf16 teacher's outputs are upcast here, so the loss is computed at the student's precision.
+        """
+        t_hid = [teacher_out.embeddings, *(teacher_out.hidden_states[j - 1] for j in self.layer_map)]
+        t_att = [teacher_out.attentions[j - 1] for j in self.layer_map] if self.attention_loss else []
+        return [t.to(dtype) for t in t_hid], [t.to(dtype) for t in t_att], teacher_out.logits.to(dtype)
 
 
 class RelationalDistillLoss(_RelationalLossBase):
@@ -115,8 +122,7 @@ class RelationalDistillLoss(_RelationalLossBase):
         K = self._check(student_out, teacher_out, attention_mask, num_domains)
         p = self.params
         dtype = student_out.embeddings.dtype
-        N, T = attention_mask.shape
-        t_hid, t_att = self._teacher_layers(teacher_out)
+        t_hid, t_att, t_logits = self._teacher_layers(teacher_out, dtype)
         s_hid = [student_out.embeddings, *student_out.hidden_states]  # L+1 x (N, T, Hs)
 
         tokens = token_mask(attention_mask, dtype)  # (N, T, 1)
@@ -125,21 +131,12 @@ class RelationalDistillLoss(_RelationalLossBase):
         # embedding + hidden: projected student vs teacher, one fused masked-MSE over L+1 levels
         projected = [proj(h) for proj, h in zip(p.projections, s_hid)]  # L+1 x (N, T, Ht)
         Ht = projected[0].shape[-1]
-        sums = masked_squared_error_sums(projected, [teacher_out.embeddings, *t_hid], tokens, K)  # (L+1, K)
+        sums = masked_squared_error_sums(projected, t_hid, tokens, K)  # (L+1, K)
         emb_hid = sums / (tok_per_domain * Ht)
-
-        # attention: (N, h, T, T) per layer, masked over valid (query, key) pairs
-        pairs = pair_mask(attention_mask, dtype)  # (N, 1, T, T)
-        s_att, t_att = list(student_out.attentions), t_att
-        heads = s_att[0].shape[1]
-        if heads != t_att[0].shape[1]:
-            s_att = [head_average(a, pairs) for a in s_att]
-            t_att = [head_average(a, pairs) for a in t_att]
-            heads = 1
-        pair_per_domain = pairs.reshape(K, -1).sum(1).clamp_min(1) * heads  # (K,)
-        att = masked_squared_error_sums(s_att, t_att, pairs, K) / pair_per_domain  # (L, K)
-
-        pred = self._prediction_terms(student_out, teacher_out, K)  # (K,)
+        att = self._attention_terms(list(student_out.attentions), t_att, attention_mask, K) if self.attention_loss \
+            else emb_hid.new_zeros(len(s_hid) - 1, K)  # (L, K)
+        pred = soft_cross_entropy_per_domain(student_out.logits, t_logits, K, self.temperature) if self.prediction \
+            else emb_hid.new_zeros(K)  # (K,)
 
         weights, ratios = self._domain_weights(s_hid, tokens, K)  # (L+1, K), (L, K, L+1)
         layer_terms = torch.cat([emb_hid[:1], att + emb_hid[1:]], dim=0)  # (L+1, K)
@@ -147,6 +144,18 @@ class RelationalDistillLoss(_RelationalLossBase):
         terms = {"emb": emb_hid[0], "att": att, "hid": emb_hid[1:], "pred": pred, "weights": weights, "ratios": ratios}
         terms = {k: v.detach() for k, v in terms.items()}
         return DistillLossOutput(total=total, terms=terms, weights=terms["weights"], ratios=terms["ratios"])
+
+    @staticmethod
+    def _attention_terms(s_att, t_att, attention_mask: torch.Tensor, K: int) -> torch.Tensor:
+        """(L, K) attention MSEs of (N, h, T, T) maps, masked over valid (query, key) pairs."""
+        pairs = pair_mask(attention_mask, s_att[0].dtype)  # (N, 1, T, T)
+        heads = s_att[0].shape[1]
+        if heads != t_att[0].shape[1]:
+            s_att = [head_average(a, pairs) for a in s_att]
+            t_att = [head_average(a, pairs) for a in t_att]
+            heads = 1
+        pair_per_domain = pairs.reshape(K, -1).sum(1).clamp_min(1) * heads  # (K,)
+        return masked_squared_error_sums(s_att, t_att, pairs, K) / pair_per_domain
 
     def prototypes(self, s_hid: list[torch.Tensor], tokens: torch.Tensor, K: int) -> torch.Tensor:
         """Domain prototypes F (L+1, K, Ht): mean of W_l H_S^l over the batch and tokens."""

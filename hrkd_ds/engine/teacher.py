@@ -9,9 +9,12 @@ run every teacher forward: with stage 3 it is a collective.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from hrkd_ds.io import atomic_write_json
 
 
 def teacher_ds_config(ds_cfg: dict[str, Any], micro_batch: int, world_size: int) -> dict[str, Any]:
@@ -49,3 +52,21 @@ def partition_fraction(engine_or_module) -> float:
             held += p.numel()
             total += p.numel()
     return held / max(1, total)
+
+
+def partition_record(engine_or_module) -> dict[str, Any]:
+    """What this rank holds of the teacher's parameters: fraction, bytes, and the devices holding them
+    (with `offload_param` the partition lives in CPU memory, whatever device computes)."""
+    module = getattr(engine_or_module, "module", engine_or_module)
+    held = [getattr(p, "ds_tensor", p) for p in module.parameters()]
+    return {"fraction": partition_fraction(module),
+            "held_bytes": sum(t.numel() * t.element_size() for t in held),
+            "full_bytes": sum(getattr(p, "ds_numel", p.numel()) * p.element_size() for p in module.parameters()),
+            "devices": sorted({str(t.device) for t in held})}
+
+
+def write_partition_record(engine, out_dir: Path, rank: int, world_size: int) -> None:
+    """out_dir/teacher_partition.rank<R>.json, so a run shows that no rank held the whole teacher."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / f"teacher_partition.rank{rank}.json",
+                      {"rank": rank, "world_size": world_size, **partition_record(engine)})

@@ -10,6 +10,11 @@ function: "scores" (reference-compatible) or "probs" (the trainer's default,
 
 Scores include the additive padding mask (finite `finfo(dtype).min` at padded keys): the loss
 masks those entries with the real attention mask, it never relies on their values.
+
+Only the layers whose maps a loss reads pay for them: the `hrkd_maps` keyword is a dict keyed by
+the 0-based layer indices wanted, and each of those layers stores its map there. Every other
+layer (and every call without `hrkd_maps`: prediction, evaluation) runs PyTorch's fused
+scaled_dot_product_attention, which never materialises the (N, heads, T, T) map.
 """
 
 from __future__ import annotations
@@ -32,18 +37,24 @@ def hrkd_eager_attention(
     scaling: float | None = None,
     dropout: float = 0.0,
     hrkd_attention: str = "probs",
+    hrkd_maps: dict[int, torch.Tensor | None] | None = None,
     **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager attention returning (output (N,T,heads,d), scores or probs (N,heads,T,T))."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(output (N,T,heads,d), scores or probs (N,heads,T,T)); fused SDPA and no map where none is wanted."""
     if scaling is None:
         scaling = query.size(-1) ** -0.5
+    if hrkd_maps is None or module.layer_idx not in hrkd_maps:
+        output = nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=dropout if module.training else 0.0, scale=scaling)
+        return output.transpose(1, 2).contiguous(), None
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
         scores = scores + attention_mask
     probs = nn.functional.softmax(scores, dim=-1)
     dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
     output = torch.matmul(dropped, value).transpose(1, 2).contiguous()
-    return output, (scores if hrkd_attention == "scores" else probs)
+    hrkd_maps[module.layer_idx] = scores if hrkd_attention == "scores" else probs
+    return output, hrkd_maps[module.layer_idx]
 
 
 def register_attention() -> str:

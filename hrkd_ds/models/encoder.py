@@ -9,7 +9,9 @@ attributes `hrkd_domains` / `hrkd_labels` say how to slice).
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -32,8 +34,23 @@ class EncoderOutputs(ModelOutput):
     logits: torch.Tensor | None = None  # (N, C) each example's own-domain slice
     all_logits: torch.Tensor | None = None  # (N, K*C)
     embeddings: torch.Tensor | None = None  # (N, T, H) embedding-layer output
-    hidden_states: tuple[torch.Tensor, ...] | None = None  # L x (N, T, H), layer outputs
-    attentions: tuple[torch.Tensor, ...] | None = None  # L x (N, heads, T, T), scores or probs
+    hidden_states: tuple[torch.Tensor | None, ...] | None = None  # L x (N, T, H), layer outputs; None where not selected
+    attentions: tuple[torch.Tensor | None, ...] | None = None  # L x (N, heads, T, T), scores or probs; None where not selected
+
+
+def _layer_indices(layers: Iterable[int] | None, count: int) -> frozenset[int]:
+    """1-based layer numbers (None: all) -> 0-based indices, checked against the depth."""
+    if layers is None:
+        return frozenset(range(count))
+    bad = [j for j in layers if not 1 <= j <= count]
+    if bad:
+        raise ValueError(f"layers {bad} outside 1..{count}")
+    return frozenset(j - 1 for j in layers)
+
+
+def _output_tensor(output):
+    """A layer's hidden-state output (transformers 4 layers return a tuple, 5 a tensor)."""
+    return output[0] if isinstance(output, tuple) else output
 
 
 def label_names(domains: list[str], labels: list[str]) -> dict[int, str]:
@@ -69,6 +86,17 @@ class MultiDomainClassifier(nn.Module):
         self.attention = attention
         self.num_domains = len(domains)
         self.num_labels = len(labels)
+        self.select_internals()
+
+    def select_internals(self, hidden_layers: Iterable[int] | None = None, map_layers: Iterable[int] | None = None) -> None:
+        """Which 1-based layers' hidden states and attention maps `output_internals` returns (None: all).
+
+        A distillation loss reads a few teacher layers: the others then keep no hidden state and
+        compute no attention map (fused SDPA instead of eager attention), which is most of the
+        teacher forward's activation memory.
+        """
+        self.hidden_layers = _layer_indices(hidden_layers, self.num_layers)
+        self.map_layers = _layer_indices(map_layers, self.num_layers)
 
     @property
     def config(self):
@@ -107,16 +135,18 @@ class MultiDomainClassifier(nn.Module):
         domain_ids: torch.Tensor | None = None,  # (N,)
         output_internals: bool = False,
     ) -> EncoderOutputs:
-        """Classify; with output_internals also return embeddings, hidden states and attention maps."""
-        out = self.hf_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            output_hidden_states=output_internals,
-            output_attentions=output_internals,
-            hrkd_attention=self.attention,
-            return_dict=True,
-        )
+        """Classify; with output_internals also return embeddings and the selected hidden states and maps."""
+        maps: dict[int, torch.Tensor | None] | None = dict.fromkeys(self.map_layers) if output_internals else None
+        hidden: dict[int, torch.Tensor] = {}
+        with self._recording(hidden, output_internals):
+            out = self.hf_model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                hrkd_attention=self.attention,
+                hrkd_maps=maps,
+                return_dict=True,
+            )
         all_logits = out.logits  # (N, K*C)
         n = all_logits.shape[0]
         ids = self._domain_ids(domain_ids, n, all_logits.device)
@@ -124,14 +154,34 @@ class MultiDomainClassifier(nn.Module):
         logits = per_domain.gather(1, ids.view(n, 1, 1).expand(n, 1, self.num_labels)).squeeze(1)  # (N, C)
         if not output_internals:
             return EncoderOutputs(logits=logits, all_logits=all_logits)
-        hidden = tuple(out.hidden_states)  # L+1 entries: embedding output first
         return EncoderOutputs(
             logits=logits,
             all_logits=all_logits,
-            embeddings=hidden[0],
-            hidden_states=hidden[1:],
-            attentions=tuple(out.attentions),
+            embeddings=hidden[-1],
+            hidden_states=tuple(hidden.get(i) for i in range(self.num_layers)),
+            attentions=tuple(maps.get(i) for i in range(self.num_layers)),
         )
+
+    @contextmanager
+    def _recording(self, store: dict[int, torch.Tensor], active: bool):
+        """Forward hooks keeping the embedding output (key -1) and the selected layers' outputs.
+
+        Registered per call, so they run after any hooks DeepSpeed registered at engine start
+        (ZeRO-3 may replace a module's output with a tensor that carries its backward hook).
+        """
+        if not active:
+            yield
+            return
+        base = self.hf_model.base_model  # BERT-family layout: embeddings, encoder.layer[i]
+        handles = [base.embeddings.register_forward_hook(lambda m, a, o: store.__setitem__(-1, o))]
+        for i in self.hidden_layers:
+            handles.append(base.encoder.layer[i].register_forward_hook(
+                lambda m, a, o, i=i: store.__setitem__(i, _output_tensor(o))))
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
 
 def _names(names: list[str] | None, count: int, prefix: str) -> list[str]:

@@ -12,7 +12,7 @@ import yaml
 from hrkd_ds.config import to_dict
 from hrkd_ds.config.deepspeed import read_ds_config, zero_stage
 from hrkd_ds.distill.methods import build_step_module, method
-from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config
+from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config, write_partition_record
 from hrkd_ds.errors import UserError
 from hrkd_ds.io import recover_dir
 from hrkd_ds.models.encoder import MultiDomainClassifier, build_model
@@ -104,6 +104,7 @@ def run_distill(ctx: StageContext) -> None:
     teacher_engine = None
     if spec.uses_teacher:
         teacher_engine = build_teacher_engine(teacher, t_cfg)
+        write_partition_record(teacher_engine, ctx.run_dir.stage_dir("student"), ctx.dist.rank, ctx.dist.world_size)
     if "teacher" not in ctx.results:  # teacher came from elsewhere: report it too
         found = teacher_run_results(ctx) or (evaluate_teacher(ctx, teacher_engine) if teacher_engine else None)
         if found is not None:

@@ -41,9 +41,11 @@ def zero2_run(it_root, it_cache):
 
 @pytest.fixture(scope="session")
 def zero3_run(it_root, it_cache):
-    """torchrun, 2 ranks, ZeRO-3 everywhere, method kd; teacher dropout 0 (reused by the 1-vs-2-rank test)."""
+    """torchrun, 2 ranks, ZeRO-3 student, ZeRO-3 teacher with parameter offload, method kd; teacher
+    dropout 0 (reused by the 1-vs-2-rank test, which compares the teacher stage only)."""
     out = it_root / "zero3"
     cmd = torchrun_cmd(2, free_port()) + train_args(out, it_cache, "distill.method=kd", "teacher.dropout=0",
+                                                    "distill.teacher_deepspeed=ds_configs/teacher_zero3_offload.json",
                                                     deepspeed="ds_configs/zero3.json")
     res = run(cmd, it_root / "zero3.log")
     assert_ok(res, "torchrun ZeRO-3 run")

@@ -53,10 +53,16 @@ def test_deepspeed_launcher_zero2_student_zero3_teacher(zero2_run):
     assert results["student"]["method"] == "hrkd"
 
 
-def test_torchrun_zero3_student_kd(zero3_run):
+def test_torchrun_zero3_student_kd_offloaded_teacher(zero3_run):
     out, _ = zero3_run
     results = check_finished_run(out, 6, 6, world=2)
     assert results["student"]["method"] == "kd"
+    records = [json.loads((out / "student" / f"teacher_partition.rank{r}.json").read_text()) for r in range(2)]
+    for r, rec in enumerate(records):  # each rank holds about half of the teacher, in CPU memory (offload)
+        assert rec["rank"] == r and rec["world_size"] == 2
+        assert rec["fraction"] == pytest.approx(0.5, abs=0.02), rec
+        assert rec["held_bytes"] == pytest.approx(rec["full_bytes"] / 2, rel=0.02) and rec["devices"] == ["cpu"]
+    assert records[0]["full_bytes"] == records[1]["full_bytes"] > 0
 
 
 def test_one_rank_matches_two_ranks_on_the_same_global_batch(zero3_run, it_root, it_cache):

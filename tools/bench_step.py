@@ -1,0 +1,319 @@
+"""Samples/s of one full distillation step: plain PyTorch, DeepSpeed engines, the reference style.
+
+One step = teacher forward (no grad) + student forward and backward through the fused HRKD loss +
+optimizer step (AdamW), on identical models and batches. Variants, timed round-robin in one
+process (world of 1), median over --repeats rounds after one warm-up round:
+
+- plain: the same math in a plain PyTorch loop (no DeepSpeed);
+- zero{0,2,3}: the student in a DeepSpeed engine at that ZeRO stage, teacher unpartitioned (a
+  plain module) or in its ZeRO-3 inference engine (`t-zero3`), as the trainer builds them;
+- zero2/t-zero3-bf16: the teacher engine from ds_configs/teacher_zero3_bf16.json;
+- reference: one full teacher copy per domain (K teacher forwards on each domain's rows, every
+  layer's map and state kept) and the per-domain loop loss (ReferenceDistillLoss).
+
+Paper shapes by default (teacher 12 x 768, student 4 x 312, K=5 x 8 examples, 128 tokens, random
+right padding, random weights). On a 2-core CPU a round takes about 2 minutes (12 s per BERT-base
+teacher forward). Also printed:
+- the bf16 teacher's loss terms against the fp32 teacher's (max relative difference per term);
+- the 24 x 1024 teacher forward with every layer's internals vs only the mapped layers'
+  (time, and activation memory = peak RSS minus RSS before the forward, each in a fresh
+  subprocess so one variant's peak cannot hide the other's); skip with --no-forward.
+
+Last line: `engine_overhead_pct: X speedup_vs_reference_style: Y`, X = ZeRO-2 engine with the
+teacher unpartitioned vs the plain loop, Y = reference step time / the trainer's default step
+(ZeRO-2 student, ZeRO-3 teacher). `--sweep` prints samples/s against teacher size instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from hrkd_ds.config import DistillConfig, GraphConfig, ModelConfig, StageConfig  # noqa: E402
+from hrkd_ds.config.deepspeed import read_ds_config, with_batch_sizes  # noqa: E402
+from hrkd_ds.distill import ReferenceDistillLoss, RelationalDistillLoss  # noqa: E402
+from hrkd_ds.distill.methods import DistillModule  # noqa: E402
+from hrkd_ds.engine.distributed import init_distributed, silence_known_warnings  # noqa: E402
+from hrkd_ds.engine.student import _param_groups, build_student_engine  # noqa: E402
+from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config  # noqa: E402
+from hrkd_ds.models import build_model  # noqa: E402
+from hrkd_ds.models.encoder import EncoderOutputs  # noqa: E402
+
+C = 2  # labels per domain
+SWEEP = [(6, 384), (12, 768), (24, 1024)]
+SWEEP_VARIANTS = ["plain", "zero2", "zero2/t-zero3", "reference"]
+ALL_VARIANTS = ["plain", "zero0", "zero2", "zero3", "zero2/t-zero3", "zero3/t-zero3", "zero2/t-zero3-bf16", "reference"]
+TEACHER_JSON = {"t-zero3": "ds_configs/teacher_zero3.json", "t-zero3-bf16": "ds_configs/teacher_zero3_bf16.json"}
+
+
+def make_batch(a, gen) -> dict[str, torch.Tensor]:
+    N, T = a.domains * a.batch, a.seq
+    ids = torch.randint(1, a.vocab, (N, T), generator=gen)
+    mask = (torch.arange(T)[None] < torch.randint(T // 4, T + 1, (N, 1), generator=gen)).long()
+    return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids),
+            "domain_ids": torch.arange(a.domains).repeat_interleave(a.batch), "labels": torch.randint(0, C, (N,), generator=gen)}
+
+
+def inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def build_teacher(a, layers: int, hidden: int):
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=hidden, num_layers=layers, num_heads=hidden // 64, intermediate_size=4 * hidden, dropout=0.1)
+    return build_model(cfg, a.domains, C, a.vocab, 0, a.seq, attention="probs").eval()
+
+
+def build_pair(a, layers: int, hidden: int):
+    """Teacher and the DistillModule (student + fused loss) every variant starts from."""
+    teacher = build_teacher(a, layers, hidden)
+    cfg = ModelConfig(hidden_size=a.student_hidden, num_layers=a.student_layers, num_heads=a.student_heads,
+                      intermediate_size=a.student_intermediate, dropout=0.1)
+    student = build_model(cfg, a.domains, C, a.vocab, 0, a.seq, attention="probs")
+    loss = RelationalDistillLoss.from_config(student, teacher, a.domains, GraphConfig(), DistillConfig())
+    loss.request_internals(student, teacher)
+    return teacher, DistillModule(student, loss, a.domains)
+
+
+def concat_outputs(outs: list[EncoderOutputs]) -> EncoderOutputs:
+    """Per-domain teacher outputs -> one domain-major EncoderOutputs."""
+    cat = lambda xs: torch.cat(list(xs))  # noqa: E731
+    return EncoderOutputs(logits=cat(o.logits for o in outs), all_logits=cat(o.all_logits for o in outs),
+                          embeddings=cat(o.embeddings for o in outs),
+                          hidden_states=tuple(map(cat, zip(*(o.hidden_states for o in outs)))),
+                          attentions=tuple(map(cat, zip(*(o.attentions for o in outs)))))
+
+
+def adamw(module):
+    return torch.optim.AdamW(_param_groups(module, 0.01), lr=5e-5, betas=(0.9, 0.999), eps=1e-6)
+
+
+def plain_step(teacher, module):
+    """The trainer's math without DeepSpeed."""
+    opt = adamw(module)
+    module.train()
+
+    def step(batch):
+        with torch.no_grad():
+            t_out = teacher(**inputs(batch), output_internals=True)
+        module(batch, teacher_out=t_out).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def reference_step(a, teacher, module):
+    """K full teacher copies, each on its own domain's rows, every layer's internals; loop loss."""
+    teachers = [copy.deepcopy(teacher) for _ in range(a.domains)]
+    student = module.model
+    loss = ReferenceDistillLoss.from_config(student, teacher, a.domains, GraphConfig(), DistillConfig())
+    for t in teachers:
+        t.select_internals()
+    student.select_internals()
+    ref = DistillModule(student, loss, a.domains).train()
+    opt = adamw(ref)
+    rows = [slice(d * a.batch, (d + 1) * a.batch) for d in range(a.domains)]
+
+    def step(batch):
+        with torch.no_grad():
+            t_out = concat_outputs([t(**{k: v[r] for k, v in inputs(batch).items()}, output_internals=True)
+                                    for t, r in zip(teachers, rows)])
+        ref(batch, teacher_out=t_out).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def teacher_engine(teacher, json_path: str, micro: int):
+    return build_teacher_engine(copy.deepcopy(teacher), teacher_ds_config(read_ds_config(json_path), micro, 1))
+
+
+def engine_step(a, teacher, module, variant: str):
+    """`zero<S>` or `zero<S>/<teacher>`: the trainer's engines, as hrkd_ds/engine/loop.py steps them."""
+    stage, _, t_kind = variant.partition("/")
+    micro = a.domains * a.batch
+    if t_kind:
+        teacher = teacher_engine(teacher, TEACHER_JSON[t_kind], micro)
+    path = f"ds_configs/{stage}.json"
+    engine = build_student_engine(module, with_batch_sizes(read_ds_config(path), micro, 1, path), StageConfig(), 1000)
+    engine.train()
+
+    def step(batch):
+        with torch.no_grad():
+            t_out = teacher(**inputs(batch), output_internals=True)
+        out = engine(batch, teacher_out=t_out)
+        engine.backward(out.loss)
+        engine.step()
+    return step
+
+
+def make_steps(a, variants: list[str], layers: int, hidden: int):
+    teacher, module = build_pair(a, layers, hidden)
+    steps = {}
+    for v in variants:
+        fresh = copy.deepcopy(module)  # same starting weights, own optimizer state
+        if v == "plain":
+            steps[v] = plain_step(teacher, fresh)
+        elif v == "reference":
+            steps[v] = reference_step(a, teacher, fresh)
+        else:
+            steps[v] = engine_step(a, teacher, fresh, v)
+    return teacher, module, steps
+
+
+def time_interleaved(steps: dict, batch, repeats: int) -> dict[str, float]:
+    """Median seconds per step, variants round-robin (one warm-up round) so load hits all alike."""
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for i in range(repeats + 1):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step(batch)
+            if i:
+                times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bf16_term_differences(a, teacher, module, batch) -> dict[str, float]:
+    """Max relative difference of each loss term, bf16 teacher engine vs the fp32 teacher."""
+    bf16 = teacher_engine(teacher, TEACHER_JSON["t-zero3-bf16"], a.domains * a.batch)
+    module.eval()
+    with torch.no_grad():
+        s_out = module.model(**inputs(batch), output_internals=True)
+        t32 = teacher(**inputs(batch), output_internals=True)
+        t16 = bf16(**inputs(batch), output_internals=True)
+        a32 = module.loss(s_out, t32, batch["attention_mask"], a.domains)
+        a16 = module.loss(s_out, t16, batch["attention_mask"], a.domains)
+    return {k: float(((a32.terms[k] - a16.terms[k]).abs() / a32.terms[k].abs().clamp_min(1e-12)).max())
+            for k in ("emb", "hid", "att", "pred")} | {"total": abs(a32.total.item() / a16.total.item() - 1)}
+
+
+def status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+
+def forward_activation_bytes(a, mode: str) -> int:
+    """In this (fresh) process: peak RSS of one big-teacher forward minus RSS before it.
+
+    The peak is reset first (Linux /proc/self/clear_refs "5"), so building the models cannot hide it.
+    """
+    teacher, _ = build_pair(a, a.forward_layers, a.forward_hidden)
+    if mode == "all":
+        teacher.select_internals()
+    batch = inputs(make_batch(a, torch.Generator().manual_seed(0)))
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = status_bytes("VmRSS")
+    with torch.no_grad():
+        out = teacher(**batch, output_internals=True)
+    peak = status_bytes("VmHWM")
+    del out
+    return peak - before
+
+
+def forward_rows(a) -> dict[str, dict[str, float]]:
+    """Time (interleaved, this process) and activation memory (fresh subprocess each) of the big
+    teacher's forward with every layer's internals vs only the mapped layers'."""
+    teacher, _ = build_pair(a, a.forward_layers, a.forward_hidden)
+    mapped = (teacher.hidden_layers, teacher.map_layers)
+    batch = inputs(make_batch(a, torch.Generator().manual_seed(0)))
+    times: dict[str, list[float]] = {"all": [], "selected": []}
+    for i in range(a.forward_repeats + 1):
+        for mode in times:
+            teacher.select_internals() if mode == "all" else teacher.select_internals(*([j + 1 for j in m] for m in mapped))
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                teacher(**batch, output_internals=True)
+            if i:
+                times[mode].append(time.perf_counter() - t0)
+    del teacher
+    gc.collect()
+    rows = {}
+    for mode in times:
+        cmd = [sys.executable, os.path.abspath(__file__), "--measure-forward", mode, *sys.argv[1:]]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows[mode] = {"seconds": statistics.median(times[mode]), "activation_bytes": int(res.stdout.strip().splitlines()[-1])}
+    return rows
+
+
+def main_table(a) -> None:
+    variants = a.variants.split(",") if a.variants else ALL_VARIANTS
+    batch = make_batch(a, torch.Generator().manual_seed(0))
+    teacher, module, steps = make_steps(a, variants, a.teacher_layers, a.teacher_hidden)
+    t = time_interleaved(steps, batch, a.repeats)
+    N = a.domains * a.batch
+    print(f"threads {torch.get_num_threads()}, K={a.domains} x B={a.batch}, T={a.seq}, teacher {a.teacher_layers}x"
+          f"{a.teacher_hidden}, student {a.student_layers}x{a.student_hidden}, median of {a.repeats} rounds")
+    print(f"{'variant (student/teacher)':<28}{'s/step':>10}{'samples/s':>12}")
+    for name, sec in t.items():
+        print(f"{name:<28}{sec:>10.2f}{N / sec:>12.2f}")
+    diffs = bf16_term_differences(a, teacher, module, batch)
+    print("bf16 teacher vs fp32, max relative difference per loss term: "
+          + " ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+    if not a.no_forward:
+        rows = forward_rows(a)
+        print(f"teacher {a.forward_layers}x{a.forward_hidden} forward          s/forward   activation MiB")
+        for mode, r in rows.items():
+            print(f"  {mode + ' layers internals':<44}{r['seconds']:>10.2f}{r['activation_bytes'] / 2**20:>16.0f}")
+        print(f"forward_time_ratio_all_vs_selected: {rows['all']['seconds'] / rows['selected']['seconds']:.2f} "
+              f"activation_ratio_all_vs_selected: {rows['all']['activation_bytes'] / max(1, rows['selected']['activation_bytes']):.2f}")
+    overhead = (t["zero2"] / t["plain"] - 1) * 100 if {"zero2", "plain"} <= t.keys() else float("nan")
+    speedup = t["reference"] / t["zero2/t-zero3"] if {"reference", "zero2/t-zero3"} <= t.keys() else float("nan")
+    print(f"engine_overhead_pct: {overhead:.1f} speedup_vs_reference_style: {speedup:.2f}")
+
+
+def main_sweep(a) -> None:
+    N = a.domains * a.batch
+    batch = make_batch(a, torch.Generator().manual_seed(0))
+    print(f"samples/s against teacher size (K={a.domains} x B={a.batch}, T={a.seq}, student {a.student_layers}x{a.student_hidden})")
+    print(f"{'teacher':<10}" + "".join(f"{v:>16}" for v in SWEEP_VARIANTS))
+    for layers, hidden in SWEEP:
+        _, _, steps = make_steps(a, SWEEP_VARIANTS, layers, hidden)
+        t = time_interleaved(steps, batch, a.repeats)
+        print(f"{layers}x{hidden:<7}" + "".join(f"{N / t[v]:>16.2f}" for v in SWEEP_VARIANTS))
+        del steps
+        gc.collect()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--domains", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=8, help="examples per domain")
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--vocab", type=int, default=30522)
+    ap.add_argument("--teacher-layers", type=int, default=12)
+    ap.add_argument("--teacher-hidden", type=int, default=768, help="heads = hidden / 64, FFN = 4 x hidden")
+    ap.add_argument("--student-layers", type=int, default=4)
+    ap.add_argument("--student-hidden", type=int, default=312)
+    ap.add_argument("--student-heads", type=int, default=12)
+    ap.add_argument("--student-intermediate", type=int, default=1200)
+    ap.add_argument("--repeats", type=int, default=2, help="timed rounds after one warm-up round")
+    ap.add_argument("--forward-repeats", type=int, default=2)
+    ap.add_argument("--forward-layers", type=int, default=24, help="teacher of the forward-memory measurement")
+    ap.add_argument("--forward-hidden", type=int, default=1024)
+    ap.add_argument("--variants", default="", help=f"comma list out of {','.join(ALL_VARIANTS)} (default: all)")
+    ap.add_argument("--sweep", action="store_true", help=f"samples/s for teachers {SWEEP} instead of the table")
+    ap.add_argument("--no-forward", action="store_true", help="skip the 24-layer teacher forward measurement")
+    ap.add_argument("--measure-forward", choices=["all", "selected"], help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.measure_forward:
+        print(forward_activation_bytes(a, a.measure_forward))
+        return
+    init_distributed()
+    silence_known_warnings()
+    main_sweep(a) if a.sweep else main_table(a)
+
+
+if __name__ == "__main__":
+    main()
