@@ -21,7 +21,8 @@ from transformers.utils import ModelOutput
 from hrkd_ds.distill.graph import DomainGraph
 from hrkd_ds.distill.layer_map import resolve_layer_map
 from hrkd_ds.distill.masked_sums import masked_squared_error_sums
-from hrkd_ds.distill.terms import head_average, pair_mask, soft_cross_entropy_per_domain, token_mask
+from hrkd_ds.distill.normalization import loss_masks
+from hrkd_ds.distill.terms import head_average, soft_cross_entropy_per_domain, token_mask
 
 
 @dataclass
@@ -67,12 +68,14 @@ class _RelationalLossBase(nn.Module):
         temperature: float = 1.0,
         params: RelationalParams | None = None,
         prediction: bool = True,
+        normalization: str = "masked",
     ):
         super().__init__()
         self.layer_map = resolve_layer_map(student_layers, teacher_layers, layer_map)
         self.temperature = temperature
         self.prediction = prediction  # False: no soft-logit term (general distillation has no task head)
         self.num_domains = num_domains
+        self.normalization = normalization  # MSE denominators, hrkd_ds/distill/normalization.py
         self.params = params or RelationalParams(student_hidden, teacher_hidden, student_layers, num_domains, graph_cfg)
 
     @classmethod
@@ -82,6 +85,7 @@ class _RelationalLossBase(nn.Module):
         return cls(
             student.hidden_size, teacher.hidden_size, student.num_layers, teacher.num_layers, num_domains,
             graph_cfg, distill_cfg.layer_map or None, distill_cfg.temperature, params, prediction,
+            distill_cfg.normalization,
         )
 
     def _prediction_terms(self, student_out, teacher_out, K: int) -> torch.Tensor:
@@ -119,24 +123,24 @@ class RelationalDistillLoss(_RelationalLossBase):
         t_hid, t_att = self._teacher_layers(teacher_out)
         s_hid = [student_out.embeddings, *student_out.hidden_states]  # L+1 x (N, T, Hs)
 
-        tokens = token_mask(attention_mask, dtype)  # (N, T, 1)
-        tok_per_domain = tokens.reshape(K, -1).sum(1).clamp_min(1)  # (K,)
+        tokens = token_mask(attention_mask, dtype)  # (N, T, 1), for the prototypes
+        masks = loss_masks(attention_mask, dtype, K, self.normalization)  # what the MSEs count and divide by
 
         # embedding + hidden: projected student vs teacher, one fused masked-MSE over L+1 levels
         projected = [proj(h) for proj, h in zip(p.projections, s_hid)]  # L+1 x (N, T, Ht)
         Ht = projected[0].shape[-1]
-        sums = masked_squared_error_sums(projected, [teacher_out.embeddings, *t_hid], tokens, K)  # (L+1, K)
-        emb_hid = sums / (tok_per_domain * Ht)
+        sums = masked_squared_error_sums(projected, [teacher_out.embeddings, *t_hid], masks.tokens, K)  # (L+1, K)
+        emb_hid = sums / (masks.tokens_per_domain * Ht)
 
         # attention: (N, h, T, T) per layer, masked over valid (query, key) pairs
-        pairs = pair_mask(attention_mask, dtype)  # (N, 1, T, T)
+        pairs = masks.pairs  # (N, 1, T, T)
         s_att, t_att = list(student_out.attentions), t_att
         heads = s_att[0].shape[1]
         if heads != t_att[0].shape[1]:
             s_att = [head_average(a, pairs) for a in s_att]
             t_att = [head_average(a, pairs) for a in t_att]
             heads = 1
-        pair_per_domain = pairs.reshape(K, -1).sum(1).clamp_min(1) * heads  # (K,)
+        pair_per_domain = masks.pairs_per_domain * heads  # (K,)
         att = masked_squared_error_sums(s_att, t_att, pairs, K) / pair_per_domain  # (L, K)
 
         pred = self._prediction_terms(student_out, teacher_out, K)  # (K,)
