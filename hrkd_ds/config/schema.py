@@ -24,6 +24,8 @@ class DataConfig:
     label_column: str = "label"  # table format only
     domain_column: str = "domain"  # table format only
     max_seq_len: int = 128
+    # episode padding: the episode's longest row, or every row to max_seq_len (the reference's)
+    pad_to: Literal["longest", "max_length"] = "longest"
     train_fraction: float = 1.0  # few-shot: fraction of each domain's training data kept
     dev_fraction: float = 0.09  # amazon/table: share of each domain held out for dev
     test_fraction: float = 0.10  # amazon/table: share of each domain held out for test
