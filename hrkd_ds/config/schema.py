@@ -68,10 +68,11 @@ class GraphConfig:
     detach_prototypes: bool = True  # reference lets gradients flow through the ratios (False)
     mask_padding: bool = True  # reference averages padding tokens into prototypes (False)
     heads: int = 8
-    hidden_per_head: int = 8  # GAT width per head
+    hidden_per_head: int = 8  # GAT width per head; 0 -> the prototype width (the reference's)
     dropout: float = 0.1
     leaky_relu_slope: float = 0.2
     scale_scores: bool = True  # divide compare-aggregate bilinear scores by sqrt(D); reference: False
+    init: Literal["ours", "reference"] = "ours"  # Xavier bounds of U, V and the GAT (docs/METHOD.md)
 
 
 @dataclass
