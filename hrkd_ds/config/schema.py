@@ -24,6 +24,8 @@ class DataConfig:
     label_column: str = "label"  # table format only
     domain_column: str = "domain"  # table format only
     max_seq_len: int = 128
+    # episode padding: the episode's longest row, or every row to max_seq_len (the reference's)
+    pad_to: Literal["longest", "max_length"] = "longest"
     train_fraction: float = 1.0  # few-shot: fraction of each domain's training data kept
     dev_fraction: float = 0.09  # amazon/table: share of each domain held out for dev
     test_fraction: float = 0.10  # amazon/table: share of each domain held out for test
@@ -66,10 +68,11 @@ class GraphConfig:
     detach_prototypes: bool = True  # reference lets gradients flow through the ratios (False)
     mask_padding: bool = True  # reference averages padding tokens into prototypes (False)
     heads: int = 8
-    hidden_per_head: int = 8  # GAT width per head
+    hidden_per_head: int = 8  # GAT width per head; 0 -> the prototype width (the reference's)
     dropout: float = 0.1
     leaky_relu_slope: float = 0.2
     scale_scores: bool = True  # divide compare-aggregate bilinear scores by sqrt(D); reference: False
+    init: Literal["ours", "reference"] = "ours"  # Xavier bounds of U, V and the GAT (docs/METHOD.md)
 
 
 @dataclass
@@ -80,6 +83,8 @@ class DistillConfig:
     layer_map: list[int] = field(default_factory=list)  # [] -> uniform; teacher layer per student layer (1-based)
     attention: Literal["probs", "scores"] = "probs"  # post-softmax (bounded) | pre-softmax (the reference's)
     temperature: float = 1.0
+    # MSE denominators: real tokens / real (query, key) pairs, or every element as the reference
+    normalization: Literal["masked", "reference"] = "masked"
     fused: bool = True  # fused relational loss; False -> per-domain loop reference
     teacher_deepspeed: str = "ds_configs/teacher_zero3.json"
     attention_loss: bool = True  # False -> no attention term: neither model computes attention maps

@@ -50,7 +50,7 @@ def validate(cfg: Config) -> Config:
         cfg.distill.layer_map = list(cfg.student.teacher_layers)  # distil each kept layer against itself
     g = cfg.graph
     _check_range("graph.heads", g.heads >= 1, g.heads, ">= 1")
-    _check_range("graph.hidden_per_head", g.hidden_per_head >= 1, g.hidden_per_head, ">= 1")
+    _check_range("graph.hidden_per_head", g.hidden_per_head >= 0, g.hidden_per_head, ">= 0 (0 = prototype width)")
     _check_range("graph.dropout", 0.0 <= g.dropout < 1.0, g.dropout, "0 <= x < 1")
     _check_range("train.max_nonfinite_steps", cfg.train.max_nonfinite_steps >= 1, cfg.train.max_nonfinite_steps, ">= 1")
     _check_range("distill.temperature", cfg.distill.temperature > 0, cfg.distill.temperature, "> 0")

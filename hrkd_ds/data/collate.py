@@ -1,25 +1,33 @@
 """Episode batches (evaluation uses them with one domain): domain-major (K*B, T) tensors padded to the episode's longest row.
 
 One T for all K domains lets the model run the whole episode as one batch and lets the fused
-loss stack domains without re-padding.
+loss stack domains without re-padding. `pad_to="max_length"` pads every row to max_seq_len
+instead, as the reference release does: with padding averaged into the prototypes
+(graph.mask_padding=false) the domain weights depend on the padded length (docs/METHOD.md).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 _PADDED = (("input_ids", None), ("attention_mask", 0), ("token_type_ids", 0))  # None -> pad_id
 
 
-def _pad(rows: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]:
+def _pad(rows: dict[str, list], pad_id: int, length: int | None = None) -> dict[str, torch.Tensor]:
     out = {
         key: pad_sequence([torch.tensor(r, dtype=torch.long) for r in rows[key]], batch_first=True,
                           padding_value=pad_id if value is None else value)
         for key, value in _PADDED
     }  # fmt: skip
+    if length is not None:
+        T = out["input_ids"].shape[1]
+        if T > length:
+            raise ValueError(f"row of {T} tokens is longer than max_seq_len={length}")
+        out = {key: F.pad(out[key], (0, length - T), value=pad_id if value is None else value) for key, value in _PADDED}
     out["labels"] = torch.tensor(rows["label"], dtype=torch.long)
     return out
 
@@ -28,10 +36,13 @@ def _gather(dataset, indices: Sequence[int]) -> dict[str, list]:
     return dataset.select_columns(["input_ids", "attention_mask", "token_type_ids", "label"])[list(indices)]
 
 
-def collate_episode(per_domain_datasets: Sequence, episode: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_episode(per_domain_datasets: Sequence, episode: Sequence[Sequence[int]], pad_id: int,
+                    pad_to: Literal["longest", "max_length"] = "longest", max_seq_len: int | None = None) -> dict[str, torch.Tensor]:
     """episode[k] indexes per_domain_datasets[k]; rows are domain-major, domain_ids says whose."""
+    if pad_to == "max_length" and not max_seq_len:
+        raise ValueError("pad_to='max_length' needs max_seq_len")
     parts = [_gather(ds, idx) for ds, idx in zip(per_domain_datasets, episode, strict=True)]
     rows = {key: [row for p in parts for row in p[key]] for key in ("input_ids", "attention_mask", "token_type_ids", "label")}
-    batch = _pad(rows, pad_id)
+    batch = _pad(rows, pad_id, max_seq_len if pad_to == "max_length" else None)
     batch["domain_ids"] = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor([len(idx) for idx in episode]))
     return batch

@@ -11,6 +11,11 @@ reference). They must agree; tests check it.
 
 Departure from the reference (docs/METHOD.md, "Departures" #4): bilinear scores are divided by sqrt(D) so the
 softmaxes do not saturate (`graph.scale_scores`; the reference leaves them unscaled).
+
+`graph.init=reference` draws every matrix from the release's Xavier-uniform bounds: gain 1.414,
+and for V the fans PyTorch computes over the release's (K, D, D) tensor per level
+(fan_in = D*D, fan_out = K*D), far narrower than a per-domain (D, D) matrix's.
+`graph.hidden_per_head=0` makes each GAT head as wide as the prototypes, as the release's nhid.
 """
 
 from __future__ import annotations
@@ -22,9 +27,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
+REFERENCE_GAIN = 1.414  # the release's literal; ours is sqrt(2)
+
+
 def _xavier(*shape: int, fan_in: int, fan_out: int, gain: float = 1.0) -> nn.Parameter:
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+
+
+def compare_aggregate_fans(K: int, D: int, reference: bool) -> tuple[tuple[int, int, float], tuple[int, int, float]]:
+    """(fan_in, fan_out, gain) of U and of V: ours per (D, D) matrix, gain 1; or the release's."""
+    if reference:  # xavier_uniform_(gain=1.414) on w_attn_1[l] (D, D) and on w_attn_2[l] (K, D, D)
+        return (D, D, REFERENCE_GAIN), (D * D, K * D, REFERENCE_GAIN)
+    return (D, D, 1.0), (D, D, 1.0)
 
 
 class DomainGraph(nn.Module):
@@ -32,7 +47,7 @@ class DomainGraph(nn.Module):
 
     def __init__(self, num_domains: int, num_levels: int, dim: int, cfg, hidden_per_head: int | None = None):
         super().__init__()
-        K, G, D, H, O = num_domains, num_levels, dim, cfg.heads, hidden_per_head or cfg.hidden_per_head
+        K, G, D, H, O = num_domains, num_levels, dim, cfg.heads, hidden_per_head or cfg.hidden_per_head or dim
         self.num_domains, self.num_levels, self.dim = K, G, D
         self.heads, self.hidden_per_head = H, O
         self.hierarchical = cfg.hierarchical
@@ -41,10 +56,12 @@ class DomainGraph(nn.Module):
         self.score_scale = 1.0 / math.sqrt(D) if cfg.scale_scores else 1.0
         L = G - 1
         # compare-aggregate, levels 1..L
-        self.U = _xavier(L, D, D, fan_in=D, fan_out=D)  # (L, D, D)
-        self.V = _xavier(L, K, D, D, fan_in=D, fan_out=D)  # (L, K, D, D)
-        # GAT layer 1: H heads of width O; layer 2: one output per node (pyGAT layout)
-        gain = math.sqrt(2.0)
+        reference = cfg.init == "reference"
+        (u_in, u_out, u_gain), (v_in, v_out, v_gain) = compare_aggregate_fans(K, D, reference)
+        self.U = _xavier(L, D, D, fan_in=u_in, fan_out=u_out, gain=u_gain)  # (L, D, D)
+        self.V = _xavier(L, K, D, D, fan_in=v_in, fan_out=v_out, gain=v_gain)  # (L, K, D, D)
+        # GAT layer 1: H heads of width O; layer 2: one output per node (pyGAT layout, same fans as the release)
+        gain = REFERENCE_GAIN if reference else math.sqrt(2.0)
         self.W1 = _xavier(G, H, D, O, fan_in=D, fan_out=O, gain=gain)  # (G, H, D, O)
         self.a1_src = _xavier(G, H, O, fan_in=2 * O, fan_out=1, gain=gain)  # (G, H, O)
         self.a1_dst = _xavier(G, H, O, fan_in=2 * O, fan_out=1, gain=gain)  # (G, H, O)

@@ -21,7 +21,8 @@ from transformers.utils import ModelOutput
 from hrkd_ds.distill.graph import DomainGraph
 from hrkd_ds.distill.layer_map import resolve_layer_map
 from hrkd_ds.distill.masked_sums import masked_squared_error_sums
-from hrkd_ds.distill.terms import head_average, pair_mask, soft_cross_entropy_per_domain, token_mask
+from hrkd_ds.distill.normalization import LossMasks, loss_masks
+from hrkd_ds.distill.terms import head_average, soft_cross_entropy_per_domain, token_mask
 
 
 @dataclass
@@ -68,6 +69,7 @@ class _RelationalLossBase(nn.Module):
         params: RelationalParams | None = None,
         attention_loss: bool = True,
         prediction: bool = True,
+        normalization: str = "masked",
     ):
         super().__init__()
         self.layer_map = resolve_layer_map(student_layers, teacher_layers, layer_map)
@@ -75,6 +77,7 @@ class _RelationalLossBase(nn.Module):
         self.attention_loss = attention_loss
         self.prediction = prediction  # False: no soft-logit term (general distillation has no task head)
         self.num_domains = num_domains
+        self.normalization = normalization  # MSE denominators, hrkd_ds/distill/normalization.py
         self.params = params or RelationalParams(student_hidden, teacher_hidden, student_layers, num_domains, graph_cfg)
 
     @classmethod
@@ -84,7 +87,7 @@ class _RelationalLossBase(nn.Module):
         return cls(
             student.hidden_size, teacher.hidden_size, student.num_layers, teacher.num_layers, num_domains,
             graph_cfg, distill_cfg.layer_map or None, distill_cfg.temperature, params, distill_cfg.attention_loss,
-            prediction,
+            prediction, distill_cfg.normalization,
         )
 
     def request_internals(self, student, teacher) -> None:
@@ -125,15 +128,15 @@ class RelationalDistillLoss(_RelationalLossBase):
         t_hid, t_att, t_logits = self._teacher_layers(teacher_out, dtype)
         s_hid = [student_out.embeddings, *student_out.hidden_states]  # L+1 x (N, T, Hs)
 
-        tokens = token_mask(attention_mask, dtype)  # (N, T, 1)
-        tok_per_domain = tokens.reshape(K, -1).sum(1).clamp_min(1)  # (K,)
+        tokens = token_mask(attention_mask, dtype)  # (N, T, 1), for the prototypes
+        masks = loss_masks(attention_mask, dtype, K, self.normalization)  # what the MSEs count and divide by
 
         # embedding + hidden: projected student vs teacher, one fused masked-MSE over L+1 levels
         projected = [proj(h) for proj, h in zip(p.projections, s_hid)]  # L+1 x (N, T, Ht)
         Ht = projected[0].shape[-1]
-        sums = masked_squared_error_sums(projected, t_hid, tokens, K)  # (L+1, K)
-        emb_hid = sums / (tok_per_domain * Ht)
-        att = self._attention_terms(list(student_out.attentions), t_att, attention_mask, K) if self.attention_loss \
+        sums = masked_squared_error_sums(projected, t_hid, masks.tokens, K)  # (L+1, K)
+        emb_hid = sums / (masks.tokens_per_domain * Ht)
+        att = self._attention_terms(list(student_out.attentions), t_att, masks, K) if self.attention_loss \
             else emb_hid.new_zeros(len(s_hid) - 1, K)  # (L, K)
         pred = soft_cross_entropy_per_domain(student_out.logits, t_logits, K, self.temperature) if self.prediction \
             else emb_hid.new_zeros(K)  # (K,)
@@ -146,16 +149,15 @@ class RelationalDistillLoss(_RelationalLossBase):
         return DistillLossOutput(total=total, terms=terms, weights=terms["weights"], ratios=terms["ratios"])
 
     @staticmethod
-    def _attention_terms(s_att, t_att, attention_mask: torch.Tensor, K: int) -> torch.Tensor:
-        """(L, K) attention MSEs of (N, h, T, T) maps, masked over valid (query, key) pairs."""
-        pairs = pair_mask(attention_mask, s_att[0].dtype)  # (N, 1, T, T)
+    def _attention_terms(s_att, t_att, masks: LossMasks, K: int) -> torch.Tensor:
+        """(L, K) attention MSEs of (N, h, T, T) maps over the entries `masks.pairs` counts."""
+        pairs = masks.pairs  # (N, 1, T, T)
         heads = s_att[0].shape[1]
         if heads != t_att[0].shape[1]:
             s_att = [head_average(a, pairs) for a in s_att]
             t_att = [head_average(a, pairs) for a in t_att]
             heads = 1
-        pair_per_domain = pairs.reshape(K, -1).sum(1).clamp_min(1) * heads  # (K,)
-        return masked_squared_error_sums(s_att, t_att, pairs, K) / pair_per_domain
+        return masked_squared_error_sums(s_att, t_att, pairs, K) / (masks.pairs_per_domain * heads)
 
     def prototypes(self, s_hid: list[torch.Tensor], tokens: torch.Tensor, K: int) -> torch.Tensor:
         """Domain prototypes F (L+1, K, Ht): mean of W_l H_S^l over the batch and tokens."""

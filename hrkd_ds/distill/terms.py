@@ -30,23 +30,33 @@ def head_average(attn: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
     return (attn * pairs).mean(dim=1, keepdim=True)
 
 
-def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of (s - t)^2 over entries where the broadcast 0/1 `mask` is 1."""
+def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, over_all: bool = False) -> torch.Tensor:
+    """Sum of (s - t)^2 where the broadcast 0/1 `mask` is 1, divided by the number of such entries,
+    or by every entry with `over_all` (the reference release's nn.MSELoss on zeroed entries)."""
     valid = mask.expand_as(student).bool()
     diff = torch.where(valid, student - teacher, torch.zeros((), dtype=student.dtype, device=student.device))
-    return diff.pow(2).sum() / valid.sum().clamp_min(1)
+    return diff.pow(2).sum() / (valid.numel() if over_all else valid.sum().clamp_min(1))
 
 
-def attention_mse(student: torch.Tensor, teacher: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Masked MSE of (N, h, T, T) maps over valid (query, key) pairs; head-averaged if h differs."""
-    pairs = pair_mask(attention_mask, student.dtype)  # (N, 1, T, T)
+def attention_mse(student: torch.Tensor, teacher: torch.Tensor, attention_mask: torch.Tensor, normalization: str = "masked") -> torch.Tensor:
+    """MSE of (N, h, T, T) maps; head-averaged if h differs.
+
+    masked: over valid (query, key) pairs. reference: padded keys zeroed, mean over all entries
+    (hrkd_ds/distill/normalization.py)."""
+    reference = normalization == "reference"
+    if reference:
+        keep = attention_mask.to(student.dtype)[:, None, None, :]  # (N, 1, 1, T): real keys
+    else:
+        keep = pair_mask(attention_mask, student.dtype)  # (N, 1, T, T)
     if student.shape[1] != teacher.shape[1]:
-        student, teacher = head_average(student, pairs), head_average(teacher, pairs)
-    return masked_mse(student, teacher, pairs)
+        student, teacher = head_average(student, keep), head_average(teacher, keep)
+    return masked_mse(student, teacher, keep, over_all=reference)
 
 
-def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Masked MSE of (N, T, H) states over real tokens x hidden."""
+def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, attention_mask: torch.Tensor, normalization: str = "masked") -> torch.Tensor:
+    """MSE of (N, T, H) states: over real tokens x hidden, or (reference) over every element."""
+    if normalization == "reference":
+        return (student - teacher).pow(2).mean()
     return masked_mse(student, teacher, token_mask(attention_mask, student.dtype))
 
 

@@ -88,10 +88,11 @@ def init_distributed(local_rank_arg: int | None = None) -> DistInfo:
 
 
 def silence_known_warnings() -> None:
-    """torch deprecates `all_gather_into_tensor`, which DeepSpeed's ZeRO calls on every rank;
+    """torch deprecates `all_gather_into_tensor` and `reduce_scatter_tensor`, which DeepSpeed's ZeRO calls on every rank;
     nothing for a user to act on. Only that message, from the module torch attributes it to."""
-    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.all_gather_into_tensor` is deprecated",
-                            category=FutureWarning, module=r"torch\.distributed\.c10d_logger")
+    for name in ("all_gather_into_tensor", "reduce_scatter_tensor"):  # ZeRO-2/3 call both on every rank
+        warnings.filterwarnings("ignore", message=rf"`torch\.distributed\.{name}` is deprecated",
+                                category=FutureWarning, module=r"torch\.distributed\.c10d_logger")
 
 
 def barrier() -> None:

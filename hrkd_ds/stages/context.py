@@ -100,7 +100,8 @@ class StageContext:
         pad_id, device = self.tokenizer.pad_token_id, self.dist.device
 
         def collate(episode):
-            return {k: v.to(device) for k, v in collate_episode(train, episode, pad_id).items()}
+            batch = collate_episode(train, episode, pad_id, self.cfg.data.pad_to, self.cfg.data.max_seq_len)
+            return {k: v.to(device) for k, v in batch.items()}
 
         return collate
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from hrkd_ds.data import EpisodicDomainSampler, collate_episode, multidomain, tokenize_splits
@@ -53,3 +54,20 @@ def test_collate_episode(sample_raw, sample_tokenizer):
     assert batch["input_ids"].dtype == torch.long
 
 
+
+def test_collate_episode_pads_to_max_length(sample_raw, sample_tokenizer):
+    """pad_to=max_length (the reference's padding): same real tokens, every row max_seq_len long."""
+    tok = tokenize_splits(sample_raw, sample_tokenizer, 48, "")
+    datasets_ = [tok.splits["train"][d] for d in tok.domains]
+    episode = next(iter(EpisodicDomainSampler(tok.train_sizes, 3, rank=0, world_size=1, seed=0)))
+    pad_id = sample_tokenizer.pad_token_id
+    longest = collate_episode(datasets_, episode, pad_id)
+    full = collate_episode(datasets_, episode, pad_id, pad_to="max_length", max_seq_len=48)
+    T = longest["input_ids"].shape[1]
+    assert full["input_ids"].shape == (longest["input_ids"].shape[0], 48)
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(full[key][:, :T], longest[key]), key
+    assert (full["attention_mask"][:, T:] == 0).all() and (full["input_ids"][:, T:] == pad_id).all()
+    assert torch.equal(full["labels"], longest["labels"]) and torch.equal(full["domain_ids"], longest["domain_ids"])
+    with pytest.raises(ValueError, match="longer than max_seq_len"):
+        collate_episode(datasets_, episode, pad_id, pad_to="max_length", max_seq_len=T - 1)

@@ -119,3 +119,25 @@ def test_torch_compile_inductor_fused_loss():
     assert torch.allclose(out.total, eager.total, rtol=1e-5)
     for a, b in zip(g_comp, g_eager):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _bound(fan_in, fan_out, gain):
+    return gain * (6.0 / (fan_in + fan_out)) ** 0.5
+
+
+def test_reference_init_bounds():
+    """graph.init=reference: the release's Xavier bounds (gain 1.414; V's fans over (K, D, D));
+    hidden_per_head=0 gives heads as wide as the prototypes (the release's nhid = hidden_size)."""
+    K, G, D, H = 5, 3, 64, 2
+    torch.manual_seed(0)
+    g = DomainGraph(K, G, D, graph_cfg(init="reference", hidden_per_head=0, heads=H))
+    assert g.hidden_per_head == D and g.W1.shape == (G, H, D, D) and g.W2.shape == (G, H * D, 1)
+    expected = {"U": _bound(D, D, 1.414), "V": _bound(D * D, K * D, 1.414), "W1": _bound(D, D, 1.414),
+                "a1_src": _bound(2 * D, 1, 1.414), "W2": _bound(H * D, 1, 1.414), "a2_src": _bound(2, 1, 1.414)}
+    for name, bound in expected.items():
+        w = getattr(g, name).detach()
+        assert w.abs().max() <= bound, name
+        if w.numel() >= 1000:  # uniform draws fill the interval
+            assert w.abs().max() > 0.99 * bound and abs(w.std() / (bound / 3**0.5) - 1) < 0.05, name
+    ours = DomainGraph(K, G, D, graph_cfg())
+    assert ours.V.abs().max() > 4 * expected["V"]  # ours: per-(D, D) fans, gain 1 (x4.2 at D=64, x14 at 768)

@@ -29,18 +29,18 @@ def test_pinned_values(name):
         assert torch.allclose(torch.tensor(got[key], dtype=torch.float64), torch.tensor(value, dtype=torch.float64), rtol=1e-6, atol=1e-7), key
 
 
-def build_pair(K, B, T, Hs, Ht, Ls, Lt, hs, ht, dtype=torch.float32, seed=0, **gkw):
+def build_pair(K, B, T, Hs, Ht, Ls, Lt, hs, ht, dtype=torch.float32, seed=0, normalization="masked", **gkw):
     """Random domain-major inputs plus a fused and a loop loss sharing one set of parameters."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     mask = make_mask(K, B, T, gen)
     so = make_outputs(mask, Ls, Hs, hs, 3, gen, K=K, requires_grad=True, dtype=dtype)
     to = make_outputs(mask, Lt, Ht, ht, 3, gen, dtype=dtype)
-    fused = RelationalDistillLoss(Hs, Ht, Ls, Lt, K, graph_cfg(**gkw)).to(dtype).eval()
+    fused = RelationalDistillLoss(Hs, Ht, Ls, Lt, K, graph_cfg(**gkw), normalization=normalization).to(dtype).eval()
     with torch.no_grad():  # O(1) prototypes so the graph is not in its flat, all-uniform regime
         for proj in fused.params.projections:
             proj.weight.normal_(0, Hs**-0.5)
-    loop = ReferenceDistillLoss(Hs, Ht, Ls, Lt, K, graph_cfg(**gkw), params=fused.params).eval()
+    loop = ReferenceDistillLoss(Hs, Ht, Ls, Lt, K, graph_cfg(**gkw), params=fused.params, normalization=normalization).eval()
     return so, to, mask, fused, loop
 
 
@@ -65,9 +65,10 @@ SHAPES = [
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"K{s[0]}")
 @pytest.mark.parametrize("detach", [True, False])
-def test_fused_matches_loop_float64(shape, detach):
+@pytest.mark.parametrize("normalization", ["masked", "reference"])
+def test_fused_matches_loop_float64(shape, detach, normalization):
     """Exact formula agreement: every value and every gradient, graph parameters included."""
-    so, to, mask, fused, loop = build_pair(*shape, dtype=torch.float64, detach_prototypes=detach)
+    so, to, mask, fused, loop = build_pair(*shape, dtype=torch.float64, detach_prototypes=detach, normalization=normalization)
     (a, ga), (b, gb) = grads_of(fused, so, to, mask, shape[0]), grads_of(loop, so, to, mask, shape[0])
     assert torch.allclose(a.total, b.total, rtol=1e-12)
     for k in a.terms:
@@ -82,14 +83,15 @@ def test_fused_matches_loop_float64(shape, detach):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"K{s[0]}")
-def test_fused_matches_loop_float32(shape):
+@pytest.mark.parametrize("normalization", ["masked", "reference"])
+def test_fused_matches_loop_float32(shape, normalization):
     """float32: values and gradients to 1e-5 relative (normwise per tensor).
 
     The graph parameters' gradients come out of softmaxes over near-uniform domain weights
     (cancellation), so for them rounding noise is judged against the gradient scale of the
     whole loss; float64 above checks them exactly.
     """
-    so, to, mask, fused, loop = build_pair(*shape, detach_prototypes=True)
+    so, to, mask, fused, loop = build_pair(*shape, detach_prototypes=True, normalization=normalization)
     (a, ga), (b, gb) = grads_of(fused, so, to, mask, shape[0]), grads_of(loop, so, to, mask, shape[0])
     assert torch.allclose(a.total, b.total, rtol=1e-5)
     for k in a.terms:
@@ -97,8 +99,8 @@ def test_fused_matches_loop_float32(shape):
     overall = max(g.abs().max() for g in gb.values() if g is not None)
     for k, g in gb.items():
         err = (ga[k] - g).norm()
-        if k.startswith("graph."):
-            assert err <= 1e-5 * max(g.norm(), overall), k
+        if k.startswith("graph."):  # measured up to 0.9e-5 (masked) and 1.4e-5 (reference) at K=3
+            assert err <= 3e-5 * max(g.norm(), overall), k
         else:
             assert err <= 1e-5 * g.norm(), (k, float(err / g.norm()))
 
@@ -183,3 +185,20 @@ def test_hand_computed_single_domain():
     pred = soft_cross_entropy(so.logits, to.logits)
     expected = emb / (3 * n_tok) + hid / (3 * n_tok) + att / n_pair + pred
     assert torch.allclose(fused(so, to, mask, 1).total, expected, rtol=1e-10)
+
+
+def test_hand_computed_reference_normalization():
+    """K=1, no graph, distill.normalization=reference, written as the release writes it:
+    nn.MSELoss over all elements, attention scores <= -100 (the padded keys) zeroed first."""
+    so, to, mask, fused, loop = build_pair(1, 3, 5, 3, 4, 1, 1, 2, 2, dtype=torch.float64, enabled=False, normalization="reference")
+    assert (mask == 0).any()
+    mse = torch.nn.MSELoss()
+    p0, p1 = fused.params.projections
+    zero = lambda a: torch.where(a <= -1e2, torch.zeros_like(a), a)  # noqa: E731
+    expected = (mse(to.embeddings, p0(so.embeddings)) + mse(to.hidden_states[0], p1(so.hidden_states[0]))
+                + mse(zero(to.attentions[0]), zero(so.attentions[0])) + soft_cross_entropy(so.logits, to.logits))
+    for loss in (fused, loop):
+        assert torch.allclose(loss(so, to, mask, 1).total, expected, rtol=1e-12)
+    # padded query rows and padded tokens count: the masked form gives a different number
+    masked = RelationalDistillLoss(3, 4, 1, 1, 1, graph_cfg(enabled=False), params=fused.params)
+    assert not torch.allclose(masked(so, to, mask, 1).total, expected)
