@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+from transformers import AutoModelForSequenceClassification
+from transformers.utils import logging as hf_logging
 
 from hrkd_ds.io import atomic_write_json
+from hrkd_ds.models.attention import register_attention
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 DEFAULT_BATCH_SIZES = (1, 32)
@@ -26,10 +29,6 @@ DEFAULT_BATCH_SIZES = (1, 32)
 
 def load_model(model_dir: str | Path, attn: str | None = None) -> torch.nn.Module:
     """An exported HF classifier in eval mode; attn None = the trainer's registered attention."""
-    from transformers import AutoModelForSequenceClassification
-
-    from hrkd_ds.models.attention import register_attention
-
     impl = register_attention() if attn is None else attn
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), attn_implementation=impl)
     return model.eval()
@@ -178,8 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="results.json for accuracy retained (default: <student_dir>/../../results.json if present)")
     ap.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = ap.parse_args(argv)
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()
     results = args.results or _default_results(args.student_dir)
     rep = compression_report(args.student_dir, args.teacher_dir, seq_len=args.seq_len, batch_sizes=args.batch_sizes,

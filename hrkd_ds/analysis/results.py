@@ -315,7 +315,7 @@ def _atomic_savefig(fig, path: Path) -> None:
 
 def plot_slice(sl: dict[str, Any], path: str | Path) -> None:
     """Grouped bars (domains + average) per model, error bars = std over seeds."""
-    import matplotlib
+    import matplotlib  # lazy: slow to import, and only the charts need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -17,6 +17,10 @@ import zlib
 from pathlib import Path
 from typing import Iterable, TypedDict
 
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from hrkd_ds.errors import UserError
 
 AMAZON_LABELS = ["negative", "positive"]  # fixed: the reference's order depended on the hash seed
@@ -212,9 +216,6 @@ def _jsonl_records(p: Path) -> list[dict]:
 
 
 def _parquet_records(p: Path) -> list[dict]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         return pq.read_table(p).to_pylist()
     except (pa.ArrowException, OSError) as err:
@@ -223,8 +224,6 @@ def _parquet_records(p: Path) -> list[dict]:
 
 def _dataset_records(ds) -> list[dict]:
     """Rows of a datasets.Dataset; ClassLabel columns as their names, not their ids."""
-    import datasets
-
     rows = ds.to_list()
     for col, feat in ds.features.items():
         if isinstance(feat, datasets.ClassLabel):
@@ -236,9 +235,6 @@ def _dataset_records(ds) -> list[dict]:
 def _saved_splits(p: Path) -> dict[str, list[dict]]:
     """A directory written by Dataset.save_to_disk (-> train) or DatasetDict.save_to_disk (-> its
     train split, plus validation|dev -> dev and test -> test when present; other splits unused)."""
-    import datasets
-    import pyarrow as pa
-
     try:
         saved = datasets.load_from_disk(str(p))
     except (OSError, ValueError, pa.ArrowException) as err:

@@ -141,7 +141,7 @@ def _with_domains(cfg, domains: list[str]):
 
 
 def _load_amazon(cfg) -> tuple[list[str], list[Example], dict]:
-    from hrkd_ds.data import sample_dir
+    from hrkd_ds.data import sample_dir  # lazy: hrkd_ds.data's __init__ imports this module
 
     labels = list(cfg.labels) or AMAZON_LABELS
     root = cfg.path or str(sample_dir() / "amazon")

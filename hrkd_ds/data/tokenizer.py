@@ -21,6 +21,7 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers.tokenization_utils_base import generate_merges
 
 from hrkd_ds.data.splits import RawSplits
 from hrkd_ds.errors import UserError
@@ -70,8 +71,6 @@ def _backend_model(proto: sentencepiece_model_pb2.ModelProto, model_type: str) -
     pieces = [(p.piece, p.score) for p in proto.pieces]
     if model_type == "unigram":
         return models.Unigram(pieces, unk_id=UNK_ID, byte_fallback=False)
-    from transformers.tokenization_utils_base import generate_merges
-
     vocab = {piece: i for i, (piece, _) in enumerate(pieces)}
     return models.BPE(vocab, generate_merges(vocab, skip_tokens=SPECIALS), unk_token="[UNK]", fuse_unk=True, byte_fallback=False)
 

@@ -65,7 +65,7 @@ def init_distributed(local_rank_arg: int | None = None) -> DistInfo:
     _default_env()
     if local_rank_arg is not None and local_rank_arg >= 0:
         os.environ["LOCAL_RANK"] = str(local_rank_arg)
-    import deepspeed
+    import deepspeed  # noqa: F401  lazy: DS_ACCELERATOR and the launcher variables must be set first
 
     ds_comm_torch = importlib.import_module("deepspeed.comm.torch")  # attribute path resolves to torch itself
     ds_comm_torch.build_shm_op = lambda: None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import deepspeed
 import torch
 
 from hrkd_ds.config import StageConfig
@@ -35,8 +36,6 @@ def linear_warmup_decay(total_steps: int, warmup_ratio: float):
 
 def build_student_engine(module: torch.nn.Module, ds_cfg: dict[str, Any], stage: StageConfig, total_steps: int):
     """A DeepSpeed engine with a torch AdamW (no JIT op build) unless the JSON names its own optimizer."""
-    import deepspeed
-
     optimizer = None
     if "optimizer" not in ds_cfg:
         optimizer = torch.optim.AdamW(_param_groups(module, stage.weight_decay), lr=stage.lr, betas=(0.9, 0.999), eps=1e-6)

@@ -12,6 +12,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import deepspeed
 import torch
 
 from hrkd_ds.io import atomic_write_json
@@ -30,8 +31,6 @@ def teacher_ds_config(ds_cfg: dict[str, Any], micro_batch: int, world_size: int)
 
 def build_teacher_engine(model: torch.nn.Module, ds_cfg: dict[str, Any]):
     """Freeze `model` and hand it to DeepSpeed without an optimizer (ZeRO-inference)."""
-    import deepspeed
-
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()

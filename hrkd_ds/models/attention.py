@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 ATTN_IMPLEMENTATION = "hrkd_eager"
 ATTENTION_KINDS = ("scores", "probs")
@@ -61,9 +63,6 @@ def register_attention() -> str:
     """Register `hrkd_eager` with transformers once (idempotent); returns its name."""
     global _registered
     if not _registered:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, eager_mask
-
         AttentionInterface.register(ATTN_IMPLEMENTATION, hrkd_eager_attention)
         AttentionMaskInterface.register(ATTN_IMPLEMENTATION, eager_mask)
         _registered = True

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from transformers import AutoTokenizer
+
 from hrkd_ds.errors import UserError
 
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
@@ -87,8 +89,6 @@ def check_fit(hf_config, vocab_size: int, pad_id: int, max_seq_len: int, where: 
 def check_tokenizer_matches(model_dir: str | Path, tokenizer, field: str) -> None:
     """A pretrained model that ships a tokenizer was trained on those ids; feeding it another
     tokenizer's ids (e.g. a freshly trained SentencePiece) runs, and learns nothing useful."""
-    from transformers import AutoTokenizer
-
     p = Path(model_dir)
     if not any((p / name).is_file() for name in TOKENIZER_FILES):
         return
