@@ -31,6 +31,7 @@ from hrkd_ds.errors import UserError, exit_on_user_error  # noqa: E402
 from hrkd_ds.io import atomic_write_json  # noqa: E402
 
 DEFAULT_SPEC = "configs/reproduce/grid.yaml"
+INTRO = REPO / "docs" / "results" / "intro.md"  # the hand-written part of docs/RESULTS.md (method, budget, findings)
 # --smoke: the real grid's first phase on the shipped sample with both students, a few steps each
 SMOKE_PHASE = {"datasets": ["amazon"], "fractions": ["1.0"], "students": None, "methods": ["none", "kd", "hrkd"], "seeds": [1]}
 SMOKE_OVERRIDES = [
@@ -146,7 +147,8 @@ def run_grid(cells: list[GridCell], root: Path, max_hours: float, wandb: bool) -
 def report(root: Path, smoke: bool) -> None:
     md = root / "RESULTS.md" if smoke else REPO / "docs" / "RESULTS.md"
     json_dir = root / "results" if smoke else REPO / "docs" / "results"
-    out = write_results(root, md, json_dir)
+    intro = INTRO.read_text() if INTRO.is_file() and not smoke else ""
+    out = write_results(root, md, json_dir, intro=intro)
     print(f"wrote {md} ({len(out.get('slices', []))} slices, {len(out.get('missing', []))} missing cells)")
 
 

@@ -280,8 +280,8 @@ def render_slice(sl: dict[str, Any], chart: str | None = None) -> str:
 
 
 def render_markdown(slices: list[dict[str, Any]], missing: list[dict[str, str]], charts: dict[str, str] | None = None,
-                    source: str = "") -> str:
-    """The whole RESULTS.md."""
+                    source: str = "", intro: str = "") -> str:
+    """The whole RESULTS.md; `intro` (hand-written Markdown) goes between the title and the tables."""
     charts = charts or {}
     n_cells = sum(len(s["cells"]) for s in slices)
     head = [
@@ -292,6 +292,8 @@ def render_markdown(slices: list[dict[str, Any]], missing: list[dict[str, str]],
         "each distinct teacher once). Δ = paired bootstrap of the difference in average-over-domains "
         "accuracy, runs paired by seed, examples resampled within each domain.", "",
     ]
+    if intro:
+        head += [intro.strip(), ""]
     body = [render_slice(s, charts.get(slice_slug(s))) for s in slices]
     tail = ["## Missing or unfinished cells", ""]
     if missing:
@@ -346,7 +348,7 @@ def plot_slice(sl: dict[str, Any], path: str | Path) -> None:
 
 def write_results(grid_dir: str | Path, md_path: str | Path = "docs/RESULTS.md", json_dir: str | Path = "docs/results",
                   *, compare: Sequence[tuple[str, str]] = DEFAULT_COMPARE, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
-                  charts: bool = True) -> dict[str, Any]:
+                  charts: bool = True, intro: str = "") -> dict[str, Any]:
     """Scan, summarise, write RESULTS.md, one JSON (and PNG) per slice and summary.json; returns the summary."""
     md_path, json_dir = Path(md_path), Path(json_dir)
     cells, missing = scan_grid(grid_dir)
@@ -361,5 +363,5 @@ def write_results(grid_dir: str | Path, md_path: str | Path = "docs/RESULTS.md",
             links[slug] = os.path.relpath(png.resolve(), md_path.parent.resolve())
     summary = {"grid": str(grid_dir), "slices": slices, "missing": missing}
     atomic_write_json(json_dir / "summary.json", summary)
-    atomic_write_text(md_path, render_markdown(slices, missing, links, source=str(grid_dir)))
+    atomic_write_text(md_path, render_markdown(slices, missing, links, source=str(grid_dir), intro=intro))
     return summary

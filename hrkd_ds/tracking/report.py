@@ -29,14 +29,23 @@ def _panels(n: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, li
     return fig, list(fig.subplots(1, n, squeeze=False)[0])
 
 
+def _stage_panels(rows: list[dict[str, Any]], roles: list[str], key: str):
+    """(figure, [(axis, role, that role's rows having `key`)]) for the stages with any; None without."""
+    by_role = [(role, [r for r in rows if r.get("stage") == role and key in r]) for role in roles]
+    by_role = [(role, kept) for role, kept in by_role if kept]
+    if not by_role:
+        return None
+    fig, axes = _panels(len(by_role))
+    return fig, [(ax, role, kept) for ax, (role, kept) in zip(axes, by_role)]
+
+
 def loss_figure(rows: list[dict[str, Any]], roles: list[str]) -> Figure | None:
     """One panel per stage: the total loss and every term (domain mean, layer sum), log scale."""
-    roles = [role for role in roles if any(r.get("stage") == role and "loss" in r for r in rows)]
-    if not roles:
+    panels = _stage_panels(rows, roles, "loss")
+    if panels is None:
         return None
-    fig, axes = _panels(len(roles))
-    for ax, role in zip(axes, roles):
-        steps_rows = [r for r in rows if r.get("stage") == role and "loss" in r]
+    fig, axes = panels
+    for ax, role, steps_rows in axes:
         steps = [r["step"] for r in steps_rows]
         ax.plot(steps, [r["loss"] for r in steps_rows], label="total", color="black", lw=1.6)
         for term in sorted({t for r in steps_rows for t in r.get("terms", {})}):
@@ -53,12 +62,11 @@ def loss_figure(rows: list[dict[str, Any]], roles: list[str]) -> Figure | None:
 
 def dev_accuracy_figure(rows: list[dict[str, Any]], domains: list[str], roles: list[str]) -> Figure | None:
     """One panel per stage, one line per domain (and the average, dashed) over the evaluations."""
-    roles = [role for role in roles if any(r.get("stage") == role and "eval" in r for r in rows)]
-    if not roles:
+    panels = _stage_panels(rows, roles, "eval")
+    if panels is None:
         return None
-    fig, axes = _panels(len(roles))
-    for ax, role in zip(axes, roles):
-        evals = [r for r in rows if r.get("stage") == role and "eval" in r]
+    fig, axes = panels
+    for ax, role, evals in axes:
         steps = [r["step"] for r in evals]
         for d in domains:
             ax.plot(steps, [r["eval"]["dev"][d] for r in evals], marker="o", ms=3, label=d)
