@@ -15,7 +15,6 @@ be stopped at any moment and continued later, on this machine or another. Data: 
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import subprocess
 import sys

