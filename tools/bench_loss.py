@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the fused loss")
+    ap.add_argument("--compiled-terms", action="store_true", help="also time distill.compiled_terms (CPU; compiles first)")
     a = ap.parse_args()
     device = torch.device(a.device)
     torch.set_num_threads(a.threads)
@@ -129,10 +130,13 @@ def main() -> None:
     s_att = list(student.attentions)
     B = a.batch
 
-    def terms_fused():
-        tok, pairs = token_mask(mask, torch.float32), pair_mask(mask, torch.float32)
-        total = masked_squared_error_sums(s_att, t_att, pairs, K).sum() + masked_squared_error_sums(s_proj, t_hid, tok, K).sum()
-        total.backward()
+    def terms_fused(compiled: bool = False):
+        def run():
+            tok, pairs = token_mask(mask, torch.float32), pair_mask(mask, torch.float32)
+            total = (masked_squared_error_sums(s_att, t_att, pairs, K, compiled=compiled).sum()
+                     + masked_squared_error_sums(s_proj, t_hid, tok, K, compiled=compiled).sum())
+            total.backward()
+        return run
 
     def terms_loop():
         total = 0.0
@@ -154,8 +158,14 @@ def main() -> None:
         for x in [*s_att, *s_proj, student.embeddings, *student.hidden_states, student.logits, *fused.parameters()]:
             x.grad = None
 
-    cases = {"att+hid terms, loop": terms_loop, "att+hid terms, fused": terms_fused,
+    cases = {"att+hid terms, loop": terms_loop, "att+hid terms, fused": terms_fused(),
              "full loss, loop": full(loop), "full loss, fused": full(fused)}
+    if a.compiled_terms and device.type == "cpu":  # distill.compiled_terms: the terms through torch.compile
+        fused_c = RelationalDistillLoss(a.student_hidden, a.teacher_hidden, a.student_layers, a.teacher_layers, K, cfg,
+                                        params=fused.params).to(device)
+        fused_c.compiled_terms = True
+        cases["att+hid terms, fused compiled"] = terms_fused(compiled=True)
+        cases["full loss, fused compiled terms"] = full(fused_c)
     if a.compile:
         compiled = torch.compile(fused)
         cases["full loss, fused+compile"] = full(compiled)
@@ -174,6 +184,8 @@ def main() -> None:
         extra = f"{ms / floor_ms:>10.2f}" if name.startswith("att") else f"{'':>10}"
         print(f"{name:<24}{ms:>12.1f}{extra}")
     print(f"terms_speedup_vs_loop: {t['att+hid terms, loop'] / t['att+hid terms, fused']:.2f}")
+    if "full loss, fused compiled terms" in t:
+        print(f"compiled_terms_speedup_vs_loop: {t['full loss, loop'] / t['full loss, fused compiled terms']:.2f}")
     print(f"fused_speedup_vs_loop: {t['full loss, loop'] / t['full loss, fused']:.2f}")
 
 

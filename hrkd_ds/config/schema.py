@@ -88,6 +88,7 @@ class DistillConfig:
     fused: bool = True  # fused relational loss; False -> per-domain loop reference
     teacher_deepspeed: str = "ds_configs/teacher_zero3.json"
     attention_loss: bool = True  # False -> no attention term: neither model computes attention maps
+    compiled_terms: bool = False  # CPU: the big MSE terms through torch.compile (pays with static shapes)
 
 
 @dataclass

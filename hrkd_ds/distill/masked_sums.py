@@ -7,10 +7,16 @@ Layers are looped (they arrive as separate tensors; stacking would copy them), d
 are (rows are domain-major, so a (K, -1) view gives the domains).
 
 On CUDA with Triton the kernels of `triton_masked_sums` do each direction in one launch; every
-other case (CPU, CUDA without Triton, float64) takes the one torch path below.
+other case (CPU, CUDA without Triton, float64) takes the one torch path below. On the CPU,
+`compiled=True` (`distill.compiled_terms`) instead runs the plain formula through torch.compile,
+which fuses subtract, mask, square and reduce into one pass each way: about 2x faster for the
+terms at the paper's shapes, after a compile of ~1-2 minutes per distinct shape, so it pays in long
+runs with static shapes (`data.pad_to=max_length`); with shapes that change every step it does not.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -82,8 +88,19 @@ class MaskedSquaredErrorSums(torch.autograd.Function):
         return (None, None, None, *grads)
 
 
+def _plain_sums(students: list[torch.Tensor], teachers: list[torch.Tensor], mask: torch.Tensor, K: int) -> torch.Tensor:
+    return torch.stack([((s - t) * mask).reshape(K, -1).pow(2).sum(1) for s, t in zip(students, teachers)])
+
+
+@functools.cache
+def _compiled_sums():
+    return torch.compile(_plain_sums, dynamic=False)  # built on first use: compiling costs minutes
+
+
 def masked_squared_error_sums(students: list[torch.Tensor], teachers: list[torch.Tensor], mask: torch.Tensor,
-                              num_domains: int, launch: LaunchConfig = DEFAULT_LAUNCH) -> torch.Tensor:
+                              num_domains: int, launch: LaunchConfig = DEFAULT_LAUNCH, compiled: bool = False) -> torch.Tensor:
     """(L, K) sums of masked squared differences, layer i = (students[i], teachers[i])."""
+    if compiled and not students[0].is_cuda:
+        return _compiled_sums()(list(students), list(teachers), mask, num_domains)
     pairs = [x.contiguous() for st in zip(students, teachers) for x in st]
     return MaskedSquaredErrorSums.apply(mask, num_domains, launch, *pairs)

@@ -78,17 +78,20 @@ class _RelationalLossBase(nn.Module):
         self.prediction = prediction  # False: no soft-logit term (general distillation has no task head)
         self.num_domains = num_domains
         self.normalization = normalization  # MSE denominators, hrkd_ds/distill/normalization.py
+        self.compiled_terms = False  # set from distill.compiled_terms by from_config
         self.params = params or RelationalParams(student_hidden, teacher_hidden, student_layers, num_domains, graph_cfg)
 
     @classmethod
     def from_config(cls, student, teacher, num_domains: int, graph_cfg, distill_cfg, params: RelationalParams | None = None,
                     prediction: bool = True):
         """Build from two MultiDomainClassifiers and the graph/distill config sections."""
-        return cls(
+        loss = cls(
             student.hidden_size, teacher.hidden_size, student.num_layers, teacher.num_layers, num_domains,
             graph_cfg, distill_cfg.layer_map or None, distill_cfg.temperature, params, distill_cfg.attention_loss,
             prediction, distill_cfg.normalization,
         )
+        loss.compiled_terms = distill_cfg.compiled_terms
+        return loss
 
     def request_internals(self, student, teacher) -> None:
         """Make both encoders compute only what this loss reads: the student every layer's hidden
@@ -134,9 +137,9 @@ class RelationalDistillLoss(_RelationalLossBase):
         # embedding + hidden: projected student vs teacher, one fused masked-MSE over L+1 levels
         projected = [proj(h) for proj, h in zip(p.projections, s_hid)]  # L+1 x (N, T, Ht)
         Ht = projected[0].shape[-1]
-        sums = masked_squared_error_sums(projected, t_hid, masks.tokens, K)  # (L+1, K)
+        sums = masked_squared_error_sums(projected, t_hid, masks.tokens, K, compiled=self.compiled_terms)  # (L+1, K)
         emb_hid = sums / (masks.tokens_per_domain * Ht)
-        att = self._attention_terms(list(student_out.attentions), t_att, masks, K) if self.attention_loss \
+        att = self._attention_terms(list(student_out.attentions), t_att, masks, K, self.compiled_terms) if self.attention_loss \
             else emb_hid.new_zeros(len(s_hid) - 1, K)  # (L, K)
         pred = soft_cross_entropy_per_domain(student_out.logits, t_logits, K, self.temperature) if self.prediction \
             else emb_hid.new_zeros(K)  # (K,)
@@ -149,7 +152,7 @@ class RelationalDistillLoss(_RelationalLossBase):
         return DistillLossOutput(total=total, terms=terms, weights=terms["weights"], ratios=terms["ratios"])
 
     @staticmethod
-    def _attention_terms(s_att, t_att, masks: LossMasks, K: int) -> torch.Tensor:
+    def _attention_terms(s_att, t_att, masks: LossMasks, K: int, compiled: bool = False) -> torch.Tensor:
         """(L, K) attention MSEs of (N, h, T, T) maps over the entries `masks.pairs` counts."""
         pairs = masks.pairs  # (N, 1, T, T)
         heads = s_att[0].shape[1]
@@ -157,7 +160,7 @@ class RelationalDistillLoss(_RelationalLossBase):
             s_att = [head_average(a, pairs) for a in s_att]
             t_att = [head_average(a, pairs) for a in t_att]
             heads = 1
-        return masked_squared_error_sums(s_att, t_att, pairs, K) / (masks.pairs_per_domain * heads)
+        return masked_squared_error_sums(s_att, t_att, pairs, K, compiled=compiled) / (masks.pairs_per_domain * heads)
 
     def prototypes(self, s_hid: list[torch.Tensor], tokens: torch.Tensor, K: int) -> torch.Tensor:
         """Domain prototypes F (L+1, K, Ht): mean of W_l H_S^l over the batch and tokens."""
