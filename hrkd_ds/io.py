@@ -59,7 +59,10 @@ def recover_dir(final_dir: str | Path) -> None:
     final_dir = Path(final_dir)
     old = _old_copy(final_dir)
     if not final_dir.exists() and old.is_dir():
-        os.replace(old, final_dir)
+        try:
+            os.replace(old, final_dir)
+        except FileNotFoundError:  # another rank on the same filesystem recovered it first
+            pass
 
 
 def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:

@@ -78,7 +78,7 @@ def read_configs(args: argparse.Namespace) -> tuple[Config, dict, str]:
     ds_path = resolve_path(args.deepspeed or DEFAULT_DS_CONFIG)
     ds_cfg = read_ds_config(ds_path)
     cfg.distill.teacher_deepspeed = resolve_path(cfg.distill.teacher_deepspeed)
-    if "distill" in cfg.stages and method(cfg.distill.method).uses_teacher:
+    if "general" in cfg.stages or ("distill" in cfg.stages and method(cfg.distill.method).uses_teacher):
         read_ds_config(cfg.distill.teacher_deepspeed)
     return cfg, ds_cfg, ds_path
 

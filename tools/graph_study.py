@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hrkd_ds.io import atomic_write_json, atomic_write_text  # noqa: E402
+from hrkd_ds.stages.run_dir import stage_finished  # noqa: E402
 
 VARIANTS = {
     "trained (default)": ["distill.method=hrkd"],
@@ -87,13 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     common = [f"data.cache_dir={out / '.cache'}", "tracking.wandb_mode=disabled", "tracking.progress_bar=false",
               "distill_train.log_every=2", *a.overrides]
     teacher = out / "teacher"
-    if not (teacher / "teacher" / "DONE").is_file():
+    if not stage_finished(teacher, "teacher"):
         train([f"output_dir={teacher}", "stages=[teacher]", *common], out / "teacher.log")
     table = []
     for name, extra in VARIANTS.items():
         for seed in [int(s) for s in a.seeds.split(",")]:
             run = out / f"{slug(name)}-s{seed}"
-            if not (run / "student" / "DONE").is_file():
+            if not stage_finished(run, "student"):
                 train([f"output_dir={run}", "stages=[distill]", f"teacher_from={teacher}", f"seed={seed}", *common, *extra],
                       out / f"{run.name}.log")
             domains = json.loads((run / "labels.json").read_text())["domains"]

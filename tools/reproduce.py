@@ -90,8 +90,12 @@ def state(cell: GridCell, root: Path, by_id: dict[str, GridCell]) -> str:
     return "ready" if all(by_id[n].finished(root) for n in cell.needs) else "waiting"
 
 
+STOP = {"requested": False}  # Ctrl-C / SIGTERM: the running cell checkpoints, then the grid stops
+
+
 def run_cell(cell: GridCell, root: Path, wandb: bool) -> int:
-    """One trainer run; its output goes to <cell>/train.log. SIGINT/SIGTERM reach it (it checkpoints)."""
+    """One trainer run; its output goes to <cell>/train.log. Ctrl-C or SIGTERM becomes one SIGTERM
+    for it (the trainer checkpoints and exits 3) and stops the grid after it."""
     run_dir = cell.run_dir(root)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cell.meta:
@@ -102,8 +106,14 @@ def run_cell(cell: GridCell, root: Path, wandb: bool) -> int:
     with open(run_dir / "train.log", "a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        forward = lambda signum, _frame: proc.send_signal(signum)  # noqa: E731
+        # its own session: a Ctrl-C on the terminal reaches only us, and we pass it on once
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def forward(_signum, _frame) -> None:
+            if not STOP["requested"]:
+                STOP["requested"] = True
+                proc.send_signal(signal.SIGTERM)
+
         old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             return proc.wait()
@@ -133,7 +143,8 @@ def run_grid(cells: list[GridCell], root: Path, max_hours: float, wandb: bool) -
         print(f"[run ] {cell.id}", flush=True)
         rc = run_cell(cell, root, wandb)
         print(f"[{'done' if rc == 0 else 'FAIL'}] {cell.id} ({time.monotonic() - t0:.0f} s, exit {rc})", flush=True)
-        if rc == 3:  # preempted: checkpointed, resumes on the next run
+        if rc == 3 or STOP["requested"]:  # preempted or stopped: checkpointed, resumes on the next run
+            print("[stop] stopped; rerun the same command to continue", flush=True)
             return 3
         if rc != 0:
             failed.append(cell.id)

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from hrkd_ds.errors import UserError
+from hrkd_ds.stages.run_dir import stage_finished
 
 ROLE_OF_STAGE = {"teacher": "teacher", "general": "general", "distill": "student"}
 
@@ -41,15 +42,7 @@ class GridCell:
         return root / self.id
 
     def finished(self, root: Path) -> bool:
-        run = self.run_dir(root)
-        role = ROLE_OF_STAGE[self.stage]
-        results = run / "results.json"
-        if not (run / role / "DONE").is_file() or not results.is_file():
-            return False
-        try:
-            return role in json.loads(results.read_text())
-        except ValueError:
-            return False
+        return stage_finished(self.run_dir(root), ROLE_OF_STAGE[self.stage])
 
     def command(self, root: Path, python: str, train: str) -> list[str]:
         overrides = [o.replace("<root>", str(root)) for o in self.overrides]

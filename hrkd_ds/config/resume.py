@@ -30,7 +30,7 @@ def check_resume_config(cfg: Config, ds_cfg: dict[str, Any], saved: Path) -> Non
     """Refuse a relaunch whose settings differ from the run saved at `saved` (its config.yaml)."""
     if not saved.is_file():
         return
-    old = _flatten(yaml.safe_load(saved.read_text()) or {})
+    old = {**_flatten(to_dict(Config())), **_flatten(yaml.safe_load(saved.read_text()) or {})}  # fields added since: defaults
     new = _flatten(to_dict(cfg))
     saved_ds = saved.with_name("deepspeed_config.json")
     if saved_ds.is_file():  # what a DeepSpeed checkpoint cannot be loaded across

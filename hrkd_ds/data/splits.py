@@ -170,6 +170,10 @@ def load_splits(cfg) -> RawSplits:
         if not tr.size:
             raise UserError(f"data.path: domain {d!r} has no training examples left after the dev/test split "
                             f"({sum(len(positions[s][d]) for s in SPLITS)} in all); give it more data or lower data.dev_fraction/test_fraction")
+        for split in ("dev", "test"):  # every evaluation reports each domain: an empty split has no accuracy
+            if not len(positions[split][d]):
+                raise UserError(f"data.path: domain {d!r} has no {split} examples ({len(tr)} train); give it more data, "
+                                f"raise data.{split}_fraction or give data.test_path")
         if cfg.train_fraction < 1.0:
             y = np.array([label_ids[pool[i]["label"]] for i in tr], dtype=np.int64)
             tr = tr[few_shot(y, cfg.train_fraction, len(labels), _rng(cfg.split_seed, d, "fewshot"))]

@@ -155,10 +155,11 @@ def save(engine, ckpt_dir: str | Path, step: int, progress: dict[str, Any], rank
         atomic_write_text(ckpt_dir / tag / "progress.json", json.dumps(progress))
         write_manifest(ckpt_dir / tag)
         atomic_write_text(ckpt_dir / POINTER, tag)
-        tags = sorted(p.name for p in ckpt_dir.glob("step*") if p.is_dir())
-        for old in tags[:-KEEP]:
-            if old != tag:
-                shutil.rmtree(ckpt_dir / old, ignore_errors=True)
+        tags = sorted(p.name for p in ckpt_dir.glob("step*") if p.is_dir() and p.name != tag)
+        complete = [t for t in tags if (ckpt_dir / t / MANIFEST).is_file()]
+        # keep the newest complete ones; a tag without a manifest is a save that never finished
+        for old in complete[:max(0, len(complete) - (KEEP - 1))] + [t for t in tags if t not in complete]:
+            shutil.rmtree(ckpt_dir / old, ignore_errors=True)
     barrier()
     return tag
 

@@ -12,7 +12,7 @@ from hrkd_ds.config.deepspeed import with_batch_sizes, zero_stage
 from hrkd_ds.distill.layer_map import resolve_layer_map
 from hrkd_ds.distill.methods import method
 from hrkd_ds.errors import UserError
-from hrkd_ds.models.student_init import check_teacher_layers_fit
+from hrkd_ds.models.student_init import check_teacher_layers_fit, teacher_widths
 
 
 def general_student_config(model_cfg):
@@ -27,8 +27,7 @@ def _teacher_shape(cfg: Config, teacher_dir: Path | None, stage_dir: Path) -> tu
         src = stage_dir / "model"
     if src is not None:
         c = AutoConfig.from_pretrained(str(src))
-        return c.num_hidden_layers, {"hidden_size": c.hidden_size, "num_heads": c.num_attention_heads,
-                                     "intermediate_size": c.intermediate_size}
+        return c.num_hidden_layers, teacher_widths(c)
     t = cfg.teacher
     return t.num_layers, {"hidden_size": t.hidden_size, "num_heads": t.num_heads, "intermediate_size": t.intermediate_size}
 

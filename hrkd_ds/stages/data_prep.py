@@ -36,8 +36,8 @@ def prepare_data(cfg: Config, dist: DistInfo, teacher_dir: Path | None, cache_di
             try:
                 tokenizer = build_tokenizer(tok_cfg, raw, cache_dir)
                 data: TokenizedSplits = tokenize_splits(raw, tokenizer, cfg.data.max_seq_len, cache_dir)
-            except UserError as err:
+            except Exception as err:  # noqa: BLE001 - re-raised below, after every rank has heard of it
                 error = err
-        if any_rank(error is not None, dist.device):  # every rank stops, none waits in a barrier
-            raise error or UserError("tokenizer/data preparation failed on rank 0 (see its message)")
+        if any_rank(error is not None, dist.device):  # every rank stops, none waits in a collective
+            raise error or UserError("tokenizer/data preparation failed on another rank (see its message)")
     return raw, tokenizer, data

@@ -12,6 +12,7 @@ import yaml
 from hrkd_ds.config import to_dict
 from hrkd_ds.config.deepspeed import read_ds_config, zero_stage
 from hrkd_ds.distill.methods import build_step_module, method
+from hrkd_ds.engine.distributed import any_rank
 from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config, write_partition_record
 from hrkd_ds.errors import UserError
 from hrkd_ds.io import recover_dir
@@ -106,9 +107,12 @@ def run_distill(ctx: StageContext) -> None:
         teacher_engine = build_teacher_engine(teacher, t_cfg)
         write_partition_record(teacher_engine, ctx.run_dir.stage_dir("student"), ctx.dist.rank, ctx.dist.world_size)
     if "teacher" not in ctx.results:  # teacher came from elsewhere: report it too
-        found = teacher_run_results(ctx) or (evaluate_teacher(ctx, teacher_engine) if teacher_engine else None)
+        found = teacher_run_results(ctx)
+        if any_rank(found is None, ctx.dist.device) and teacher_engine is not None:  # every rank evaluates, or none
+            found = evaluate_teacher(ctx, teacher_engine)
         if found is not None:
             ctx.results["teacher"] = found
+            ctx.save_results()  # a relaunch of a preempted student stage does not evaluate it again
     ctx.results["student"] = ctx.train_stage("student", module, stage, teacher=teacher_engine)
     ctx.results["student"]["method"] = cfg.distill.method
     teacher_dir = src or teacher_export(ctx)  # the `none` baseline is compared with the teacher too

@@ -16,6 +16,16 @@ from hrkd_ds.config import Config, save_config
 from hrkd_ds.io import atomic_write_json, atomic_write_text
 
 
+def stage_finished(run_dir: str | Path, role: str) -> bool:
+    """A stage of the run at `run_dir` finished: its DONE marker and its results.json entry (a
+    damaged or half-written results.json counts as not finished)."""
+    run = RunDir(run_dir, is_main=False)
+    try:
+        return run.is_done(role, run.load_results())
+    except ValueError:
+        return False
+
+
 class RunDir:
     """Bookkeeping of `output_dir`; only the main rank writes."""
 

@@ -80,3 +80,12 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, needle):
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()  # nothing written for a rejected run
+
+
+def test_default_yaml_spells_out_every_default():
+    """configs/default.yaml says it is the embedded default spelled out: every field, same values."""
+    import yaml
+
+    from hrkd_ds.config import Config, to_dict
+
+    assert yaml.safe_load((REPO_ROOT / "configs" / "default.yaml").read_text()) == to_dict(Config())
