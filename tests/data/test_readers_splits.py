@@ -214,3 +214,14 @@ def test_error_missing_column(tmp_path):
     short.write_text("sentence1\tsentence2\tlabel\tgenre\na\tb\tentailment\n")
     with pytest.raises(UserError, match="s.tsv line 2"):
         read_mnli(short)
+
+
+def test_domain_without_dev_or_test_examples_is_one_line(tmp_path):
+    """A domain too small for a dev split would crash the first evaluation: refused before training."""
+    rows = ["text,label,domain"] + [f"text {i},{'yes' if i % 2 else 'no'},big" for i in range(40)] + \
+           ["tiny text a,yes,tiny", "tiny text b,no,tiny", "tiny text c,yes,tiny"]
+    f = tmp_path / "t.csv"
+    f.write_text("\n".join(rows) + "\n")
+    with pytest.raises(UserError, match="'tiny' has no (dev|test) examples") as err:
+        load_splits(DataConfig(format="table", path=str(f)))
+    assert "\n" not in str(err.value)
