@@ -56,6 +56,11 @@ ALL_VARIANTS = ["plain", "zero0", "zero2", "zero3", "zero2/t-zero3", "zero3/t-ze
 TEACHER_JSON = {"t-zero3": "ds_configs/teacher_zero3.json", "t-zero3-bf16": "ds_configs/teacher_zero3_bf16.json"}
 
 
+def layer_map(student, teacher) -> list[int]:
+    """Evenly spaced teacher layers (1-based) for each student layer, also when the depths do not divide."""
+    return [round((i + 1) * teacher.num_layers / student.num_layers) for i in range(student.num_layers)]
+
+
 def make_batch(a, gen) -> dict[str, torch.Tensor]:
     N, T = a.domains * a.batch, a.seq
     ids = torch.randint(1, a.vocab, (N, T), generator=gen)
@@ -80,7 +85,7 @@ def build_pair(a, layers: int, hidden: int):
     cfg = ModelConfig(hidden_size=a.student_hidden, num_layers=a.student_layers, num_heads=a.student_heads,
                       intermediate_size=a.student_intermediate, dropout=0.1)
     student = build_model(cfg, a.domains, C, a.vocab, 0, a.seq, attention="probs")
-    loss = RelationalDistillLoss.from_config(student, teacher, a.domains, GraphConfig(), DistillConfig())
+    loss = RelationalDistillLoss.from_config(student, teacher, a.domains, GraphConfig(), DistillConfig(layer_map=layer_map(student, teacher)))
     loss.request_internals(student, teacher)
     return teacher, DistillModule(student, loss, a.domains)
 
@@ -116,7 +121,7 @@ def reference_step(a, teacher, module):
     """K full teacher copies, each on its own domain's rows, every layer's internals; loop loss."""
     teachers = [copy.deepcopy(teacher) for _ in range(a.domains)]
     student = module.model
-    loss = ReferenceDistillLoss.from_config(student, teacher, a.domains, GraphConfig(), DistillConfig())
+    loss = ReferenceDistillLoss.from_config(student, teacher, a.domains, GraphConfig(), DistillConfig(layer_map=layer_map(student, teacher)))
     for t in teachers:
         t.select_internals()
     student.select_internals()
