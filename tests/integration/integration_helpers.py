@@ -139,6 +139,16 @@ class Launch:
         return found
 
 
+def preempt_after(launch: Launch, out: Path, stage: str, step: int) -> Result:
+    """SIGUSR1 to both ranks once `stage` has logged `step`; the launch's result (exit 3 expected)."""
+    assert launch.wait_until(lambda: max_logged_step(out, stage) >= step), f"no {stage} step {step}:\n{launch.wait(5).tail()}"
+    ranks = launch.rank_pids()
+    assert len(ranks) == 2, ranks
+    for pid in ranks:
+        os.kill(pid, signal.SIGUSR1)
+    return launch.wait()
+
+
 def descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):

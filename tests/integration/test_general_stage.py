@@ -4,12 +4,10 @@ resumes exactly after a preemption, and its export starts the task distillation 
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import pytest
 from integration_helpers import (
-    Launch, assert_accuracies, assert_ok, deepspeed_cmd, free_port, losses_by_step, max_logged_step, read_results, run,
+    Launch, assert_accuracies, assert_ok, deepspeed_cmd, free_port, losses_by_step, preempt_after, read_results, run,
     train_args,
 )
 
@@ -35,12 +33,7 @@ def test_general_stage_two_ranks_zero3_resume_then_task_distillation(it_root, it
 
     out = it_root / "general_resume"
     first = Launch(_cmd(out, it_cache, "[general,teacher,distill]"), it_root / "general_resume.log")
-    assert first.wait_until(lambda: max_logged_step(out, "general") >= 3), f"no general step 3:\n{first.wait(5).tail()}"
-    ranks = first.rank_pids()
-    assert len(ranks) == 2, ranks
-    for pid in ranks:
-        os.kill(pid, signal.SIGUSR1)
-    stopped = first.wait()
+    stopped = preempt_after(first, out, "general", 3)
     assert stopped.rc == 3, f"preempted general stage exited {stopped.rc}:\n{stopped.tail()}"
     assert not (out / "general" / "DONE").exists()
 

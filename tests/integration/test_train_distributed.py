@@ -11,7 +11,7 @@ import pytest
 from hrkd_ds.engine import checkpoint
 from integration_helpers import (
     RESUME_ARGS, Launch, assert_accuracies, assert_ok, deepspeed_cmd, free_port, losses_by_step, max_logged_step,
-    read_metrics, read_results, run, single_cmd, train_args,
+    preempt_after, read_metrics, read_results, run, single_cmd, train_args,
 )
 
 pytestmark = pytest.mark.multiprocess
@@ -110,13 +110,7 @@ def test_exact_resume_after_preemption_and_crash(zero2_run, it_root, it_cache):
         return Launch(deepspeed_cmd(2, free_port()) + train_args(out, it_cache, *RESUME_ARGS, deepspeed="ds_configs/zero2.json"), log)
 
     # 1) preemption: SIGUSR1 to both ranks once teacher step 3 is logged -> checkpoint, exit 3
-    b1 = launch()
-    assert b1.wait_until(lambda: max_logged_step(out, "teacher") >= 3), f"no teacher step 3:\n{b1.wait(5).tail()}"
-    ranks = b1.rank_pids()
-    assert len(ranks) == 2, ranks
-    for pid in ranks:
-        os.kill(pid, signal.SIGUSR1)
-    r1 = b1.wait()
+    r1 = preempt_after(launch(), out, "teacher", 3)
     assert r1.rc == 3, f"preempted launch exited {r1.rc}:\n{r1.tail()}"
     stopped = _latest_step(out / "teacher" / "checkpoints")
     assert 3 <= stopped < 8, stopped
