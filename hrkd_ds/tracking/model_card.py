@@ -12,28 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
-
 from hrkd_ds.io import atomic_write_text
 
 _SHAPE = (("layers", "num_hidden_layers", "layers"), ("hidden size", "hidden_size", "hidden"),
           ("attention heads", "num_attention_heads", "heads"), ("intermediate size", "intermediate_size", "intermediate"))
 _FIGURES = (("parameters", "params"), ("size on disk", "size_bytes"), ("latency (ms)", "latency_ms"))
-
-
-def model_figures(model_dir: str | Path) -> dict[str, int]:
-    """{"params", "size_bytes"} of the weights in a saved model dir, read from the safetensors
-    headers (no tensor is loaded): the numbers `info["compression"]` wants for student and teacher."""
-    files = sorted(Path(model_dir).glob("*.safetensors"))
-    params = 0
-    for f in files:
-        with safe_open(str(f), framework="pt") as st:
-            for key in st.keys():
-                n = 1
-                for dim in st.get_slice(key).get_shape():
-                    n *= dim
-                params += n
-    return {"params": params, "size_bytes": sum(f.stat().st_size for f in files)}
 
 
 def _fmt(key: str, value: float) -> str:
@@ -147,7 +130,7 @@ def write_model_card(model_dir: str | Path, info: dict[str, Any]) -> Path:
                    "teacher layers [2, 4, 6]"
       teacher      the teacher's shape for a student: {"layers", "hidden", "heads", "intermediate"}
       results      a results.json block: {"dev": {domain: acc, ..., "average": acc}, "test": {...}}
-      compression  {"params" | "size_bytes" | "latency_ms": (this model, teacher)}; see `model_figures`
+      compression  {"params" | "size_bytes" | "latency_ms": (this model, teacher)}; from the compression report (analysis/compression.py)
       max_seq_len  data.max_seq_len (the example truncates to it; default 128)
       model_path   the path people load it from, when `model_dir` is a temp dir about to be renamed
       command      the command line that produced it

@@ -11,7 +11,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from hrkd_ds.data.tokenizer import sentencepiece_to_hf, train_sentencepiece
 from hrkd_ds.models.encoder import annotate_config
-from hrkd_ds.tracking.model_card import model_figures, write_model_card
+from hrkd_ds.tracking.model_card import write_model_card
 
 DOMAINS, LABELS = ["books", "dvd", "kitchen"], ["negative", "positive"]
 RESULTS = {"dev": {"books": 0.75, "dvd": 0.5, "kitchen": 0.625, "average": 0.625},
@@ -77,10 +77,3 @@ def test_code_example_runs_and_slices_the_right_logits(export, monkeypatch, caps
     d = DOMAINS.index("kitchen")  # the example picks the last domain: an offset error shows
     expected = logits[:, d * 2:(d + 1) * 2].softmax(-1)
     assert torch.allclose(scope["probs"], expected, atol=1e-6)
-
-
-def test_model_figures_count_every_saved_parameter(export):
-    model_dir, model = export
-    figures = model_figures(model_dir)
-    assert figures["params"] == sum(t.numel() for t in model.state_dict().values())
-    assert figures["size_bytes"] == (model_dir / "model.safetensors").stat().st_size
