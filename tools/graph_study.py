@@ -4,8 +4,8 @@ teacher and measures the weights' behaviour from each run's metrics.jsonl.
     python tools/graph_study.py --out runs/graph_study [--seeds 1,2] [trainer overrides ...]
 
 Variants (distill stage only, one shared teacher): the default trained graph with dropout 0.1;
-trained without dropout; frozen at init (the reference release); frozen without dropout; and the
-KD baseline (uniform 1/K). Per variant it reports, over logged steps:
+trained without dropout; frozen at init (the reference release); frozen without dropout; the
+KD baseline (uniform 1/K); and the residual GAT (`graph.residual`: trained, without dropout, frozen). Per variant it reports, over logged steps:
 - jump: mean |r_t - r_(t-1)| of the embedding-level weights between consecutive logged steps;
 - entropy: mean entropy of r over domains / log K (1 = uniform, 0 = one domain takes all);
 - easiest: share of steps where the largest weight sits on the domain with the smallest loss;
@@ -37,6 +37,10 @@ VARIANTS = {
     "frozen at init": ["distill.method=hrkd", "graph.trainable=false"],
     "frozen, dropout 0": ["distill.method=hrkd", "graph.trainable=false", "graph.dropout=0"],
     "kd (uniform 1/K)": ["distill.method=kd"],
+    # graph.residual: each node keeps its own projection, so the weights can leave 1/K
+    "residual": ["distill.method=hrkd", "graph.residual=true"],
+    "residual, dropout 0": ["distill.method=hrkd", "graph.residual=true", "graph.dropout=0"],
+    "residual, frozen": ["distill.method=hrkd", "graph.residual=true", "graph.trainable=false"],
 }
 
 

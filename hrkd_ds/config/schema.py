@@ -71,6 +71,7 @@ class GraphConfig:
     hidden_per_head: int = 8  # GAT width per head; 0 -> the prototype width (the reference's)
     dropout: float = 0.1
     leaky_relu_slope: float = 0.2
+    residual: bool = False  # add each node's own projection in the GAT layers (the release: no; see graph.py)
     scale_scores: bool = True  # divide compare-aggregate bilinear scores by sqrt(D); reference: False
     init: Literal["ours", "reference"] = "ours"  # Xavier bounds of U, V and the GAT (docs/METHOD.md)
 

@@ -16,6 +16,11 @@ softmaxes do not saturate (`graph.scale_scores`; the reference leaves them unsca
 and for V the fans PyTorch computes over the release's (K, D, D) tensor per level
 (fan_in = D*D, fan_out = K*D), far narrower than a per-domain (D, D) matrix's.
 `graph.hidden_per_head=0` makes each GAT head as wide as the prototypes, as the release's nhid.
+
+`graph.residual=true` adds each node's own projection to both GAT layers' outputs (a skip
+connection). Without it, while the attention logits keep one sign every node gets the same
+attention row, hence the same output, and the weights sit at exactly 1/K with zero gradient
+(docs/RESULTS.md, "The domain graph"); with it a node's output depends on its own prototype.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class DomainGraph(nn.Module):
         self.hierarchical = cfg.hierarchical
         self.dropout = cfg.dropout
         self.slope = cfg.leaky_relu_slope
+        self.residual = cfg.residual
         self.score_scale = 1.0 / math.sqrt(D) if cfg.scale_scores else 1.0
         L = G - 1
         # compare-aggregate, levels 1..L
@@ -97,12 +103,12 @@ class DomainGraph(nn.Module):
         Wh = x.unsqueeze(1) @ self.W1  # (G, H, K, O)
         e = Wh @ self.a1_src[..., None] + (Wh @ self.a1_dst[..., None]).transpose(-1, -2)  # (G, H, K, K)
         att = F.dropout(torch.softmax(F.leaky_relu(e, self.slope), dim=-1), p, train)  # (G, H, K, K)
-        h = F.elu(att @ Wh)  # (G, H, K, O)
+        h = F.elu(att @ Wh + Wh if self.residual else att @ Wh)  # (G, H, K, O)
         h = F.dropout(h.permute(0, 2, 1, 3).flatten(2), p, train)  # (G, K, H*O)
         Wh2 = h @ self.W2  # (G, K, 1)
         e2 = Wh2 * self.a2_src[:, None] + (Wh2 * self.a2_dst[:, None]).transpose(1, 2)  # (G, K, K)
         att2 = F.dropout(torch.softmax(F.leaky_relu(e2, self.slope), dim=-1), p, train)
-        return F.elu(att2 @ Wh2).squeeze(-1)  # (G, K)
+        return F.elu(att2 @ Wh2 + Wh2 if self.residual else att2 @ Wh2).squeeze(-1)  # (G, K)
 
     def forward(self, protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(G, K, D) prototypes -> domain weights (G, K) (rows sum to 1), ratios (L, K, G)."""
@@ -141,9 +147,9 @@ class DomainGraph(nn.Module):
             Wh = x @ self.W1[g, h]  # (K, O)
             e = (Wh @ self.a1_src[g, h])[:, None] + (Wh @ self.a1_dst[g, h])[None, :]  # (K, K)
             att = F.dropout(torch.softmax(F.leaky_relu(e, self.slope), dim=1), p, train)
-            heads.append(F.elu(att @ Wh))
+            heads.append(F.elu(att @ Wh + Wh if self.residual else att @ Wh))
         x2 = F.dropout(torch.cat(heads, dim=1), p, train)  # (K, H*O)
         Wh2 = x2 @ self.W2[g]  # (K, 1)
         e2 = Wh2 * self.a2_src[g] + (Wh2 * self.a2_dst[g]).T  # (K, K)
         att2 = F.dropout(torch.softmax(F.leaky_relu(e2, self.slope), dim=1), p, train)
-        return F.elu(att2 @ Wh2).squeeze(-1)
+        return F.elu(att2 @ Wh2 + Wh2 if self.residual else att2 @ Wh2).squeeze(-1)

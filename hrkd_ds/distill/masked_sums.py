@@ -1,17 +1,22 @@
-"""Per-(layer, domain) sums of mask * (s - t)^2 over lists of big tensors, one pass each way.
+"""Per-(layer, domain) sums of mask * (s - t)^2 over lists of big tensors, few passes each way.
 
-The attention maps and projected hidden states are the largest tensors of the loss; this autograd
-function reads each once forward and once backward and writes its gradient once. Nothing big is
-saved: backward recomputes d = s - t and writes grad = d * (mask * 2 * upstream[l, k(n)]).
-Layers are looped (they arrive as separate tensors; stacking would copy them), domains never
-are (rows are domain-major, so a (K, -1) view gives the domains).
+The attention maps and projected hidden states are the largest tensors of the loss. Forward
+writes m = mask * (s - t) once per layer (subtract, then mask in place) and reduces it per domain;
+since mask is 0/1, the sum of m * m is the loss and 2 * upstream[l, k(n)] * m is the gradient, so
+backward scales the saved m in place: one read and one write, and no freshly allocated (page-
+faulting) gradient. That is 8 passes over each big tensor against the 5 of the bytes floor (read s
+and t forward, read them again backward, write the gradient), where recomputing s - t in backward
+took 11. The price is m kept alive between forward and backward (the size of the student tensors),
+and a graph that can be differentiated once: a second backward through the same graph
+(`retain_graph=True`) raises instead of reading scaled values. Layers are looped (they arrive as
+separate tensors; stacking would copy them), domains never are (rows are domain-major, so a
+(K, -1) view gives the domains).
 
-On CUDA with Triton the kernels of `triton_masked_sums` do each direction in one launch; every
-other case (CPU, CUDA without Triton, float64) takes the one torch path below. On the CPU,
-`compiled=True` (`distill.compiled_terms`) instead runs the plain formula through torch.compile,
-which fuses subtract, mask, square and reduce into one pass each way: about 2x faster for the
-terms at the paper's shapes, after a compile of ~1-2 minutes per distinct shape, so it pays in long
-runs with static shapes (`data.pad_to=max_length`); with shapes that change every step it does not.
+On CUDA with Triton the kernels of `triton_masked_sums` do each direction in one launch and save
+nothing big; every other case (CPU, CUDA without Triton, float64) takes the torch path below. On
+the CPU, `compiled=True` (`distill.compiled_terms`) instead runs the plain formula through
+torch.compile (subtract, mask, square and reduce fused), after a compile of ~1-2 minutes per
+distinct shape, so it is meant for long runs with static shapes (`data.pad_to=max_length`).
 """
 
 from __future__ import annotations
@@ -35,31 +40,27 @@ def _sum_squares_per_domain(buf: torch.Tensor, K: int) -> torch.Tensor:
     return torch.bmm(flat, flat.transpose(1, 2)).view(K)
 
 
-def _torch_forward(mask, K: int, students, teachers) -> torch.Tensor:
-    """d = s - t into one reused buffer, d *= mask, per-domain sum of squares; (L, K)."""
-    rows, buf = [], None
+def _torch_forward(mask, K: int, students, teachers) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """m = mask * (s - t) per layer (kept for backward) and its per-domain sums of squares; (L, K)."""
+    rows, masked = [], []
     for s, t in zip(students, teachers):
-        if buf is None or buf.shape != s.shape:
-            buf = torch.empty_like(s, memory_format=torch.contiguous_format)
-        torch.sub(s, t, out=buf)
-        buf.mul_(mask)
-        rows.append(_sum_squares_per_domain(buf, K))
-    return torch.stack(rows)
+        m = torch.sub(s, t)  # inputs are contiguous (see masked_squared_error_sums)
+        m.mul_(mask)
+        rows.append(_sum_squares_per_domain(m, K))
+        masked.append(m)
+    return torch.stack(rows), masked
 
 
-def _torch_backward(mask, grad_sums, K: int, pairs, needs) -> list:
-    n = pairs[0].shape[0]
+def _torch_backward(masked: list[torch.Tensor], grad_sums: torch.Tensor, K: int, needs) -> list:
+    """grad of s = 2 * upstream[l, k] * m, written over the saved m (grad of t is its negation)."""
     grads: list[torch.Tensor | None] = []
-    for i in range(len(pairs) // 2):
+    for i, m in enumerate(masked):
         need_s, need_t = needs[2 * i], needs[2 * i + 1]
         if not (need_s or need_t):
             grads += [None, None]
             continue
-        scale = (2.0 * grad_sums[i]).repeat_interleave(n // K)  # (N,)
-        weight = mask * scale.reshape(n, *([1] * (mask.dim() - 1)))  # small: mask-shaped
-        g = torch.sub(pairs[2 * i], pairs[2 * i + 1])
-        g.mul_(weight)
-        grads += [g if need_s else None, g.neg() if need_t else None]
+        m.view(K, -1).mul_((2.0 * grad_sums[i]).unsqueeze(1))
+        grads += [m if need_s else None, (m.neg() if need_s else m.neg_()) if need_t else None]
     return grads
 
 
@@ -69,22 +70,28 @@ class MaskedSquaredErrorSums(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mask: torch.Tensor, num_domains: int, launch: LaunchConfig, *pairs: torch.Tensor) -> torch.Tensor:
         # mask: 0/1 broadcastable to each tensor, batch dim first; pairs: s_0, t_0, s_1, t_1, ...
-        ctx.num_domains, ctx.launch = num_domains, launch
-        ctx.save_for_backward(mask, *pairs)
+        ctx.num_domains, ctx.launch, ctx.used = num_domains, launch, False
         ctx.use_triton = triton_path.usable(mask, pairs)
-        forward = triton_path.forward if ctx.use_triton else _torch_forward
-        args = (launch,) if ctx.use_triton else ()
-        return forward(mask, num_domains, pairs[0::2], pairs[1::2], *args)
+        if ctx.use_triton:
+            ctx.save_for_backward(mask, *pairs)
+            return triton_path.forward(mask, num_domains, pairs[0::2], pairs[1::2], launch)
+        sums, masked = _torch_forward(mask, num_domains, pairs[0::2], pairs[1::2])
+        ctx.save_for_backward(*masked)
+        return sums
 
     @staticmethod
     def backward(ctx, grad_sums: torch.Tensor):
-        mask, *pairs = ctx.saved_tensors
+        if ctx.used:
+            raise RuntimeError("masked_squared_error_sums: the torch path scales its saved differences in place, "
+                               "so its graph can be differentiated only once (no retain_graph=True reuse)")
         grad_sums = grad_sums.contiguous()  # may arrive expanded (e.g. from a sum)
         needs = ctx.needs_input_grad[3:]
         if ctx.use_triton:
+            mask, *pairs = ctx.saved_tensors
             grads = triton_path.backward(mask, grad_sums, ctx.num_domains, pairs, needs, ctx.launch)
         else:
-            grads = _torch_backward(mask, grad_sums, ctx.num_domains, pairs, needs)
+            ctx.used = True
+            grads = _torch_backward(list(ctx.saved_tensors), grad_sums, ctx.num_domains, needs)
         return (None, None, None, *grads)
 
 

@@ -83,12 +83,30 @@ def test_mask_padding_switch_changes_prototypes():
     assert torch.allclose(masked.prototypes(bumped, tok, 4), a.detach(), atol=1e-6)
 
 
-def test_graph_batched_equals_loop():
+@pytest.mark.parametrize("residual", [False, True])
+def test_graph_batched_equals_loop(residual):
     torch.manual_seed(0)
-    g = DomainGraph(5, 4, 16, graph_cfg()).double().eval()
+    g = DomainGraph(5, 4, 16, graph_cfg(residual=residual)).double().eval()
     protos = torch.randn(4, 5, 16, dtype=torch.float64) * 3
     (w1, r1), (w2, r2) = g(protos), g.forward_loop(protos)
     assert torch.allclose(w1, w2, rtol=1e-12) and torch.allclose(r1, r2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_small_prototypes_pin_the_weights_at_uniform_unless_residual(residual):
+    """The release's GAT on the complete graph: equal attention rows -> equal outputs -> 1/K and no
+    gradient; the residual keeps each node's own projection, so the weights move and can learn."""
+    torch.manual_seed(0)
+    g = DomainGraph(4, 3, 16, graph_cfg(residual=residual, dropout=0.0)).double().train()
+    protos = torch.randn(3, 4, 16, dtype=torch.float64) * 0.01  # the scale std-0.02 projections give
+    w, _ = g(protos)
+    (w * torch.arange(4.0, dtype=torch.float64)).sum().backward()
+    spread = (w - 0.25).abs().max().item()
+    grad = max(p.grad.abs().max().item() for p in g.parameters())
+    if residual:
+        assert spread > 1e-6 and grad > 1e-6
+    else:
+        assert spread < 1e-12 and grad < 1e-12
 
 
 def test_torch_compile_fused_loss():
