@@ -11,6 +11,7 @@ KD baseline (uniform 1/K); and the residual GAT (`graph.residual`: trained, with
 - easiest: share of steps where the largest weight sits on the domain with the smallest loss;
 - corr: mean Spearman correlation over steps between r_d and the domain's loss (negative: the
   graph moves weight to the domains it already fits best);
+for the embedding level and, prefixed top_, for the last student layer (its loss: att + hid);
 and the student's dev and test average. Writes <out>/graph_study.md and .json (atomically).
 """
 
@@ -62,14 +63,22 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def weight_stats(rows: list[dict], domains: list[str]) -> dict[str, float]:
-    """Behaviour of the embedding-level weights r_0 against the embedding loss, over logged steps."""
+def _level_loss(row: dict, level: int, domains: list[str]) -> list[float]:
+    """The loss the level's weights multiply: emb at level 0, att + hid of student layer l above it."""
+    t = row["terms"]
+    if level == 0:
+        return [t["emb"][d] for d in domains]
+    return [sum(t[k][level - 1][d] for k in ("att", "hid") if k in t) for d in domains]
+
+
+def weight_stats(rows: list[dict], domains: list[str], level: int = 0) -> dict[str, float]:
+    """Behaviour of one level's weights r_g against that level's loss, over logged steps."""
     rows = [r for r in rows if "weights" in r and "emb" in r.get("terms", {})]
     if len(rows) < 2:
         return {}
     K = len(domains)
-    w = np.array([r["weights"][0] for r in rows])  # (S, K)
-    loss = np.array([[r["terms"]["emb"][d] for d in domains] for r in rows])  # (S, K)
+    w = np.array([r["weights"][level] for r in rows])  # (S, K)
+    loss = np.array([_level_loss(r, level, domains) for r in rows])  # (S, K)
     ent = -(w * np.log(np.clip(w, 1e-12, 1))).sum(1) / math.log(K)
     corr = [_spearman(w[i], loss[i]) for i in range(len(rows))]
     return {
@@ -79,6 +88,15 @@ def weight_stats(rows: list[dict], domains: list[str]) -> dict[str, float]:
         "easiest": float((w.argmax(1) == loss.argmin(1)).mean()),
         "corr": float(np.nanmean(corr)) if not all(math.isnan(c) for c in corr) else float("nan"),
     }
+
+
+def run_stats(rows: list[dict], domains: list[str]) -> dict[str, float]:
+    """Level 0 (embeddings) and the top level (the last student layer), the latter prefixed top_."""
+    rows = [r for r in rows if "weights" in r and "emb" in r.get("terms", {})]
+    if not rows:
+        return {}
+    top = len(rows[0]["weights"]) - 1
+    return {**weight_stats(rows, domains, 0), **{f"top_{k}": v for k, v in weight_stats(rows, domains, top).items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,10 +122,11 @@ def main(argv: list[str] | None = None) -> int:
             domains = json.loads((run / "labels.json").read_text())["domains"]
             rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
             res = json.loads((run / "results.json").read_text())["student"]
-            table.append({"variant": name, "seed": seed, **weight_stats([r for r in rows if r.get("stage") == "student"], domains),
+            table.append({"variant": name, "seed": seed, **run_stats([r for r in rows if r.get("stage") == "student"], domains),
                           "dev": res["dev"]["average"], "test": res["test"]["average"]})
     atomic_write_json(out / "graph_study.json", table)
-    keys = ("jump", "entropy", "max_weight", "easiest", "corr", "dev", "test")
+    keys = ("jump", "entropy", "max_weight", "easiest", "corr", "top_jump", "top_entropy", "top_max_weight",
+            "top_easiest", "top_corr", "dev", "test")
     lines = ["| variant | seed | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
     for r in table:
         lines.append(f"| {r['variant']} | {r['seed']} | " + " | ".join("–" if r.get(k) is None else f"{r[k]:.3f}" for k in keys) + " |")
