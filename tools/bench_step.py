@@ -19,6 +19,9 @@ teacher forward). Also printed:
   (time, and activation memory = peak RSS minus RSS before the forward, each in a fresh
   subprocess so one variant's peak cannot hide the other's); skip with --no-forward.
 
+`--device cuda` runs the same variants on one GPU (CUDA-synchronised timing; activation memory =
+peak allocated minus allocated before the forward); not yet run on a GPU by this project.
+
 Last line: `engine_overhead_pct: X speedup_vs_reference_style: Y`, X = ZeRO-2 engine with the
 teacher unpartitioned vs the plain loop, Y = reference step time / the trainer's default step
 (ZeRO-2 student, ZeRO-3 teacher). `--sweep` prints samples/s against teacher size instead.
@@ -65,8 +68,14 @@ def make_batch(a, gen) -> dict[str, torch.Tensor]:
     N, T = a.domains * a.batch, a.seq
     ids = torch.randint(1, a.vocab, (N, T), generator=gen)
     mask = (torch.arange(T)[None] < torch.randint(T // 4, T + 1, (N, 1), generator=gen)).long()
-    return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids),
-            "domain_ids": torch.arange(a.domains).repeat_interleave(a.batch), "labels": torch.randint(0, C, (N,), generator=gen)}
+    batch = {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids),
+             "domain_ids": torch.arange(a.domains).repeat_interleave(a.batch), "labels": torch.randint(0, C, (N,), generator=gen)}
+    return {k: v.to(a.device) for k, v in batch.items()}
+
+
+def sync(a) -> None:
+    if a.device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -76,7 +85,7 @@ def inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def build_teacher(a, layers: int, hidden: int):
     torch.manual_seed(0)
     cfg = ModelConfig(hidden_size=hidden, num_layers=layers, num_heads=hidden // 64, intermediate_size=4 * hidden, dropout=0.1)
-    return build_model(cfg, a.domains, C, a.vocab, 0, a.seq, attention="probs").eval()
+    return build_model(cfg, a.domains, C, a.vocab, 0, a.seq, attention="probs").to(a.device).eval()
 
 
 def build_pair(a, layers: int, hidden: int):
@@ -84,10 +93,10 @@ def build_pair(a, layers: int, hidden: int):
     teacher = build_teacher(a, layers, hidden)
     cfg = ModelConfig(hidden_size=a.student_hidden, num_layers=a.student_layers, num_heads=a.student_heads,
                       intermediate_size=a.student_intermediate, dropout=0.1)
-    student = build_model(cfg, a.domains, C, a.vocab, 0, a.seq, attention="probs")
+    student = build_model(cfg, a.domains, C, a.vocab, 0, a.seq, attention="probs").to(a.device)
     loss = RelationalDistillLoss.from_config(student, teacher, a.domains, GraphConfig(), DistillConfig(layer_map=layer_map(student, teacher)))
     loss.request_internals(student, teacher)
-    return teacher, DistillModule(student, loss, a.domains)
+    return teacher, DistillModule(student, loss.to(a.device), a.domains)
 
 
 def concat_outputs(outs: list[EncoderOutputs]) -> EncoderOutputs:
@@ -176,13 +185,15 @@ def make_steps(a, variants: list[str], layers: int, hidden: int):
     return teacher, module, steps
 
 
-def time_interleaved(steps: dict, batch, repeats: int) -> dict[str, float]:
+def time_interleaved(a, steps: dict, batch, repeats: int) -> dict[str, float]:
     """Median seconds per step, variants round-robin (one warm-up round) so load hits all alike."""
     times: dict[str, list[float]] = {k: [] for k in steps}
     for i in range(repeats + 1):
         for name, step in steps.items():
+            sync(a)
             t0 = time.perf_counter()
             step(batch)
+            sync(a)
             if i:
                 times[name].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
@@ -217,12 +228,19 @@ def forward_activation_bytes(a, mode: str) -> int:
         teacher.select_internals()
     batch = inputs(make_batch(a, torch.Generator().manual_seed(0)))
     gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = status_bytes("VmRSS")
+    cuda = a.device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = status_bytes("VmRSS")
     with torch.no_grad():
         out = teacher(**batch, output_internals=True)
-    peak = status_bytes("VmHWM")
+    sync(a)
+    peak = torch.cuda.max_memory_allocated() if cuda else status_bytes("VmHWM")
     del out
     return peak - before
 
@@ -237,9 +255,11 @@ def forward_rows(a) -> dict[str, dict[str, float]]:
     for i in range(a.forward_repeats + 1):
         for mode in times:
             teacher.select_internals() if mode == "all" else teacher.select_internals(*([j + 1 for j in m] for m in mapped))
+            sync(a)
             t0 = time.perf_counter()
             with torch.no_grad():
                 teacher(**batch, output_internals=True)
+            sync(a)
             if i:
                 times[mode].append(time.perf_counter() - t0)
     del teacher
@@ -256,9 +276,10 @@ def main_table(a) -> None:
     variants = a.variants.split(",") if a.variants else ALL_VARIANTS
     batch = make_batch(a, torch.Generator().manual_seed(0))
     teacher, module, steps = make_steps(a, variants, a.teacher_layers, a.teacher_hidden)
-    t = time_interleaved(steps, batch, a.repeats)
+    t = time_interleaved(a, steps, batch, a.repeats)
     N = a.domains * a.batch
-    print(f"threads {torch.get_num_threads()}, K={a.domains} x B={a.batch}, T={a.seq}, teacher {a.teacher_layers}x"
+    where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"cpu, threads {torch.get_num_threads()}"
+    print(f"{where}, K={a.domains} x B={a.batch}, T={a.seq}, teacher {a.teacher_layers}x"
           f"{a.teacher_hidden}, student {a.student_layers}x{a.student_hidden}, median of {a.repeats} rounds")
     print(f"{'variant (student/teacher)':<28}{'s/step':>10}{'samples/s':>12}")
     for name, sec in t.items():
@@ -285,7 +306,7 @@ def main_sweep(a) -> None:
     print(f"{'teacher':<10}" + "".join(f"{v:>16}" for v in SWEEP_VARIANTS))
     for layers, hidden in SWEEP:
         _, _, steps = make_steps(a, SWEEP_VARIANTS, layers, hidden)
-        t = time_interleaved(steps, batch, a.repeats)
+        t = time_interleaved(a, steps, batch, a.repeats)
         print(f"{layers}x{hidden:<7}" + "".join(f"{N / t[v]:>16.2f}" for v in SWEEP_VARIANTS))
         del steps
         gc.collect()
@@ -293,6 +314,7 @@ def main_sweep(a) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (one GPU)")
     ap.add_argument("--domains", type=int, default=5)
     ap.add_argument("--batch", type=int, default=8, help="examples per domain")
     ap.add_argument("--seq", type=int, default=128)

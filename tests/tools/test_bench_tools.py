@@ -1,0 +1,34 @@
+"""The benchmark scripts run end to end at tiny shapes and print their headline line (their numbers
+are measured by hand in a quiet window, docs/BENCHMARKS.md; here only that the tools work)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--seq", "16", "--heads", "2", "--student-layers", "2", "--teacher-layers", "4", "--student-hidden", "32",
+        "--teacher-hidden", "64", "--repeats", "1"]
+
+
+def _run(*args: str) -> str:
+    res = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    return res.stdout
+
+
+def test_bench_loss_tiny():
+    out = _run("tools/bench_loss.py", *TINY)
+    assert re.search(r"^fused_speedup_vs_loop: \d+\.\d+$", out.strip().splitlines()[-1])
+    assert "att+hid terms, fused" in out
+
+
+def test_bench_step_tiny():
+    out = _run("tools/bench_step.py", "--teacher-layers", "2", "--teacher-hidden", "128", "--student-layers", "2",
+               "--student-hidden", "64", "--student-heads", "2", "--student-intermediate", "128", "--seq", "16",
+               "--vocab", "500", "--repeats", "1", "--no-forward", "--variants", "plain,zero2,zero2/t-zero3,reference")
+    last = out.strip().splitlines()[-1]
+    assert re.fullmatch(r"engine_overhead_pct: -?\d+\.\d speedup_vs_reference_style: \d+\.\d\d", last), last
+    assert "bf16 teacher vs fp32" in out
