@@ -84,6 +84,7 @@ class DistillConfig:
     layer_map: list[int] = field(default_factory=list)  # [] -> uniform; teacher layer per student layer (1-based)
     attention: Literal["probs", "scores"] = "probs"  # post-softmax (bounded) | pre-softmax (the reference's)
     temperature: float = 1.0
+    label_weight: float = 0.0  # + this x mean over domains of cross-entropy on labels (paper and release: 0)
     # MSE denominators: real tokens / real (query, key) pairs, or every element as the reference
     normalization: Literal["masked", "reference"] = "masked"
     fused: bool = True  # fused relational loss; False -> per-domain loop reference

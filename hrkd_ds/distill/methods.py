@@ -50,23 +50,32 @@ class DistillModule(nn.Module):
     """Stage 2: student forward, then the relational loss against the teacher's outputs.
 
     The loss (projections, domain graph) sits inside the engine's module so DeepSpeed optimises,
-    partitions and checkpoints its parameters with the student's.
+    partitions and checkpoints its parameters with the student's. `label_weight` > 0 adds the
+    labels' cross-entropy (mean over domains, the form of the soft-logit term): not part of HRKD
+    or TinyBERT's task distillation, an option because the grid found distillation alone behind
+    plain fine-tuning at a short budget (docs/RESULTS.md).
     """
 
     log_layout = {"weights": RAW, "ratios": RAW}
 
-    def __init__(self, student: nn.Module, loss: nn.Module, num_domains: int) -> None:
+    def __init__(self, student: nn.Module, loss: nn.Module, num_domains: int, label_weight: float = 0.0) -> None:
         super().__init__()
         self.model = student
         self.loss = loss
         self.num_domains = num_domains
+        self.label_weight = label_weight
 
     def forward(self, batch: dict[str, torch.Tensor], teacher_out=None, predict: bool = False):
         if predict:
             return self.model(**model_inputs(batch)).logits
         out = self.model(**model_inputs(batch), output_internals=True)
         result = self.loss(out, teacher_out, batch["attention_mask"], self.num_domains)
-        return StepOutput(loss=result.total, logs=dict(result.terms))
+        logs, total = dict(result.terms), result.total
+        if self.label_weight:
+            ce = per_domain_ce(out.logits, batch["labels"], self.num_domains)
+            total = total + self.label_weight * ce.mean()
+            logs["ce"] = ce.detach()
+        return StepOutput(loss=total, logs=logs)
 
 
 @dataclass(frozen=True)
@@ -99,4 +108,4 @@ def build_step_module(name: str, student: nn.Module, teacher: nn.Module | None, 
     loss_cls = RelationalDistillLoss if distill_cfg.fused else ReferenceDistillLoss
     loss = loss_cls.from_config(student, teacher, num_domains, spec.graph(graph_cfg), distill_cfg, prediction=spec.prediction)
     loss.request_internals(student, teacher)
-    return DistillModule(student, loss, num_domains)
+    return DistillModule(student, loss, num_domains, distill_cfg.label_weight if spec.prediction else 0.0)
