@@ -33,6 +33,10 @@ def _on_signal(signum, _frame):
     global _stop
     _stop = True
     print(f"[fake_trainer] rank {os.environ.get('RANK')} got signal {signum}", flush=True)
+    # as hrkd_ds/engine/preemption.py: the job script's repeats must not meet the default action
+    # that Python restores for its handlers at shutdown (a slow exit under load died of USR1, 138)
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _atomic_json(path: str, obj) -> None:
