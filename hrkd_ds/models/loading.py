@@ -56,6 +56,11 @@ def load_partitioned(path: str | Path, ds_cfg: dict[str, Any], attention: str):
         raise UserError(f"teacher at {path}: weights missing for {missing[:3]}{' ...' if len(missing) > 3 else ''}")
     with torch.no_grad():
         for name, param in named.items():
+            if getattr(param, "ds_secondary_tensor", None) is not None:  # ZeRO++ hpZ keeps a second copy: let DeepSpeed fill both
+                with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
+                    if _rank(param) == 0:
+                        param.copy_(where[name].get_tensor(name).to(param.dtype))
+                continue
             _fill_partition(param, where[name], name, path)
         for name, buf in hf.named_buffers():
             if name in where:
@@ -63,11 +68,15 @@ def load_partitioned(path: str | Path, ds_cfg: dict[str, Any], attention: str):
     return MultiDomainClassifier(hf, attention=attention)
 
 
+def _rank(param: torch.Tensor) -> int:
+    return torch.distributed.get_rank(group=param.ds_process_group) if torch.distributed.is_initialized() else 0
+
+
 def _fill_partition(param: torch.Tensor, handle, name: str, path: Path) -> None:
     """Copy this rank's flat range of `name` into param.ds_tensor, reading only the rows covering it."""
     part = param.ds_tensor
     size = part.ds_numel
-    rank = torch.distributed.get_rank(group=param.ds_process_group) if torch.distributed.is_initialized() else 0
+    rank = _rank(param)
     sliced = handle.get_slice(name)
     shape = tuple(sliced.get_shape())
     if shape != tuple(param.ds_shape):
