@@ -24,7 +24,8 @@ peak allocated minus allocated before the forward); not yet run on a GPU by this
 
 Last line: `engine_overhead_pct: X speedup_vs_reference_style: Y`, X = ZeRO-2 engine with the
 teacher unpartitioned vs the plain loop, Y = reference step time / the trainer's default step
-(ZeRO-2 student, ZeRO-3 teacher). `--sweep` prints samples/s against teacher size instead.
+(ZeRO-2 student, ZeRO-3 teacher), both in fp32; the line before it gives the same ratio with the
+bf16 teacher engine. `--sweep` prints samples/s against teacher size instead.
 """
 
 from __future__ import annotations
@@ -296,6 +297,8 @@ def main_table(a) -> None:
               f"activation_ratio_all_vs_selected: {rows['all']['activation_bytes'] / max(1, rows['selected']['activation_bytes']):.2f}")
     overhead = (t["zero2"] / t["plain"] - 1) * 100 if {"zero2", "plain"} <= t.keys() else float("nan")
     speedup = t["reference"] / t["zero2/t-zero3"] if {"reference", "zero2/t-zero3"} <= t.keys() else float("nan")
+    if {"reference", "zero2/t-zero3-bf16"} <= t.keys():  # not like for like: the reference style runs its teacher in fp32
+        print(f"bf16_teacher_speedup_vs_reference_style: {t['reference'] / t['zero2/t-zero3-bf16']:.2f}")
     print(f"engine_overhead_pct: {overhead:.1f} speedup_vs_reference_style: {speedup:.2f}")
 
 
