@@ -112,7 +112,8 @@ def test_slices_have_known_means_stds_and_bootstrap(grid):
         _check_row(row, expected["A"][row["model"]])
     assert a["incomplete_seeds"] == {"kd": [3]}
     assert a["warnings"] == []
-    (cmp,) = a["comparisons"]
+    assert [(c["a"], c["b"]) for c in a["comparisons"]] == [("hrkd", "kd"), ("kd", "none"), ("hrkd", "none")]
+    cmp = a["comparisons"][0]
     assert (cmp["a"], cmp["b"], cmp["seeds"]) == ("hrkd", "kd", [1, 2])
     pairs = [pair_from_predictions(json.loads((root / f"a-hrkd-{s}/student/predictions.json").read_text()),
                                    json.loads((root / f"a-kd-{s}/student/predictions.json").read_text()), "test", DOMAINS)
