@@ -33,7 +33,8 @@ from hrkd_ds.io import atomic_write_json, atomic_write_text
 
 REQUIRED_KEYS = ("dataset", "fraction", "method", "seed", "student")
 METHOD_ORDER = ("none", "kd", "hrkd")
-DEFAULT_COMPARE = (("hrkd", "kd"), ("kd", "none"), ("hrkd", "none"))  # the question, then: does distilling pay at all?
+# the question; then: does distilling pay at all, and does the label term (the -ce cells) change that?
+DEFAULT_COMPARE = (("hrkd", "kd"), ("kd", "none"), ("hrkd", "none"), ("kd-ce", "kd"), ("kd-ce", "none"), ("hrkd-ce", "kd-ce"))
 _CHECK_TOL = 1e-6
 
 
