@@ -89,9 +89,12 @@ def _load_cell(cell_json: Path) -> Cell:
         float(avg)
     except (OSError, ValueError, KeyError, TypeError):
         raise ValueError("unfinished: results.json has no student test average") from None
-    method = str(results["student"].get("method", meta["method"]))
-    if method != str(meta["method"]):
-        raise ValueError(f"cell.json says method {meta['method']!r} but results.json says {method!r}")
+    # A base method's cell must have trained that method (a mislabelled run would corrupt the main
+    # table); a variant (kd-ce, hrkd-nodrop, reference, ...) is the grid's name for overrides of a
+    # base method, so its results.json names the base and the row takes the grid's name.
+    method, trained = str(meta["method"]), str(results["student"].get("method", meta["method"]))
+    if method in METHOD_ORDER and trained != method:
+        raise ValueError(f"cell.json says method {method!r} but results.json says {trained!r}")
     teacher = meta.get("teacher")
     return Cell(cell_dir=cell_json.parent, run_dir=run_dir, dataset=str(meta["dataset"]), fraction=float(meta["fraction"]),
                 method=method, seed=int(meta["seed"]), student=str(meta["student"]),

@@ -185,3 +185,20 @@ def test_tool_cli(grid, tmp_path, capsys):
     assert [(c["a"], c["b"]) for c in sl["comparisons"]] == [("hrkd", "kd"), ("kd", "none")]
     assert not list((tmp_path / "r").glob("*.png"))
     assert tool["main"]([str(tmp_path / "nope")]) == 2
+
+
+def test_variant_cells_take_the_grid_name_and_base_cells_must_match(tmp_path):
+    """A variant cell (grid name kd-ce, trainer method kd) counts under its grid name; a base cell
+    whose run trained another method does not count."""
+    root = tmp_path / "g"
+    meta = {"dataset": "amazon", "fraction": 1.0, "seed": 1, "student": "L3", "teacher": "t"}
+    correct = {d: 40 for d in DOMAINS}
+    _write_cell(root, "variant", {**meta, "method": "kd-ce"}, correct, correct)
+    _write_cell(root, "base", {**meta, "method": "kd"}, correct, correct)
+    for name, trained in (("variant", "kd"), ("base", "hrkd")):
+        res = json.loads((root / name / "results.json").read_text())
+        res["student"]["method"] = trained
+        (root / name / "results.json").write_text(json.dumps(res))
+    cells, missing = scan_grid(root)
+    assert [c.method for c in cells] == ["kd-ce"]
+    assert missing == [{"cell": "base", "reason": "cell.json says method 'kd' but results.json says 'hrkd'"}]
