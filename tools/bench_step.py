@@ -230,8 +230,8 @@ def forward_activation_bytes(a, mode: str) -> int:
     batch = inputs(make_batch(a, torch.Generator().manual_seed(0)))
     gc.collect()
     cuda = a.device.startswith("cuda")
+    sync(a)
     if cuda:
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:

@@ -82,7 +82,7 @@ def _fill_partition(param: torch.Tensor, handle, name: str, path: Path) -> None:
     if shape != tuple(param.ds_shape):
         raise UserError(f"teacher at {path}: {name} has shape {list(shape)} in the weights, {list(param.ds_shape)} in config.json")
     start, stop = size * rank, min(size * (rank + 1), param.ds_numel)
-    part.zero_()  # the last rank's tail is padding
+    part[max(stop - start, 0):].zero_()  # the last rank's tail is padding
     if start >= stop:
         return
     if len(shape) == 0:
