@@ -96,6 +96,11 @@ class DomainGraph(nn.Module):
         agg = (alpha.transpose(0, 1) @ by_domain).transpose(0, 1)  # (L, K, D)
         return torch.cat([protos[:1], agg], dim=0), alpha
 
+    def _aggregate(self, att: torch.Tensor, Wh: torch.Tensor) -> torch.Tensor:
+        """Attention-weighted neighbours, plus the node's own projection with `graph.residual`."""
+        out = att @ Wh
+        return out + Wh if self.residual else out
+
     def gat(self, x: torch.Tensor) -> torch.Tensor:
         """(G, K, D) node features -> (G, K) one scalar per domain node, all levels at once."""
         p, train = self.dropout, self.training
@@ -103,12 +108,12 @@ class DomainGraph(nn.Module):
         Wh = x.unsqueeze(1) @ self.W1  # (G, H, K, O)
         e = Wh @ self.a1_src[..., None] + (Wh @ self.a1_dst[..., None]).transpose(-1, -2)  # (G, H, K, K)
         att = F.dropout(torch.softmax(F.leaky_relu(e, self.slope), dim=-1), p, train)  # (G, H, K, K)
-        h = F.elu(att @ Wh + Wh if self.residual else att @ Wh)  # (G, H, K, O)
+        h = F.elu(self._aggregate(att, Wh))  # (G, H, K, O)
         h = F.dropout(h.permute(0, 2, 1, 3).flatten(2), p, train)  # (G, K, H*O)
         Wh2 = h @ self.W2  # (G, K, 1)
         e2 = Wh2 * self.a2_src[:, None] + (Wh2 * self.a2_dst[:, None]).transpose(1, 2)  # (G, K, K)
         att2 = F.dropout(torch.softmax(F.leaky_relu(e2, self.slope), dim=-1), p, train)
-        return F.elu(att2 @ Wh2 + Wh2 if self.residual else att2 @ Wh2).squeeze(-1)  # (G, K)
+        return F.elu(self._aggregate(att2, Wh2)).squeeze(-1)  # (G, K)
 
     def forward(self, protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(G, K, D) prototypes -> domain weights (G, K) (rows sum to 1), ratios (L, K, G)."""
@@ -147,9 +152,9 @@ class DomainGraph(nn.Module):
             Wh = x @ self.W1[g, h]  # (K, O)
             e = (Wh @ self.a1_src[g, h])[:, None] + (Wh @ self.a1_dst[g, h])[None, :]  # (K, K)
             att = F.dropout(torch.softmax(F.leaky_relu(e, self.slope), dim=1), p, train)
-            heads.append(F.elu(att @ Wh + Wh if self.residual else att @ Wh))
+            heads.append(F.elu(self._aggregate(att, Wh)))
         x2 = F.dropout(torch.cat(heads, dim=1), p, train)  # (K, H*O)
         Wh2 = x2 @ self.W2[g]  # (K, 1)
         e2 = Wh2 * self.a2_src[g] + (Wh2 * self.a2_dst[g]).T  # (K, K)
         att2 = F.dropout(torch.softmax(F.leaky_relu(e2, self.slope), dim=1), p, train)
-        return F.elu(att2 @ Wh2 + Wh2 if self.residual else att2 @ Wh2).squeeze(-1)
+        return F.elu(self._aggregate(att2, Wh2)).squeeze(-1)
