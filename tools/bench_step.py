@@ -8,11 +8,14 @@ process (world of 1), median over --repeats rounds after one warm-up round:
 - zero{0,2,3}: the student in a DeepSpeed engine at that ZeRO stage, teacher unpartitioned (a
   plain module) or in its ZeRO-3 inference engine (`t-zero3`), as the trainer builds them;
 - zero2/t-zero3-bf16: the teacher engine from ds_configs/teacher_zero3_bf16.json;
+- zero2/t-zero3-padded: the trainer's default with padded forwards (`padding_free` off) instead
+  of the packed ones (hrkd_ds/models/packing.py): what packing alone gains;
 - reference: one full teacher copy per domain (K teacher forwards on each domain's rows, every
-  layer's map and state kept) and the per-domain loop loss (ReferenceDistillLoss).
+  layer's map and state kept, padded as the release pads) and the per-domain loop loss
+  (ReferenceDistillLoss).
 
 Paper shapes by default (teacher 12 x 768, student 4 x 312, K=5 x 8 examples, 128 tokens, random
-right padding, random weights). On a 2-core CPU a round takes about 2 minutes (12 s per BERT-base
+right padding: row lengths uniform in [--min-length = 32, 128], random weights). On a 2-core CPU a round takes about 2 minutes (12 s per BERT-base
 teacher forward). Also printed:
 - the bf16 teacher's loss terms against the fp32 teacher's (max relative difference per term);
 - the 24 x 1024 teacher forward with every layer's internals vs only the mapped layers'
@@ -24,8 +27,8 @@ peak allocated minus allocated before the forward); not yet run on a GPU by this
 
 Last line: `engine_overhead_pct: X speedup_vs_reference_style: Y`, X = ZeRO-2 engine with the
 teacher unpartitioned vs the plain loop, Y = reference step time / the trainer's default step
-(ZeRO-2 student, ZeRO-3 teacher), both in fp32; the line before it gives the same ratio with the
-bf16 teacher engine. `--sweep` prints samples/s against teacher size instead.
+(ZeRO-2 student, ZeRO-3 teacher), both in fp32; the lines before it give the same ratio with the
+bf16 teacher engine and with padded forwards. `--sweep` prints samples/s against teacher size instead.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ from hrkd_ds.models.encoder import EncoderOutputs  # noqa: E402
 C = 2  # labels per domain
 SWEEP = [(6, 384), (12, 768), (24, 1024)]
 SWEEP_VARIANTS = ["plain", "zero2", "zero2/t-zero3", "reference"]
-ALL_VARIANTS = ["plain", "zero0", "zero2", "zero3", "zero2/t-zero3", "zero3/t-zero3", "zero2/t-zero3-bf16", "reference"]
+ALL_VARIANTS = ["plain", "zero0", "zero2", "zero3", "zero2/t-zero3", "zero3/t-zero3", "zero2/t-zero3-bf16",
+                "zero2/t-zero3-padded", "reference"]
 TEACHER_JSON = {"t-zero3": "ds_configs/teacher_zero3.json", "t-zero3-bf16": "ds_configs/teacher_zero3_bf16.json"}
 
 
@@ -68,7 +72,7 @@ def layer_map(student, teacher) -> list[int]:
 def make_batch(a, gen) -> dict[str, torch.Tensor]:
     N, T = a.domains * a.batch, a.seq
     ids = torch.randint(1, a.vocab, (N, T), generator=gen)
-    mask = (torch.arange(T)[None] < torch.randint(T // 4, T + 1, (N, 1), generator=gen)).long()
+    mask = (torch.arange(T)[None] < torch.randint(a.min_length or T // 4, T + 1, (N, 1), generator=gen)).long()
     batch = {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids),
              "domain_ids": torch.arange(a.domains).repeat_interleave(a.batch), "labels": torch.randint(0, C, (N,), generator=gen)}
     return {k: v.to(a.device) for k, v in batch.items()}
@@ -131,6 +135,8 @@ def reference_step(a, teacher, module):
     """K full teacher copies, each on its own domain's rows, every layer's internals; loop loss."""
     teachers = [copy.deepcopy(teacher) for _ in range(a.domains)]
     student = module.model
+    for m in (*teachers, student):
+        m.padding_free = False
     loss = ReferenceDistillLoss.from_config(student, teacher, a.domains, GraphConfig(), DistillConfig(layer_map=layer_map(student, teacher)))
     for t in teachers:
         t.select_internals()
@@ -157,6 +163,10 @@ def engine_step(a, teacher, module, variant: str):
     """`zero<S>` or `zero<S>/<teacher>`: the trainer's engines, as hrkd_ds/engine/loop.py steps them."""
     stage, _, t_kind = variant.partition("/")
     micro = a.domains * a.batch
+    if t_kind.endswith("-padded"):
+        t_kind = t_kind.removesuffix("-padded")
+        teacher = copy.deepcopy(teacher)
+        teacher.padding_free = module.model.padding_free = False
     if t_kind:
         teacher = teacher_engine(teacher, TEACHER_JSON[t_kind], micro)
     path = f"ds_configs/{stage}.json"
@@ -299,6 +309,8 @@ def main_table(a) -> None:
     speedup = t["reference"] / t["zero2/t-zero3"] if {"reference", "zero2/t-zero3"} <= t.keys() else float("nan")
     if {"reference", "zero2/t-zero3-bf16"} <= t.keys():  # not like for like: the reference style runs its teacher in fp32
         print(f"bf16_teacher_speedup_vs_reference_style: {t['reference'] / t['zero2/t-zero3-bf16']:.2f}")
+    if {"reference", "zero2/t-zero3-padded"} <= t.keys():  # batching and the fused loss alone
+        print(f"padded_speedup_vs_reference_style: {t['reference'] / t['zero2/t-zero3-padded']:.2f}")
     print(f"engine_overhead_pct: {overhead:.1f} speedup_vs_reference_style: {speedup:.2f}")
 
 
@@ -321,6 +333,7 @@ def main() -> None:
     ap.add_argument("--domains", type=int, default=5)
     ap.add_argument("--batch", type=int, default=8, help="examples per domain")
     ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--min-length", type=int, help="shortest row (default seq / 4); = --seq for rows without padding")
     ap.add_argument("--vocab", type=int, default=30522)
     ap.add_argument("--teacher-layers", type=int, default=12)
     ap.add_argument("--teacher-hidden", type=int, default=768, help="heads = hidden / 64, FFN = 4 x hidden")

@@ -95,7 +95,12 @@ class _RelationalLossBase(nn.Module):
 
     def request_internals(self, student, teacher) -> None:
         """Make both encoders compute only what this loss reads: the student every layer's hidden
-        state (and map, with the attention term on), the teacher only the mapped layers'."""
+        state (and map, with the attention term on), the teacher only the mapped layers'.
+
+        The release's switches read padding (MSEs over every element, padding in the prototypes):
+        then both encoders run padded, since a padding-free forward leaves zeros there."""
+        if self.normalization == "reference" or not self.params.mask_padding:
+            student.padding_free = teacher.padding_free = False
         student_layers = range(1, len(self.layer_map) + 1)
         student.select_internals(student_layers, student_layers if self.attention_loss else ())
         teacher.select_internals(self.layer_map, self.layer_map if self.attention_loss else ())

@@ -15,6 +15,10 @@ Only the layers whose maps a loss reads pay for them: the `hrkd_maps` keyword is
 the 0-based layer indices wanted, and each of those layers stores its map there. Every other
 layer (and every call without `hrkd_maps`: prediction, evaluation) runs PyTorch's fused
 scaled_dot_product_attention, which never materialises the (N, heads, T, T) map.
+
+With `hrkd_packing` (a PackedLayout, hrkd_ds/models/packing.py) the rows arrive packed as one
+(1, heads, total, d) sequence; attention pads them to (N, heads, T, d), so maps keep the padded
+shape the losses read, and packs its output again.
 """
 
 from __future__ import annotations
@@ -40,11 +44,19 @@ def hrkd_eager_attention(
     dropout: float = 0.0,
     hrkd_attention: str = "probs",
     hrkd_maps: dict[int, torch.Tensor | None] | None = None,
+    hrkd_packing=None,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(output (N,T,heads,d), scores or probs (N,heads,T,T)); fused SDPA and no map where none is wanted."""
     if scaling is None:
         scaling = query.size(-1) ** -0.5
+    if hrkd_packing is not None:
+        layout = hrkd_packing
+        query, key, value = (layout.heads_padded(x) for x in (query, key, value))
+        attention_mask = layout.additive_mask(query.dtype)  # (N, 1, 1, T)
+        output, maps = hrkd_eager_attention(module, query, key, value, attention_mask, scaling, dropout,
+                                            hrkd_attention, hrkd_maps, **kwargs)
+        return layout.heads_packed(output), maps
     if hrkd_maps is None or module.layer_idx not in hrkd_maps:
         output = nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=attention_mask, dropout_p=dropout if module.training else 0.0, scale=scaling)

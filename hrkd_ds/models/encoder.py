@@ -21,6 +21,7 @@ from transformers.utils import ModelOutput
 from hrkd_ds.errors import UserError
 from hrkd_ds.models.attention import ATTENTION_KINDS, register_attention
 from hrkd_ds.models.checks import check_fit, check_model_dir
+from hrkd_ds.models.packing import PackedLayout
 from hrkd_ds.models.student_init import check_teacher_layers_fit, copy_teacher_layers, teacher_widths
 
 
@@ -86,6 +87,8 @@ class MultiDomainClassifier(nn.Module):
         self.attention = attention
         self.num_domains = len(domains)
         self.num_labels = len(labels)
+        # Padded rows run packed (hrkd_ds/models/packing.py); a loss that reads padding switches it off.
+        self.padding_free = _bert_layout(hf_model)
         self.select_internals()
 
     def select_internals(self, hidden_layers: Iterable[int] | None = None, map_layers: Iterable[int] | None = None) -> None:
@@ -138,22 +141,27 @@ class MultiDomainClassifier(nn.Module):
         """Classify; with output_internals also return embeddings and the selected hidden states and maps."""
         maps: dict[int, torch.Tensor | None] | None = dict.fromkeys(self.map_layers) if output_internals else None
         hidden: dict[int, torch.Tensor] = {}
+        layout = PackedLayout.from_mask(attention_mask) if self.padding_free else None
         with self._recording(hidden, output_internals):
-            out = self.hf_model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                token_type_ids=token_type_ids,
-                hrkd_attention=self.attention,
-                hrkd_maps=maps,
-                return_dict=True,
-            )
-        all_logits = out.logits  # (N, K*C)
+            if layout is None:
+                all_logits = self.hf_model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    token_type_ids=token_type_ids,
+                    hrkd_attention=self.attention,
+                    hrkd_maps=maps,
+                    return_dict=True,
+                ).logits  # (N, K*C)
+            else:
+                all_logits = self._packed_logits(layout, input_ids, token_type_ids, maps)
         n = all_logits.shape[0]
         ids = self._domain_ids(domain_ids, n, all_logits.device)
         per_domain = all_logits.view(n, self.num_domains, self.num_labels)  # (N, K, C)
         logits = per_domain.gather(1, ids.view(n, 1, 1).expand(n, 1, self.num_labels)).squeeze(1)  # (N, C)
         if not output_internals:
             return EncoderOutputs(logits=logits, all_logits=all_logits)
+        if layout is not None:
+            hidden = {i: layout.unpack(h) for i, h in hidden.items()}
         return EncoderOutputs(
             logits=logits,
             all_logits=all_logits,
@@ -161,6 +169,21 @@ class MultiDomainClassifier(nn.Module):
             hidden_states=tuple(hidden.get(i) for i in range(self.num_layers)),
             attentions=tuple(maps.get(i) for i in range(self.num_layers)),
         )
+
+    def _packed_logits(self, layout: PackedLayout, input_ids, token_type_ids, maps) -> torch.Tensor:
+        """BertForSequenceClassification's forward on the packed real tokens -> (N, K*C) logits.
+
+        Runs the base model's parts itself (embeddings, encoder, pooler on each row's token 0):
+        the base forward would build an (N, 1, T, T) mask the packed layout does not use.
+        """
+        hf, base = self.hf_model, self.hf_model.base_model
+        types = layout.pack(token_type_ids) if token_type_ids is not None else torch.zeros_like(layout.index).unsqueeze(0)
+        x = base.embeddings(input_ids=layout.pack(input_ids), token_type_ids=types,
+                            position_ids=layout.positions(input_ids.device))
+        x = base.encoder(x, attention_mask=None, hrkd_attention=self.attention, hrkd_maps=maps,
+                         hrkd_packing=layout).last_hidden_state  # (1, total, H)
+        pooled = base.pooler(x[0, layout.starts].unsqueeze(1))  # the pooler reads position 0 of (N, 1, H)
+        return hf.classifier(hf.dropout(pooled))
 
     @contextmanager
     def _recording(self, store: dict[int, torch.Tensor], active: bool):
@@ -182,6 +205,13 @@ class MultiDomainClassifier(nn.Module):
         finally:
             for h in handles:
                 h.remove()
+
+
+def _bert_layout(hf_model: nn.Module) -> bool:
+    """The packed forward re-assembles BertForSequenceClassification; other layouts run padded."""
+    base = getattr(hf_model, "base_model", None)
+    return all(hasattr(base, a) for a in ("embeddings", "encoder", "pooler")) and base.pooler is not None \
+        and all(hasattr(hf_model, a) for a in ("dropout", "classifier"))
 
 
 def _names(names: list[str] | None, count: int, prefix: str) -> list[str]:

@@ -28,8 +28,10 @@ def test_bench_loss_tiny():
 def test_bench_step_tiny():
     out = _run("tools/bench_step.py", "--teacher-layers", "2", "--teacher-hidden", "128", "--student-layers", "2",
                "--student-hidden", "64", "--student-heads", "2", "--student-intermediate", "128", "--seq", "16",
-               "--vocab", "500", "--repeats", "1", "--no-forward", "--variants", "plain,zero2,zero2/t-zero3,zero2/t-zero3-bf16,reference")
+               "--vocab", "500", "--repeats", "1", "--no-forward",
+               "--variants", "plain,zero2,zero2/t-zero3,zero2/t-zero3-bf16,zero2/t-zero3-padded,reference")
     last = out.strip().splitlines()[-1]
     assert re.fullmatch(r"engine_overhead_pct: -?\d+\.\d speedup_vs_reference_style: \d+\.\d\d", last), last
     assert "bf16 teacher vs fp32" in out
     assert re.search(r"^bf16_teacher_speedup_vs_reference_style: \d+\.\d\d$", out, re.M)
+    assert re.search(r"^padded_speedup_vs_reference_style: \d+\.\d\d$", out, re.M)
