@@ -19,11 +19,11 @@ from typing import Any, Sequence
 
 import pandas as pd
 import torch
-from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from hrkd_ds.data.collate import pad_rows
 from hrkd_ds.errors import UserError, exit_on_user_error
 from hrkd_ds.models.attention import register_attention
 from hrkd_ds.models.encoder import MultiDomainClassifier
@@ -31,7 +31,6 @@ from hrkd_ds.tables import read_frame, table_kind, write_frame
 
 PROG = "hrkd-predict"
 DEFAULT_MAX_SEQ_LEN = 128  # the trainer's data.max_seq_len default
-_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass
@@ -140,9 +139,7 @@ def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], pairs: list[str
     """The trainer's tokenization (data/multidomain.py) and padding (data/collate.py) for one batch."""
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_seq_len, return_token_type_ids=True,
                     return_attention_mask=True)
-    pad = {"input_ids": tokenizer.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
-    return {key: pad_sequence([torch.tensor(r, dtype=torch.long) for r in enc[key]], batch_first=True, padding_value=pad[key])
-            for key in _INPUTS}  # fmt: skip
+    return pad_rows(enc, tokenizer.pad_token_id)
 
 
 @torch.no_grad()

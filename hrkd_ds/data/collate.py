@@ -17,7 +17,8 @@ from torch.nn.utils.rnn import pad_sequence
 _PADDED = (("input_ids", None), ("attention_mask", 0), ("token_type_ids", 0))  # None -> pad_id
 
 
-def _pad(rows: dict[str, list], pad_id: int, length: int | None = None) -> dict[str, torch.Tensor]:
+def pad_rows(rows: dict[str, list], pad_id: int, length: int | None = None) -> dict[str, torch.Tensor]:
+    """Token rows -> right-padded (N, T) input_ids / attention_mask / token_type_ids (T = longest or `length`)."""
     out = {
         key: pad_sequence([torch.tensor(r, dtype=torch.long) for r in rows[key]], batch_first=True,
                           padding_value=pad_id if value is None else value)
@@ -28,7 +29,6 @@ def _pad(rows: dict[str, list], pad_id: int, length: int | None = None) -> dict[
         if T > length:
             raise ValueError(f"row of {T} tokens is longer than max_seq_len={length}")
         out = {key: F.pad(out[key], (0, length - T), value=pad_id if value is None else value) for key, value in _PADDED}
-    out["labels"] = torch.tensor(rows["label"], dtype=torch.long)
     return out
 
 
@@ -43,6 +43,7 @@ def collate_episode(per_domain_datasets: Sequence, episode: Sequence[Sequence[in
         raise ValueError("pad_to='max_length' needs max_seq_len")
     parts = [_gather(ds, idx) for ds, idx in zip(per_domain_datasets, episode, strict=True)]
     rows = {key: [row for p in parts for row in p[key]] for key in ("input_ids", "attention_mask", "token_type_ids", "label")}
-    batch = _pad(rows, pad_id, max_seq_len if pad_to == "max_length" else None)
+    batch = pad_rows(rows, pad_id, max_seq_len if pad_to == "max_length" else None)
+    batch["labels"] = torch.tensor(rows["label"], dtype=torch.long)
     batch["domain_ids"] = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor([len(idx) for idx in episode]))
     return batch
