@@ -17,6 +17,6 @@ step() {  # name, timeout seconds, command...
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
 step setup 240 bash tools/setup.sh
-step cuda_tests 180 "$PY" -m pytest -q -p no:cacheprovider tests/distill  # the CUDA/Triton tests live here
+step cuda_tests 180 "$PY" -m pytest -q -p no:cacheprovider tests/distill tests/models/test_packing.py  # CUDA/Triton tests
 step bench_loss 120 "$PY" tools/bench_loss.py --device cuda --repeats 30
 step bench_step 240 "$PY" tools/bench_step.py --device cuda --repeats 5

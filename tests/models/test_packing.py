@@ -32,12 +32,16 @@ def outputs(model, b, padding_free):
     return model(**b, output_internals=True)
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("attention", ["probs", "scores"])
-def test_packed_forward_equals_padded_at_real_tokens(attention):
+def test_packed_forward_equals_padded_at_real_tokens(attention, device):
     torch.manual_seed(0)
-    model = build_model(small(32, 4, 4), K, C, V, 0, T, attention=attention).eval().double()
+    model = build_model(small(32, 4, 4), K, C, V, 0, T, attention=attention).eval().double().to(device)
     model.select_internals([1, 2, 3, 4], [2, 4])
-    b = batch()
+    b = {k: v.to(device) for k, v in batch().items()}
     packed, padded = outputs(model, b, True), outputs(model, b, False)
     tok = b["attention_mask"][:, :, None].double()
     pair = (b["attention_mask"][:, None, :, None] * b["attention_mask"][:, None, None, :]).double()
