@@ -93,6 +93,17 @@ def state(cell: GridCell, root: Path, by_id: dict[str, GridCell]) -> str:
 STOP = {"requested": False}  # Ctrl-C / SIGTERM: the running cell checkpoints, then the grid stops
 
 
+def code_version() -> str:
+    """The checkout's commit (+dirty with changes to the code or configs): which code trained a cell."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hrkd_ds", "tools", "configs", "ds_configs"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + ("+dirty" if dirty else "")
+
+
 def run_cell(cell: GridCell, root: Path, wandb: bool) -> int:
     """One trainer run; its output goes to <cell>/train.log. Ctrl-C or SIGTERM becomes one SIGTERM
     for it (the trainer checkpoints and exits 3) and stops the grid after it."""
@@ -104,7 +115,7 @@ def run_cell(cell: GridCell, root: Path, wandb: bool) -> int:
     if not wandb:
         cmd.append("tracking.wandb_mode=disabled")
     with open(run_dir / "train.log", "a") as log:
-        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.write(f"\n# code {code_version()}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n$ {' '.join(cmd)}\n")
         log.flush()
         # its own session: a Ctrl-C on the terminal reaches only us, and we pass it on once
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

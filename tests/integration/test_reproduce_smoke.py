@@ -4,6 +4,7 @@ that skips every finished cell."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -32,6 +33,7 @@ def test_smoke_grid_then_rerun_skips_finished_cells(tmp_path):
             comp = results["student"]["compression"]
             assert comp["student"]["params"] < comp["teacher"]["params"] and comp["accuracy"]["retained_pct"] > 0
             assert (cell / "student" / "predictions.json").is_file() and (cell / "cell.json").is_file()
+            assert re.search(r"^# code ([0-9a-f]{40}(\+dirty)?|unknown .*), ", (cell / "train.log").read_text(), re.M)
     md = (out / "RESULTS.md").read_text()
     assert "student L3" in md and "student L4H192" in md and "hrkd − kd" in md
     assert (out / "results" / "amazon-frac1-L3.png").is_file()
