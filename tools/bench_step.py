@@ -15,8 +15,8 @@ process (world of 1), median over --repeats rounds after one warm-up round:
   (ReferenceDistillLoss).
 
 Paper shapes by default (teacher 12 x 768, student 4 x 312, K=5 x 8 examples, 128 tokens, random
-right padding: row lengths uniform in [--min-length = 32, 128], random weights). On a 2-core CPU a round takes about 2 minutes (12 s per BERT-base
-teacher forward). Also printed:
+right padding: row lengths uniform in [--min-length = 32, 128], random weights). On a quiet 2-core
+CPU a round of all variants takes about 40 s (3-5 s per step). Also printed:
 - the bf16 teacher's loss terms against the fp32 teacher's (max relative difference per term);
 - the 24 x 1024 teacher forward with every layer's internals vs only the mapped layers'
   (time, and activation memory = peak RSS minus RSS before the forward, each in a fresh
