@@ -2,7 +2,7 @@
 
 An episode pads every row to its longest row, so a padded forward spends its projections, FFNs and
 LayerNorms (almost all of a BERT layer's work) on padding: on the Amazon reviews at 128 tokens the
-padded episode holds 1.34x the real tokens, on the MNLI pairs 2.3x. Here the rows are packed
+padded episode holds 1.33x the real tokens, on the MNLI pairs 2.3x. Here the rows are packed
 into one (1, total, H) sequence; only attention, which must see each row on its own, scatters
 queries, keys and values back to the padded (N, heads, T, d) layout for one fused SDPA call and
 gathers its output again. The distillation losses read padded (N, T, ...) tensors, so the layers

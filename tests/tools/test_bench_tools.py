@@ -35,3 +35,10 @@ def test_bench_step_tiny():
     assert "bf16 teacher vs fp32" in out
     assert re.search(r"^bf16_teacher_speedup_vs_reference_style: \d+\.\d\d$", out, re.M)
     assert re.search(r"^padded_speedup_vs_reference_style: \d+\.\d\d$", out, re.M)
+
+
+def test_padding_stats_on_the_shipped_sample():
+    out = _run("tools/padding_stats.py", "--rows", "20", "--episodes", "20", "--max-seq-len", "64")
+    m = re.search(r"^amazon: .*mean padded row (\d+\.\d); padded_vs_real: (\d+\.\d\d)$", out, re.M)
+    assert m, out
+    assert float(m.group(1)) <= 64 and float(m.group(2)) >= 1.0
