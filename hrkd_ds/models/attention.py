@@ -56,7 +56,7 @@ def hrkd_eager_attention(
         attention_mask = layout.additive_mask(query.dtype)  # (N, 1, 1, T)
         output, maps = hrkd_eager_attention(module, query, key, value, attention_mask, scaling, dropout,
                                             hrkd_attention, hrkd_maps, **kwargs)
-        return layout.heads_packed(output), maps
+        return layout.pack(output), maps  # (N, T, heads, d) -> (1, total, heads, d), as HF expects
     if hrkd_maps is None or module.layer_idx not in hrkd_maps:
         output = nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=attention_mask, dropout_p=dropout if module.training else 0.0, scale=scaling)

@@ -70,12 +70,4 @@ class PackedLayout:
 
     def heads_padded(self, x: torch.Tensor) -> torch.Tensor:
         """Attention's (1, heads, total, d) -> (N, heads, T, d), zeros at padding."""
-        heads, d = x.shape[1], x.shape[3]
-        flat = x[0].transpose(0, 1)  # (total, heads, d)
-        out = flat.new_zeros(self.n * self.t, heads, d).index_copy(0, self.index, flat)
-        return out.view(self.n, self.t, heads, d).transpose(1, 2)
-
-    def heads_packed(self, x: torch.Tensor) -> torch.Tensor:
-        """Attention output (N, T, heads, d) -> (1, total, heads, d), the layout HF expects back."""
-        return x.reshape(self.n * self.t, *x.shape[2:]).index_select(0, self.index).unsqueeze(0)
-
+        return self.unpack(x.transpose(1, 2)).transpose(1, 2)
