@@ -6,7 +6,9 @@ at the tag. A save interrupted half-way therefore leaves the previous pointer, a
 checkpoint, untouched. Older tags are pruned after the pointer moves.
 
 On resume the manifest is checked before anything is loaded (DeepSpeed unpickles its .pt files):
-a truncated or altered checkpoint is renamed `damaged-<tag>` and the previous intact one is used.
+a truncated or altered checkpoint is renamed `damaged-<tag>` and the previous intact one is used; a save that never
+finished (no manifest, not named by `LATEST`) is removed, so a kill during a stage's first save
+restarts that stage.
 Our own RNG state is stored without pickle (npz), so only DeepSpeed's files are ever unpickled.
 """
 
@@ -165,9 +167,21 @@ def save(engine, ckpt_dir: str | Path, step: int, progress: dict[str, Any], rank
 
 
 def choose_tag(ckpt_dir: Path) -> tuple[str | None, str | None]:
-    """(newest intact tag, None) or (None, why none is usable); damaged tags are set aside."""
+    """(newest intact tag, None) or (None, why none is usable); damaged tags are set aside.
+
+    A tag with no manifest that LATEST does not name is a save killed before it finished (the
+    manifest is written before the pointer): it never held committed progress, so it is removed,
+    as the pruning in `save` would, and does not count as damage. A kill during the stage's first
+    save thus restarts the stage instead of stopping every later requeue.
+    """
     problems = []
+    pointed = latest_tag(ckpt_dir)
     for tag in _candidates(ckpt_dir):
+        if tag != pointed and not (ckpt_dir / tag / MANIFEST).exists():
+            shutil.rmtree(ckpt_dir / tag, ignore_errors=True)
+            print(f"warning: checkpoint {tag} is a save that never finished (no {MANIFEST}); removed it",
+                  file=sys.stderr, flush=True)
+            continue
         problem = verify(ckpt_dir / tag)
         if problem is None:
             return tag, None

@@ -99,6 +99,30 @@ def test_save_interrupted_before_manifest_is_not_resumed(saved, tmp_path):
     assert _loaded(out)["step"] == 3
 
 
+def test_kill_during_the_first_save_restarts_the_stage(saved, tmp_path):
+    """No LATEST yet and one manifest-less tag (the grid met this): a fresh start, not an error."""
+    out = _copy(saved, tmp_path)
+    ckpt = out / "checkpoints"
+    shutil.rmtree(ckpt / "step00000003")
+    (ckpt / "LATEST").unlink()
+    (ckpt / "step00000002" / "MANIFEST.json").unlink()
+    res = _run(out, "load")
+    assert _loaded(out)["step"] is None
+    assert "step00000002 is a save that never finished" in res.stderr and not list(ckpt.glob("*step*"))
+
+
+def test_latest_without_manifest_still_stops(saved, tmp_path):
+    """LATEST names tags only after their manifest: one without it is not an interrupted save."""
+    out = _copy(saved, tmp_path)
+    ckpt = out / "checkpoints"
+    for tag in ("step00000002", "step00000003"):
+        (ckpt / tag / "MANIFEST.json").unlink()
+    _run(out, "load")
+    err = _loaded(out)["error"]
+    assert "no intact checkpoint left in" in err and "step00000003: no MANIFEST.json" in err
+    assert (ckpt / "damaged-step00000003").is_dir()
+
+
 def test_two_ranks_fall_back_together(tmp_path):
     out = tmp_path / "run2"
     out.mkdir()

@@ -1,7 +1,7 @@
 """Save or resume real DeepSpeed (ZeRO-2, CPU) checkpoints of a tiny module; 1 process or torchrun.
 
     python ckpt_worker.py OUT save   -> checkpoints after steps 1..3; OUT/params_step<N>.json, OUT/rng_after_save.json
-    python ckpt_worker.py OUT load   -> OUT/loaded.rank<R>.json: {"step", "params", "rng"} or {"error"}
+    python ckpt_worker.py OUT load   -> OUT/loaded.rank<R>.json: {"step" (None: fresh start), "params", "rng"} or {"error"}
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def main(out: Path, mode: str) -> None:
     eng = engine(1, dist.world_size)  # other weights: a load must replace them
     try:
         progress = checkpoint.load(eng, ckpt, dist.rank)
-        row = {"step": progress["step"], "params": params(eng), "rng": draws()}
+        row = {"step": None if progress is None else progress["step"], "params": params(eng), "rng": draws()}
     except UserError as err:
         row = {"error": str(err)}
     (out / f"loaded.rank{dist.rank}.json").write_text(json.dumps(row))
