@@ -51,7 +51,7 @@ from hrkd_ds.config.deepspeed import read_ds_config, with_batch_sizes  # noqa: E
 from hrkd_ds.distill import ReferenceDistillLoss, RelationalDistillLoss  # noqa: E402
 from hrkd_ds.distill.methods import DistillModule  # noqa: E402
 from hrkd_ds.engine.distributed import init_distributed, silence_known_warnings  # noqa: E402
-from hrkd_ds.engine.student import _param_groups, build_student_engine  # noqa: E402
+from hrkd_ds.engine.student import _param_groups, adamw as trainer_adamw, build_student_engine  # noqa: E402
 from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config  # noqa: E402
 from hrkd_ds.models import build_model  # noqa: E402
 from hrkd_ds.models.encoder import EncoderOutputs  # noqa: E402
@@ -114,7 +114,8 @@ def concat_outputs(outs: list[EncoderOutputs]) -> EncoderOutputs:
 
 
 def adamw(module):
-    return torch.optim.AdamW(_param_groups(module, 0.01), lr=5e-5, betas=(0.9, 0.999), eps=1e-6)
+    """The trainer's optimizer (fused AdamW where torch has it), so every variant steps alike."""
+    return trainer_adamw(_param_groups(module, 0.01), 5e-5)
 
 
 def plain_step(teacher, module):

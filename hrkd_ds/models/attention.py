@@ -28,6 +28,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+from hrkd_ds.models.dropout import dropout as map_dropout
+
 ATTN_IMPLEMENTATION = "hrkd_eager"
 ATTENTION_KINDS = ("scores", "probs")
 
@@ -65,7 +67,7 @@ def hrkd_eager_attention(
     if attention_mask is not None:
         scores = scores + attention_mask
     probs = nn.functional.softmax(scores, dim=-1)
-    dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
+    dropped = map_dropout(probs, dropout, module.training)
     output = torch.matmul(dropped, value).transpose(1, 2).contiguous()
     hrkd_maps[module.layer_idx] = scores if hrkd_attention == "scores" else probs
     return output, hrkd_maps[module.layer_idx]

@@ -21,6 +21,7 @@ from transformers.utils import ModelOutput
 from hrkd_ds.errors import UserError
 from hrkd_ds.models.attention import ATTENTION_KINDS, register_attention
 from hrkd_ds.models.checks import check_fit, check_model_dir
+from hrkd_ds.models.dropout import use_fast_dropout
 from hrkd_ds.models.packing import PackedLayout
 from hrkd_ds.models.student_init import check_teacher_layers_fit, copy_teacher_layers, teacher_widths
 
@@ -83,6 +84,7 @@ class MultiDomainClassifier(nn.Module):
         impl = register_attention()
         if cfg._attn_implementation != impl:
             hf_model.set_attn_implementation(impl)
+        use_fast_dropout(hf_model)  # the same masks' distribution, 4x cheaper on CPU (models/dropout.py)
         self.hf_model = hf_model
         self.attention = attention
         self.num_domains = len(domains)
