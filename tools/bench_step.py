@@ -27,8 +27,10 @@ peak allocated minus allocated before the forward); not yet run on a GPU by this
 
 Last line: `engine_overhead_pct: X speedup_vs_reference_style: Y`, X = ZeRO-2 engine with the
 teacher unpartitioned vs the plain loop, Y = reference step time / the trainer's default step
-(ZeRO-2 student, ZeRO-3 teacher), both in fp32; the lines before it give the same ratio with the
-bf16 teacher engine and with padded forwards. `--sweep` prints samples/s against teacher size instead.
+(ZeRO-2 student, ZeRO-3 teacher), both in fp32. Each ratio is the median over rounds of the two
+variants' ratio within a round (timed seconds apart, so a slow stretch of a shared machine hits
+both); the lines before it give each ratio's range over rounds and the same ratio with the bf16
+teacher engine and with padded forwards. `--sweep` prints samples/s against teacher size instead.
 """
 
 from __future__ import annotations
@@ -197,8 +199,9 @@ def make_steps(a, variants: list[str], layers: int, hidden: int):
     return teacher, module, steps
 
 
-def time_interleaved(a, steps: dict, batch, repeats: int) -> dict[str, float]:
-    """Median seconds per step, variants round-robin (one warm-up round) so load hits all alike."""
+def time_interleaved(a, steps: dict, batch, repeats: int) -> dict[str, list[float]]:
+    """Seconds per step of each round, variants round-robin (after one warm-up round), so that
+    load hits all alike and one round's variants can be compared with each other."""
     times: dict[str, list[float]] = {k: [] for k in steps}
     for i in range(repeats + 1):
         for name, step in steps.items():
@@ -208,7 +211,24 @@ def time_interleaved(a, steps: dict, batch, repeats: int) -> dict[str, float]:
             sync(a)
             if i:
                 times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], num: str, den: str) -> tuple[float, float, float]:
+    """(median, min, max) over rounds of times[num] / times[den] within the same round.
+
+    A shared machine slows whole stretches of a run; a ratio of two variants timed seconds apart
+    in one round cancels most of that, a ratio of two medians taken over different rounds not.
+    """
+    r = [n / d for n, d in zip(times[num], times[den])]
+    return statistics.median(r), min(r), max(r)
+
+
+def ratio_text(times: dict[str, list[float]], num: str, den: str) -> str:
+    if not {num, den} <= times.keys():
+        return "nan"
+    med, lo, hi = paired_ratio(times, num, den)
+    return f"{med:.2f} (rounds {lo:.2f}-{hi:.2f})"
 
 
 def bf16_term_differences(a, teacher, module, batch) -> dict[str, float]:
@@ -288,7 +308,8 @@ def main_table(a) -> None:
     variants = a.variants.split(",") if a.variants else ALL_VARIANTS
     batch = make_batch(a, torch.Generator().manual_seed(0))
     teacher, module, steps = make_steps(a, variants, a.teacher_layers, a.teacher_hidden)
-    t = time_interleaved(a, steps, batch, a.repeats)
+    rounds = time_interleaved(a, steps, batch, a.repeats)
+    t = {k: statistics.median(v) for k, v in rounds.items()}
     N = a.domains * a.batch
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"cpu, threads {torch.get_num_threads()}"
     print(f"{where}, K={a.domains} x B={a.batch}, T={a.seq}, teacher {a.teacher_layers}x"
@@ -306,12 +327,15 @@ def main_table(a) -> None:
             print(f"  {mode + ' layers internals':<44}{r['seconds']:>10.2f}{r['activation_bytes'] / 2**20:>16.0f}")
         print(f"forward_time_ratio_all_vs_selected: {rows['all']['seconds'] / rows['selected']['seconds']:.2f} "
               f"activation_ratio_all_vs_selected: {rows['all']['activation_bytes'] / max(1, rows['selected']['activation_bytes']):.2f}")
-    overhead = (t["zero2"] / t["plain"] - 1) * 100 if {"zero2", "plain"} <= t.keys() else float("nan")
-    speedup = t["reference"] / t["zero2/t-zero3"] if {"reference", "zero2/t-zero3"} <= t.keys() else float("nan")
-    if {"reference", "zero2/t-zero3-bf16"} <= t.keys():  # not like for like: the reference style runs its teacher in fp32
-        print(f"bf16_teacher_speedup_vs_reference_style: {t['reference'] / t['zero2/t-zero3-bf16']:.2f}")
-    if {"reference", "zero2/t-zero3-padded"} <= t.keys():  # batching and the fused loss alone
-        print(f"padded_speedup_vs_reference_style: {t['reference'] / t['zero2/t-zero3-padded']:.2f}")
+    # ratios: median over rounds of the within-round ratio (paired_ratio), range in parentheses
+    print(f"engine_overhead: zero2 / plain = {ratio_text(rounds, 'zero2', 'plain')}")
+    print(f"speedup_vs_reference_style: reference / zero2/t-zero3 = {ratio_text(rounds, 'reference', 'zero2/t-zero3')}")
+    if "zero2/t-zero3-bf16" in t:  # not like for like: the reference style runs its teacher in fp32
+        print(f"bf16_teacher_speedup_vs_reference_style: {ratio_text(rounds, 'reference', 'zero2/t-zero3-bf16')}")
+    if "zero2/t-zero3-padded" in t:  # batching and the fused loss alone
+        print(f"padded_speedup_vs_reference_style: {ratio_text(rounds, 'reference', 'zero2/t-zero3-padded')}")
+    overhead = (paired_ratio(rounds, "zero2", "plain")[0] - 1) * 100 if {"zero2", "plain"} <= t.keys() else float("nan")
+    speedup = paired_ratio(rounds, "reference", "zero2/t-zero3")[0] if {"reference", "zero2/t-zero3"} <= t.keys() else float("nan")
     print(f"engine_overhead_pct: {overhead:.1f} speedup_vs_reference_style: {speedup:.2f}")
 
 
@@ -319,11 +343,13 @@ def main_sweep(a) -> None:
     N = a.domains * a.batch
     batch = make_batch(a, torch.Generator().manual_seed(0))
     print(f"samples/s against teacher size (K={a.domains} x B={a.batch}, T={a.seq}, student {a.student_layers}x{a.student_hidden})")
-    print(f"{'teacher':<10}" + "".join(f"{v:>16}" for v in SWEEP_VARIANTS))
+    print(f"{'teacher':<10}" + "".join(f"{v:>16}" for v in SWEEP_VARIANTS) + f"{'speedup vs ref':>16}")
     for layers, hidden in SWEEP:
         _, _, steps = make_steps(a, SWEEP_VARIANTS, layers, hidden)
-        t = time_interleaved(a, steps, batch, a.repeats)
-        print(f"{layers}x{hidden:<7}" + "".join(f"{N / t[v]:>16.2f}" for v in SWEEP_VARIANTS))
+        rounds = time_interleaved(a, steps, batch, a.repeats)
+        t = {k: statistics.median(v) for k, v in rounds.items()}
+        print(f"{layers}x{hidden:<7}" + "".join(f"{N / t[v]:>16.2f}" for v in SWEEP_VARIANTS)
+              + f"{paired_ratio(rounds, 'reference', 'zero2/t-zero3')[0]:>16.2f}")
         del steps
         gc.collect()
 

@@ -33,8 +33,10 @@ def test_bench_step_tiny():
     last = out.strip().splitlines()[-1]
     assert re.fullmatch(r"engine_overhead_pct: -?\d+\.\d speedup_vs_reference_style: \d+\.\d\d", last), last
     assert "bf16 teacher vs fp32" in out
-    assert re.search(r"^bf16_teacher_speedup_vs_reference_style: \d+\.\d\d$", out, re.M)
-    assert re.search(r"^padded_speedup_vs_reference_style: \d+\.\d\d$", out, re.M)
+    ratio = r"\d+\.\d\d \(rounds \d+\.\d\d-\d+\.\d\d\)"
+    assert re.search(rf"^bf16_teacher_speedup_vs_reference_style: {ratio}$", out, re.M)
+    assert re.search(rf"^padded_speedup_vs_reference_style: {ratio}$", out, re.M)
+    assert re.search(rf"^speedup_vs_reference_style: reference / zero2/t-zero3 = {ratio}$", out, re.M)
 
 
 def test_padding_stats_on_the_shipped_sample():
@@ -42,3 +44,13 @@ def test_padding_stats_on_the_shipped_sample():
     m = re.search(r"^amazon: .*mean padded row (\d+\.\d); padded_vs_real: (\d+\.\d\d)$", out, re.M)
     assert m, out
     assert float(m.group(1)) <= 64 and float(m.group(2)) >= 1.0
+
+
+def test_step_ratios_pair_variants_within_a_round():
+    """Load in round 3 slows both variants, in round 2 only ours: the paired median stays 2, while
+    the ratio of the two medians would read 0.67."""
+    sys.path.insert(0, str(REPO / "tools"))
+    from bench_step import paired_ratio
+
+    times = {"ref": [2.0, 2.0, 6.0], "ours": [1.0, 3.0, 3.0]}
+    assert paired_ratio(times, "ref", "ours") == (2.0, 2.0 / 3.0, 2.0)
