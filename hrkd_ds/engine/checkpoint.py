@@ -6,9 +6,9 @@ at the tag. A save interrupted half-way therefore leaves the previous pointer, a
 checkpoint, untouched. Older tags are pruned after the pointer moves.
 
 On resume the manifest is checked before anything is loaded (DeepSpeed unpickles its .pt files):
-a truncated or altered checkpoint is renamed `damaged-<tag>` and the previous intact one is used; a save that never
-finished (no manifest, not named by `LATEST`) is removed, so a kill during a stage's first save
-restarts that stage.
+a truncated or altered checkpoint is renamed `damaged-<tag>` and the previous intact one is
+used; a save that never finished (no manifest, not named by `LATEST`) is removed, so a kill
+during a stage's first save restarts that stage.
 Our own RNG state is stored without pickle (npz), so only DeepSpeed's files are ever unpickled.
 """
 
