@@ -231,6 +231,11 @@ def ratio_text(times: dict[str, list[float]], num: str, den: str) -> str:
     return f"{med:.2f} (rounds {lo:.2f}-{hi:.2f})"
 
 
+def paired_median(times: dict[str, list[float]], num: str, den: str) -> float:
+    """paired_ratio's median, nan when a variant was not run."""
+    return paired_ratio(times, num, den)[0] if {num, den} <= times.keys() else float("nan")
+
+
 def bf16_term_differences(a, teacher, module, batch) -> dict[str, float]:
     """Max relative difference of each loss term, bf16 teacher engine vs the fp32 teacher."""
     bf16 = teacher_engine(teacher, TEACHER_JSON["t-zero3-bf16"], a.domains * a.batch)
@@ -334,8 +339,8 @@ def main_table(a) -> None:
         print(f"bf16_teacher_speedup_vs_reference_style: {ratio_text(rounds, 'reference', 'zero2/t-zero3-bf16')}")
     if "zero2/t-zero3-padded" in t:  # batching and the fused loss alone
         print(f"padded_speedup_vs_reference_style: {ratio_text(rounds, 'reference', 'zero2/t-zero3-padded')}")
-    overhead = (paired_ratio(rounds, "zero2", "plain")[0] - 1) * 100 if {"zero2", "plain"} <= t.keys() else float("nan")
-    speedup = paired_ratio(rounds, "reference", "zero2/t-zero3")[0] if {"reference", "zero2/t-zero3"} <= t.keys() else float("nan")
+    overhead = (paired_median(rounds, "zero2", "plain") - 1) * 100
+    speedup = paired_median(rounds, "reference", "zero2/t-zero3")
     print(f"engine_overhead_pct: {overhead:.1f} speedup_vs_reference_style: {speedup:.2f}")
 
 
