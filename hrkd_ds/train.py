@@ -27,6 +27,7 @@ from hrkd_ds.config import Config, load_config
 from hrkd_ds.config.deepspeed import read_ds_config
 from hrkd_ds.distill.methods import method
 from hrkd_ds.engine.distributed import DistInfo, init_distributed, silence_known_warnings
+from hrkd_ds.engine.loop import Preempted
 from hrkd_ds.engine.nonfinite import Diverged
 from hrkd_ds.errors import exit_on_user_error
 from hrkd_ds.stages.context import StageContext, seed_everything
@@ -106,6 +107,23 @@ def cleanup(ctx: StageContext, dist: DistInfo) -> None:
     torch.distributed.destroy_process_group()
 
 
+def close_process_group(together: bool) -> None:
+    """Close the process group before leaving on an error path. Exiting with it open lets the
+    interpreter's teardown meet gloo's worker threads, which can abort the rank (SIGABRT), and
+    the launcher then reports that instead of our exit code. `together`: every rank decided this
+    stop in step (Diverged, Preempted), so they meet once more and leave at the same time."""
+    if not torch.distributed.is_initialized():
+        return
+    if together:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+        return
+    try:
+        torch.distributed.destroy_process_group()
+    except Exception:  # noqa: BLE001  the error that brought us here is the one to report
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_libraries()
@@ -113,9 +131,16 @@ def main(argv: list[str] | None = None) -> int:
         cfg, ds_cfg, ds_path = read_configs(args)
     dist = init_distributed(args.local_rank)
     with exit_on_user_error(debug=args.debug):
-        seed_everything(cfg.seed)
-        ctx = StageContext.setup(cfg, ds_cfg, ds_path, dist)
-        train(ctx)
+        try:
+            seed_everything(cfg.seed)
+            ctx = StageContext.setup(cfg, ds_cfg, ds_path, dist)
+            train(ctx)
+        except (Diverged, Preempted):
+            close_process_group(together=True)
+            raise
+        except BaseException:
+            close_process_group(together=False)
+            raise
         cleanup(ctx, dist)
     return 0
 

@@ -8,8 +8,12 @@
 
 Each cell is an ordinary `hrkd_ds/train.py` run in its own directory (log: <cell>/train.log);
 finished cells are skipped and an interrupted cell resumes from its checkpoint, so the grid can
-be stopped at any moment and continued later, on this machine or another. Data: --amazon DIR,
---mnli TRAIN_TSV, --mnli-test TEST_TSV (default: the paths in the dataset configs).
+be stopped at any moment and continued later. Each finished student cell's record (cell.json,
+results.json, predictions) is copied into --archive (docs/results/cells/, committed with the
+code): an archived cell counts as done on any machine, and the report reads the archive beside the
+live grid, so a lost grid directory loses no result. Teacher and general cells are not archived
+(they are models that later cells load): they run again only where a pending cell needs them.
+Data: --amazon DIR, --mnli TRAIN_TSV, --mnli-test TEST_TSV (default: the dataset configs' paths).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from hrkd_ds.analysis.archive import archived, sync_archive  # noqa: E402
 from hrkd_ds.analysis.grid import GridCell, expand, load_spec, select  # noqa: E402
 from hrkd_ds.analysis.results import write_results  # noqa: E402
 from hrkd_ds.errors import UserError, exit_on_user_error  # noqa: E402
@@ -31,6 +36,8 @@ from hrkd_ds.io import atomic_write_json  # noqa: E402
 
 DEFAULT_SPEC = "configs/reproduce/grid.yaml"
 INTRO = REPO / "docs" / "results" / "intro.md"  # the hand-written part of docs/RESULTS.md (method, budget, findings)
+ARCHIVE = REPO / "docs" / "results" / "cells"  # finished student cells' records, committed
+LEGACY = REPO / "docs" / "results" / "legacy"  # slice summaries from grids whose records were lost
 # --smoke: the real grid's first phase on the shipped sample with both students, a few steps each
 SMOKE_PHASE = {"datasets": ["amazon"], "fractions": ["1.0"], "students": None, "methods": ["none", "kd", "hrkd"], "seeds": [1]}
 SMOKE_OVERRIDES = [
@@ -45,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--spec", default=DEFAULT_SPEC, help="grid YAML")
     p.add_argument("--out", default=None, help="grid directory (default: runs/reproduce, or runs/reproduce-smoke)")
+    p.add_argument("--archive", default=None,
+                   help="finished cells' records (default: docs/results/cells, or <out>/archive with --smoke)")
     p.add_argument("--amazon", help="Blitzer Amazon reviews directory (<domain>/<label>.review)")
     p.add_argument("--mnli", help="MNLI train TSV (genre column)")
     p.add_argument("--mnli-test", help="MNLI test TSV (the genres' dev-matched slice)")
@@ -69,7 +78,7 @@ def data_overrides(args: argparse.Namespace) -> dict[str, list[str]]:
     return out
 
 
-def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path]:
+def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path, Path]:
     spec = load_spec(REPO / args.spec)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     overrides = data_overrides(args)
@@ -81,13 +90,34 @@ def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path]:
         for c in cells:
             c.overrides += SMOKE_OVERRIDES
     root = Path(args.out or ("runs/reproduce-smoke" if args.smoke else "runs/reproduce")).resolve()
-    return cells, root
+    archive = Path(args.archive).resolve() if args.archive else (root / "archive" if args.smoke else ARCHIVE)
+    return cells, root, archive
 
 
-def state(cell: GridCell, root: Path, by_id: dict[str, GridCell]) -> str:
-    if cell.finished(root):
-        return "done"
-    return "ready" if all(by_id[n].finished(root) for n in cell.needs) else "waiting"
+class Progress:
+    """Which cells are done: finished in the live grid, or (student cells) recorded in the archive.
+    A teacher or general cell is wanted only while some selected student cell that needs it is not
+    done, or when no selected cell needs it at all (it was asked for by name)."""
+
+    def __init__(self, cells: list[GridCell], root: Path, archive: Path):
+        self.cells, self.root, self.archive = cells, root, archive
+
+    def done(self, cell: GridCell) -> bool:
+        return cell.finished(self.root) or (cell.stage == "distill" and archived(self.archive, cell.id))
+
+    def wanted(self, cell: GridCell) -> bool:
+        users = [c for c in self.cells if cell.id in c.needs]
+        return not self.done(cell) and (not users or any(not self.done(u) for u in users))
+
+    def state(self, cell: GridCell) -> str:
+        if cell.finished(self.root):
+            return "done"
+        if self.done(cell):
+            return "archived"
+        if not self.wanted(cell):
+            return "unneeded"
+        by_id = {c.id: c for c in self.cells}
+        return "ready" if all(by_id[n].finished(self.root) for n in cell.needs) else "waiting"
 
 
 STOP = {"requested": False}  # Ctrl-C / SIGTERM: the running cell checkpoints, then the grid stops
@@ -138,11 +168,12 @@ def last_line(path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def run_grid(cells: list[GridCell], root: Path, max_hours: float, wandb: bool) -> int:
+def run_grid(cells: list[GridCell], root: Path, archive: Path, max_hours: float, wandb: bool) -> int:
     by_id = {c.id: c for c in cells}
+    progress = Progress(cells, root, archive)
     start, failed = time.monotonic(), []
     for cell in cells:
-        if cell.finished(root):
+        if not progress.wanted(cell):
             continue
         if any(not by_id[n].finished(root) for n in cell.needs):
             print(f"[skip] {cell.id}: waits for {', '.join(n for n in cell.needs if not by_id[n].finished(root))}", flush=True)
@@ -154,6 +185,8 @@ def run_grid(cells: list[GridCell], root: Path, max_hours: float, wandb: bool) -
         print(f"[run ] {cell.id}", flush=True)
         rc = run_cell(cell, root, wandb)
         print(f"[{'done' if rc == 0 else 'FAIL'}] {cell.id} ({time.monotonic() - t0:.0f} s, exit {rc})", flush=True)
+        for cid in sync_archive(root, archive):
+            print(f"[arch] {cid} -> {archive}", flush=True)
         if rc == 3 or STOP["requested"]:  # preempted or stopped: checkpointed, resumes on the next run
             print("[stop] stopped; rerun the same command to continue", flush=True)
             return 3
@@ -165,34 +198,35 @@ def run_grid(cells: list[GridCell], root: Path, max_hours: float, wandb: bool) -
     return 1 if failed else 0
 
 
-def report(root: Path, smoke: bool) -> None:
+def report(root: Path, archive: Path, smoke: bool) -> None:
     md = root / "RESULTS.md" if smoke else REPO / "docs" / "RESULTS.md"
     json_dir = root / "results" if smoke else REPO / "docs" / "results"
     intro = INTRO.read_text() if INTRO.is_file() and not smoke else ""
-    out = write_results(root, md, json_dir, intro=intro)
+    sync_archive(root, archive)
+    out = write_results([root, archive], md, json_dir, intro=intro, legacy_dir=None if smoke else LEGACY)
     print(f"wrote {md} ({len(out.get('slices', []))} slices, {len(out.get('missing', []))} missing cells)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with exit_on_user_error("reproduce"):
-        cells, root = build_cells(args)
-        by_id = {c.id: c for c in cells}
+        cells, root, archive = build_cells(args)
+        progress = Progress(cells, root, archive)
         if args.list:
             for c in cells:
-                print(f"{state(c, root, by_id):8} {c.id}")
-            done = sum(c.finished(root) for c in cells)
-            print(f"{done}/{len(cells)} cells done in {root}")
+                print(f"{progress.state(c):8} {c.id}")
+            done = sum(progress.done(c) for c in cells)
+            print(f"{done}/{len(cells)} cells done in {root} or {archive}")
             return 0
         if not args.report:
-            rc = run_grid(cells, root, args.max_hours, args.wandb)
+            rc = run_grid(cells, root, archive, args.max_hours, args.wandb)
             if rc == 3:
                 return rc
         else:
             rc = 0
-        if not root.is_dir():
-            raise UserError(f"no grid at {root}: run it first")
-        report(root, args.smoke)
+        if not root.is_dir() and not archive.is_dir():
+            raise UserError(f"no grid at {root} and no archive at {archive}: run it first")
+        report(root, archive, args.smoke)
         return rc
 
 

@@ -51,6 +51,7 @@ class Cell:
     student: str
     teacher_id: str | None
     results: dict[str, Any]
+    id: str = ""  # the cell's directory relative to its grid root: the same in the live grid and the archive
 
     @property
     def slice_key(self) -> tuple[str, float, str]:
@@ -106,11 +107,31 @@ def scan_grid(grid_dir: str | Path) -> tuple[list[Cell], list[dict[str, str]]]:
     grid_dir = Path(grid_dir)
     cells, missing = [], []
     for cj in sorted(grid_dir.rglob("cell.json")):
+        cid = cj.parent.relative_to(grid_dir).as_posix()
         try:
-            cells.append(_load_cell(cj))
+            cell = _load_cell(cj)
         except ValueError as e:
-            missing.append({"cell": str(cj.parent.relative_to(grid_dir)), "reason": str(e)})
+            missing.append({"cell": cid, "reason": str(e)})
+            continue
+        cell.id = cid
+        cells.append(cell)
     return cells, missing
+
+
+def scan_grids(roots: Sequence[str | Path]) -> tuple[list[Cell], list[dict[str, str]]]:
+    """scan_grid over several roots holding the same grid (the live directory, the archive): each
+    cell id once, from the first root where it finished; missing only where it finished nowhere."""
+    found: dict[str, Cell] = {}
+    missing: dict[str, dict[str, str]] = {}
+    for root in roots:
+        if not Path(root).is_dir():
+            continue
+        cells, miss = scan_grid(root)
+        for c in cells:
+            found.setdefault(c.id, c)
+        for m in miss:
+            missing.setdefault(m["cell"], m)
+    return sorted(found.values(), key=lambda c: c.id), [m for cid, m in sorted(missing.items()) if cid not in found]
 
 
 def summarize(values: Sequence[float]) -> dict[str, Any]:
@@ -225,19 +246,42 @@ def build_slices(cells: list[Cell], *, compare: Sequence[tuple[str, str]] = DEFA
                             for a, b in compare if a in by_method and b in by_method],
             "incomplete_seeds": {m: s for m, s in incomplete.items() if s},
             "compression": summarize_compression({m: by_method[m] for m in methods}),
-            "cells": sorted(str(c.cell_dir) for c in group),
+            "cells": sorted(c.id or str(c.cell_dir) for c in group),
             "warnings": warnings,
         })
     return slices
 
 
-def write_results(grid_dir: str | Path, md_path: str | Path = "docs/RESULTS.md", json_dir: str | Path = "docs/results",
-                  *, compare: Sequence[tuple[str, str]] = DEFAULT_COMPARE, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
-                  charts: bool = True, intro: str = "") -> dict[str, Any]:
-    """Scan, summarise, write RESULTS.md, one JSON (and PNG) per slice and summary.json; returns the summary."""
+def load_legacy_slices(legacy_dir: str | Path | None) -> list[dict[str, Any]]:
+    """Slice summaries whose cells' records are gone (docs/results/legacy/): kept, marked, and
+    replaced by the grid's own slice once that one has at least as many cells."""
+    out = []
+    for p in sorted(Path(legacy_dir).glob("*.json")) if legacy_dir and Path(legacy_dir).is_dir() else []:
+        sl = json.loads(p.read_text())
+        if isinstance(sl, dict) and {"dataset", "fraction", "student", "rows"} <= sl.keys():
+            out.append({**sl, "legacy": sl.get("legacy") or f"{p.name}: summary only, its cells' records were lost"})
+    return out
+
+
+def merge_legacy(slices: list[dict[str, Any]], legacy: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_slug = {slice_slug(s): s for s in slices}
+    for old in legacy:
+        new = by_slug.get(slice_slug(old))
+        if new is None or len(new["cells"]) < len(old["cells"]):
+            by_slug[slice_slug(old)] = old
+    return sorted(by_slug.values(), key=lambda s: (s["dataset"], s["fraction"], s["student"]))
+
+
+def write_results(grid_dir: str | Path | Sequence[str | Path], md_path: str | Path = "docs/RESULTS.md",
+                  json_dir: str | Path = "docs/results", *, compare: Sequence[tuple[str, str]] = DEFAULT_COMPARE,
+                  n_boot: int = DEFAULT_N_BOOT, seed: int = 0, charts: bool = True, intro: str = "",
+                  legacy_dir: str | Path | None = None) -> dict[str, Any]:
+    """Scan (one grid root, or several holding the same grid: live directory and archive),
+    summarise, write RESULTS.md, one JSON (and PNG) per slice and summary.json; returns the summary."""
     md_path, json_dir = Path(md_path), Path(json_dir)
-    cells, missing = scan_grid(grid_dir)
-    slices = build_slices(cells, compare=compare, n_boot=n_boot, seed=seed)
+    roots = [grid_dir] if isinstance(grid_dir, (str, Path)) else list(grid_dir)
+    cells, missing = scan_grids(roots)
+    slices = merge_legacy(build_slices(cells, compare=compare, n_boot=n_boot, seed=seed), load_legacy_slices(legacy_dir))
     links: dict[str, str] = {}
     for sl in slices:
         slug = slice_slug(sl)
@@ -246,7 +290,8 @@ def write_results(grid_dir: str | Path, md_path: str | Path = "docs/RESULTS.md",
             png = json_dir / f"{slug}.png"
             plot_slice(sl, png)
             links[slug] = os.path.relpath(png.resolve(), md_path.parent.resolve())
-    summary = {"grid": str(grid_dir), "slices": slices, "missing": missing}
+    source = ", ".join(str(r) for r in roots)
+    summary = {"grid": source, "slices": slices, "missing": missing}
     atomic_write_json(json_dir / "summary.json", summary)
-    atomic_write_text(md_path, render_markdown(slices, missing, links, source=str(grid_dir), intro=intro))
+    atomic_write_text(md_path, render_markdown(slices, missing, links, source=source, intro=intro))
     return summary

@@ -38,6 +38,8 @@ def render_slice(sl: dict[str, Any], chart: str | None = None) -> str:
     lines = [f"## {sl['dataset']} · train fraction {sl['fraction']:g} · student {sl['student']}", "",
              "| model | n | " + " | ".join(doms) + " | average |",
              "|---|---:|" + "---:|" * (len(doms) + 1)]
+    if sl.get("legacy"):
+        lines[2:2] = [f"*Kept from an earlier grid ({sl['legacy']}); rerunning its cells replaces it.*", ""]
     for r in sl["rows"]:
         acc = r.get(split, {})
         lines.append(f"| {r['model']} | {r['n']} | " + " | ".join(_pct(acc.get(k)) for k in [*doms, "average"]) + " |")

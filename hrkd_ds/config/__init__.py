@@ -10,6 +10,7 @@ from hrkd_ds.config.schema import (
     GraphConfig,
     ModelConfig,
     StageConfig,
+    StudentConfig,
     TokenizerConfig,
     TrackingConfig,
     TrainConfig,
@@ -17,7 +18,7 @@ from hrkd_ds.config.schema import (
 from hrkd_ds.config.validate import validate
 
 __all__ = [
-    "RESUME_FREE", "Config", "DataConfig", "DistillConfig", "GraphConfig", "ModelConfig", "StageConfig",
+    "RESUME_FREE", "Config", "DataConfig", "DistillConfig", "GraphConfig", "ModelConfig", "StageConfig", "StudentConfig",
     "TokenizerConfig", "TrackingConfig", "TrainConfig", "check_resume_config", "load_config", "resolve_package_path",
     "save_config", "to_dict", "validate",
 ]

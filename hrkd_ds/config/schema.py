@@ -48,14 +48,24 @@ class ModelConfig:
     """One encoder (teacher or student): from a local pretrained dir, or built from sizes."""
 
     pretrained: str = ""  # local HF directory; "" -> random init from the sizes below
-    # teacher_layers, general: student only; general = this run's general-distillation export
-    init: Literal["random", "pretrained", "teacher_layers", "general"] = "random"
-    teacher_layers: list[int] = field(default_factory=list)  # init=teacher_layers: 1-based
+    # teacher_layers, teacher_select, general: student only; general = this run's general-distillation
+    # export; teacher_select = a narrower student whose weights are selected from teacher layers
+    init: Literal["random", "pretrained", "teacher_layers", "teacher_select", "general"] = "random"
+    teacher_layers: list[int] = field(default_factory=list)  # init=teacher_layers/teacher_select: 1-based
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
     intermediate_size: int = 512
     dropout: float = 0.1
+
+
+@dataclass
+class StudentConfig(ModelConfig):
+    """The student's encoder, plus where the general stage starts it."""
+
+    # selected teacher weights (the layers of teacher_layers, else of distill.layer_map), or random;
+    # a random narrow student did not learn the task after the grid's general stage (docs/RESULTS.md)
+    general_init: Literal["teacher_select", "random"] = "teacher_select"
 
 
 @dataclass
@@ -141,7 +151,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     teacher: ModelConfig = field(default_factory=ModelConfig)
-    student: ModelConfig = field(default_factory=lambda: ModelConfig(hidden_size=64, num_layers=1, num_heads=4, intermediate_size=256))
+    student: StudentConfig = field(default_factory=lambda: StudentConfig(hidden_size=64, num_layers=1, num_heads=4, intermediate_size=256))
     graph: GraphConfig = field(default_factory=GraphConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     # The embedded default trains small models from scratch on the shipped sample in a few CPU

@@ -27,7 +27,7 @@ def validate(cfg: Config) -> Config:
     if cfg.student.init == "general" and cfg.student.pretrained:
         raise UserError("config field 'student.pretrained': unused when student.init is 'general' (the student starts "
                         "from this run's general stage); leave it empty")
-    if cfg.teacher.init in ("teacher_layers", "general"):
+    if cfg.teacher.init in ("teacher_layers", "teacher_select", "general"):
         raise UserError(f"config field 'teacher.init': {cfg.teacher.init!r} is for the student only")
     if "general" in cfg.stages and not cfg.teacher.pretrained:
         raise UserError("config field 'teacher.pretrained': the general stage distils a pretrained teacher; set it")

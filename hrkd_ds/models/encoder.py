@@ -23,7 +23,7 @@ from hrkd_ds.models.attention import ATTENTION_KINDS, register_attention
 from hrkd_ds.models.checks import check_fit, check_model_dir
 from hrkd_ds.models.dropout import use_fast_dropout
 from hrkd_ds.models.packing import PackedLayout
-from hrkd_ds.models.student_init import check_teacher_layers_fit, copy_teacher_layers, teacher_widths
+from hrkd_ds.models.student_init import check_teacher_layers_fit, copy_teacher_layers, select_teacher_weights, teacher_widths
 
 
 @dataclass
@@ -240,6 +240,8 @@ def build_model(
     """Build a K*C-output encoder: pretrained weights, teacher layers, or random init from sizes.
 
     - `model_cfg.init == "teacher_layers"`: teacher width, the listed teacher layers copied.
+    - `model_cfg.init == "teacher_select"`: the configured (narrower) sizes, weights selected from
+      the listed teacher layers (models/student_init.py).
     - otherwise `model_cfg.pretrained` set: HF weights from that local dir, fresh classifier.
     - otherwise: random BERT from `model_cfg` sizes, `vocab_size`, positions = `max_seq_len`.
     """
@@ -258,6 +260,16 @@ def build_model(
         annotate_config(hf_config, domains, labels)
         hf = AutoModelForSequenceClassification.from_config(hf_config, attn_implementation=impl)
         copy_teacher_layers(hf, teacher.hf_model, model_cfg.teacher_layers)
+    elif model_cfg.init == "teacher_select":
+        if teacher is None:
+            raise UserError("student.init=teacher_select needs the teacher model")
+        check_fit(teacher.config, vocab_size, pad_id, max_seq_len, "student.init=teacher_select")
+        hf_config = copy.deepcopy(teacher.config)
+        hf_config.update({**dropout, "num_hidden_layers": model_cfg.num_layers, "hidden_size": model_cfg.hidden_size,
+                          "num_attention_heads": model_cfg.num_heads, "intermediate_size": model_cfg.intermediate_size})
+        annotate_config(hf_config, domains, labels)
+        hf = AutoModelForSequenceClassification.from_config(hf_config, attn_implementation=impl)
+        select_teacher_weights(hf, teacher.hf_model, model_cfg.teacher_layers)
     elif model_cfg.pretrained:
         check_model_dir(model_cfg.pretrained, "teacher/student.pretrained")  # train.py names the exact field earlier
         hf_config = AutoConfig.from_pretrained(model_cfg.pretrained, **dropout)

@@ -18,6 +18,8 @@ COMPRESSION_REPEATS = 5  # per batch size and model; the grid times every studen
 def _base(model_cfg) -> str:
     if model_cfg.init == "teacher_layers":
         return f"teacher layers {list(model_cfg.teacher_layers)}"
+    if model_cfg.init == "teacher_select":
+        return f"weights selected from teacher layers {list(model_cfg.teacher_layers)}"
     if model_cfg.pretrained:
         return f"pretrained {model_cfg.pretrained}"
     return "random init"

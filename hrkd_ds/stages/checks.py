@@ -12,12 +12,21 @@ from hrkd_ds.config.deepspeed import with_batch_sizes, zero_stage
 from hrkd_ds.distill.layer_map import resolve_layer_map
 from hrkd_ds.distill.methods import method
 from hrkd_ds.errors import UserError
-from hrkd_ds.models.student_init import check_teacher_layers_fit, teacher_widths
+from hrkd_ds.models.student_init import check_teacher_layers_fit, check_teacher_select_fit, teacher_widths
 
 
 def general_student_config(model_cfg):
-    """The student as the general stage builds it: from its sizes unless it starts from weights."""
-    return dataclasses.replace(model_cfg, init="random") if model_cfg.init == "general" else model_cfg
+    """The student as the general stage builds it: from `general_init` (selected teacher weights or
+    random sizes) unless it starts from weights of its own."""
+    return dataclasses.replace(model_cfg, init=model_cfg.general_init) if model_cfg.init == "general" else model_cfg
+
+
+def with_selected_layers(model_cfg, layer_map: list[int], teacher_layers: int):
+    """init=teacher_select without student.teacher_layers selects the layers the student is distilled
+    against (distill.layer_map, else the uniform map)."""
+    if model_cfg.init != "teacher_select" or model_cfg.teacher_layers:
+        return model_cfg
+    return dataclasses.replace(model_cfg, teacher_layers=resolve_layer_map(model_cfg.num_layers, teacher_layers, layer_map or None))
 
 
 def _teacher_shape(cfg: Config, teacher_dir: Path | None, stage_dir: Path) -> tuple[int, dict[str, int]]:
@@ -40,6 +49,9 @@ def check_distill_shapes(cfg: Config, ds_cfg: dict, teacher_dir: Path | None, te
     if s.init == "teacher_layers":
         check_teacher_layers_fit(s, t_layers, t_widths)
         s_layers = len(s.teacher_layers)
+    elif s.init == "teacher_select":
+        check_teacher_select_fit(with_selected_layers(s, cfg.distill.layer_map, t_layers), t_layers, t_widths)
+        s_layers = s.num_layers
     elif s.pretrained:
         s_layers = AutoConfig.from_pretrained(s.pretrained).num_hidden_layers
     else:

@@ -19,6 +19,7 @@ from hrkd_ds.io import recover_dir
 from hrkd_ds.models.encoder import MultiDomainClassifier, build_model
 from hrkd_ds.models.loading import load_exported, load_partitioned
 from hrkd_ds.stages.artifacts import measure_compression, write_card, write_run_report
+from hrkd_ds.stages.checks import with_selected_layers
 from hrkd_ds.stages.context import StageContext, seed_everything
 
 
@@ -87,7 +88,7 @@ def run_distill(ctx: StageContext) -> None:
     if ctx.run_dir.is_done("student", ctx.results):
         return
     cfg, stage, spec = ctx.cfg, ctx.cfg.distill_train, method(ctx.cfg.distill.method)
-    from_layers = cfg.student.init == "teacher_layers"
+    from_layers = cfg.student.init in ("teacher_layers", "teacher_select")
     src = teacher_source(ctx) if spec.uses_teacher or from_layers else None
     layer_source = teacher = t_cfg = None
     if from_layers:  # a full copy in host memory, only while the student is built
@@ -97,7 +98,10 @@ def run_distill(ctx: StageContext) -> None:
         t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
         teacher = load_teacher(ctx, src, t_cfg)
     seed_everything(cfg.seed + 1)
-    student = build_model(student_config(ctx), ctx.K, len(ctx.labels), len(ctx.tokenizer), ctx.tokenizer.pad_token_id,
+    s_cfg = student_config(ctx)
+    if layer_source is not None:
+        s_cfg = with_selected_layers(s_cfg, cfg.distill.layer_map, layer_source.num_layers)
+    student = build_model(s_cfg, ctx.K, len(ctx.labels), len(ctx.tokenizer), ctx.tokenizer.pad_token_id,
                           cfg.data.max_seq_len, attention=cfg.distill.attention, teacher=layer_source,
                           domains=ctx.domains, labels=ctx.labels)
     del layer_source

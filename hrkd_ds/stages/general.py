@@ -13,7 +13,7 @@ from hrkd_ds.config.deepspeed import read_ds_config
 from hrkd_ds.distill.methods import build_step_module
 from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config
 from hrkd_ds.models.encoder import build_model
-from hrkd_ds.stages.checks import general_student_config
+from hrkd_ds.stages.checks import general_student_config, with_selected_layers
 from hrkd_ds.stages.context import StageContext, seed_everything
 
 ROLE = "general"
@@ -29,8 +29,8 @@ def run_general(ctx: StageContext) -> None:
     seed_everything(cfg.seed)
     teacher = build_model(cfg.teacher, **build)  # pretrained encoder; its fresh task head is never used
     seed_everything(cfg.seed + 2)
-    s_cfg = general_student_config(cfg.student)
-    student = build_model(s_cfg, teacher=teacher if s_cfg.init == "teacher_layers" else None, **build)
+    s_cfg = with_selected_layers(general_student_config(cfg.student), cfg.distill.layer_map, teacher.num_layers)
+    student = build_model(s_cfg, teacher=teacher if s_cfg.init in ("teacher_layers", "teacher_select") else None, **build)
     module = build_step_module(ROLE, student, teacher, ctx.K, cfg.graph, cfg.distill)
     t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
     ctx.results[ROLE] = ctx.train_stage(ROLE, module, stage, teacher=build_teacher_engine(teacher, t_cfg), evaluate=False)

@@ -24,8 +24,11 @@ def test_cells_are_unique_ordered_and_need_their_teacher_and_general_stage():
     assert "student.pretrained=<root>/amazon/f1.0/general-L4H192/general/model" in student.overrides
     assert student.meta == {"dataset": "amazon", "fraction": 1.0, "method": "hrkd", "seed": 2, "student": "L4H192",
                             "teacher": "amazon/f1.0/teacher"}
-    # the first phase is Amazon 100% with the teacher-layers student, three methods x three seeds
-    assert ids[:10] == ["amazon/f1.0/teacher"] + [f"amazon/f1.0/L3/{m}/s{s}" for m in ("none", "kd", "hrkd") for s in (1, 2, 3)]
+    # the first phase is Amazon 10% with the narrow student: its prerequisites, then three methods
+    assert ids[:5] == ["amazon/f0.1/teacher", "amazon/f0.1/general-L4H192"] + [f"amazon/f0.1/L4H192/{m}/s1" for m in ("none", "kd", "hrkd")]
+    # every slice the goal needs has three seeds of none, kd and hrkd
+    for sl in ("amazon/f1.0/L3", "amazon/f0.1/L3", "mnli/f0.1/L3", "amazon/f1.0/L4H192", "amazon/f0.1/L4H192", "mnli/f0.1/L4H192"):
+        assert all(f"{sl}/{m}/s{s}" in pos for m in ("none", "kd", "hrkd") for s in (1, 2, 3)), sl
 
 
 def test_reference_method_takes_the_reference_config_settings():

@@ -202,3 +202,49 @@ def test_variant_cells_take_the_grid_name_and_base_cells_must_match(tmp_path):
     cells, missing = scan_grid(root)
     assert [c.method for c in cells] == ["kd-ce"]
     assert missing == [{"cell": "base", "reason": "cell.json says method 'kd' but results.json says 'hrkd'"}]
+
+
+def test_archive_keeps_what_the_report_needs_and_survives_the_grid(grid, tmp_path):
+    """The archive (committed records of finished cells) rebuilds the same tables once the grid
+    directory is gone; unfinished cells and cells without predictions are not archived."""
+    import shutil
+
+    from hrkd_ds.analysis.archive import archived, sync_archive
+
+    root, _ = grid
+    archive = tmp_path / "archive"
+    added = sync_archive(root, archive)
+    assert sorted(added) == sorted(["a-none-1", "a-none-2", "a-none-3", "a-kd-1", "a-kd-2", "a-hrkd-1", "a-hrkd-2",
+                                    "a-hrkd-3", "b-kd-1"])  # b-hrkd-1 has no predictions, a-kd-3 is unfinished
+    assert archived(archive, "a-none-1") and not archived(archive, "a-kd-3") and not archived(archive, "b-hrkd-1")
+    assert json.loads((archive / "a-none-1" / "cell.json").read_text())["run_dir"] == "."
+    assert sync_archive(root, archive) == []  # nothing changed: nothing rewritten
+    live = write_results(root, tmp_path / "live.md", tmp_path / "live", n_boot=100, charts=False)
+    both = write_results([root, archive], tmp_path / "both.md", tmp_path / "both", n_boot=100, charts=False)
+    assert both["slices"] == live["slices"]  # the live grid wins where both hold a cell; same ids
+    shutil.rmtree(root)
+    alone = write_results([root, archive], tmp_path / "alone.md", tmp_path / "alone", n_boot=100, charts=False)
+    a_live, a_alone = live["slices"][0], alone["slices"][0]
+    assert a_alone["rows"] == a_live["rows"] and a_alone["comparisons"] == a_live["comparisons"]
+    assert a_alone["cells"] == a_live["cells"] == sorted(a_live["cells"])
+    assert alone["missing"] == []
+
+
+def test_legacy_slice_stays_until_the_grid_has_as_many_cells(grid, tmp_path):
+    root, _ = grid
+    legacy = tmp_path / "legacy"
+    cells, _ = scan_grid(root)
+    a = build_slices(cells, n_boot=50)[0]
+    old = {**a, "rows": a["rows"][:2], "cells": [f"/gone/{i}" for i in range(len(a["cells"]) + 1)]}
+    legacy.mkdir()
+    (legacy / "old.json").write_text(json.dumps(old))
+    (legacy / "other.json").write_text(json.dumps({**old, "student": "L9", "cells": ["/gone/x"]}))
+    out = write_results(root, tmp_path / "R.md", tmp_path / "r", n_boot=50, charts=False, legacy_dir=legacy)
+    by = {(s["fraction"], s["student"]): s for s in out["slices"]}
+    assert by[(0.1, "L4")]["legacy"] and by[(0.1, "L4")]["rows"] == old["rows"]  # more cells than the grid's
+    assert by[(0.1, "L9")]["legacy"] and not by[(1.0, "L4")].get("legacy")
+    assert "Kept from an earlier grid (old.json" in (tmp_path / "R.md").read_text()
+    old["cells"] = old["cells"][:2]
+    (legacy / "old.json").write_text(json.dumps(old))
+    out = write_results(root, tmp_path / "R.md", tmp_path / "r", n_boot=50, charts=False, legacy_dir=legacy)
+    assert not next(s for s in out["slices"] if (s["fraction"], s["student"]) == (0.1, "L4")).get("legacy")

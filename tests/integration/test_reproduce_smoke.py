@@ -1,5 +1,5 @@
 """tools/reproduce.py --smoke: the grid's code path end to end on the shipped sample, then a rerun
-that skips every finished cell."""
+that skips every finished cell, then a new machine (empty grid directory) with only the archive."""
 
 from __future__ import annotations
 
@@ -43,3 +43,16 @@ def test_smoke_grid_then_rerun_skips_finished_cells(tmp_path):
     assert "[run ]" not in again.stdout, again.stdout  # every cell was finished: nothing reruns
     listed = _reproduce(out, "--list")
     assert "8/8 cells done" in listed.stdout
+
+    # a new machine: the grid directory is gone, the archive (committed in a real grid) is not
+    fresh = tmp_path / "fresh"
+    again = _reproduce(fresh, "--archive", str(out / "archive"))
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "[run ]" not in again.stdout, again.stdout  # archived students: their teacher is not needed either
+    md2 = (fresh / "RESULTS.md").read_text()
+    for slug in ("amazon-frac1-L3", "amazon-frac1-L4H192"):
+        a, b = (json.loads((d / "results" / f"{slug}.json").read_text()) for d in (out, fresh))
+        assert a["rows"] == b["rows"] and a["comparisons"] == b["comparisons"] and a["cells"] == b["cells"]
+    assert "student L4H192" in md2
+    listed = _reproduce(fresh, "--list", "--archive", str(out / "archive"))
+    assert "6/8 cells done" in listed.stdout and listed.stdout.count("unneeded") == 2, listed.stdout

