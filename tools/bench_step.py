@@ -185,17 +185,36 @@ def engine_step(a, teacher, module, variant: str):
     return step
 
 
+PROCESS_LINEAR = torch.nn.functional.linear  # before any ZeRO-3 engine replaced it
+
+
+def with_linear(step, linear):
+    """Run `step` under the F.linear its own process would have: a ZeRO-3 engine with DeepSpeed's
+    `memory_efficient_linear` replaces it process-wide, which would otherwise reach every variant
+    built after it (the plain loop and the reference style included)."""
+    def run(batch):
+        torch.nn.functional.linear = linear
+        try:
+            step(batch)
+        finally:
+            torch.nn.functional.linear = PROCESS_LINEAR
+    return run
+
+
 def make_steps(a, variants: list[str], layers: int, hidden: int):
     teacher, module = build_pair(a, layers, hidden)
     steps = {}
     for v in variants:
         fresh = copy.deepcopy(module)  # same starting weights, own optimizer state
+        torch.nn.functional.linear = PROCESS_LINEAR
         if v == "plain":
-            steps[v] = plain_step(teacher, fresh)
+            step = plain_step(teacher, fresh)
         elif v == "reference":
-            steps[v] = reference_step(a, teacher, fresh)
+            step = reference_step(a, teacher, fresh)
         else:
-            steps[v] = engine_step(a, teacher, fresh, v)
+            step = engine_step(a, teacher, fresh, v)
+        steps[v] = with_linear(step, torch.nn.functional.linear)
+    torch.nn.functional.linear = PROCESS_LINEAR
     return teacher, module, steps
 
 

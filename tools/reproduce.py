@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spec", default=DEFAULT_SPEC, help="grid YAML")
     p.add_argument("--out", default=None, help="grid directory (default: runs/reproduce, or runs/reproduce-smoke)")
     p.add_argument("--archive", default=None,
-                   help="finished cells' records (default: docs/results/cells, or <out>/archive with --smoke)")
+                   help="finished cells' records (default: docs/results/cells, or <out>-archive with --smoke)")
     p.add_argument("--amazon", help="Blitzer Amazon reviews directory (<domain>/<label>.review)")
     p.add_argument("--mnli", help="MNLI train TSV (genre column)")
     p.add_argument("--mnli-test", help="MNLI test TSV (the genres' dev-matched slice)")
@@ -90,7 +90,7 @@ def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path, Path]:
         for c in cells:
             c.overrides += SMOKE_OVERRIDES
     root = Path(args.out or ("runs/reproduce-smoke" if args.smoke else "runs/reproduce")).resolve()
-    archive = Path(args.archive).resolve() if args.archive else (root / "archive" if args.smoke else ARCHIVE)
+    archive = Path(args.archive).resolve() if args.archive else (root.with_name(root.name + "-archive") if args.smoke else ARCHIVE)
     return cells, root, archive
 
 

@@ -56,4 +56,7 @@ def sync_archive(grid_root: Path, archive: Path) -> list[str]:
     if not grid_root.is_dir():
         return []
     cells, _ = scan_grid(grid_root)
+    inside = archive.resolve()
+    # an archive kept inside the grid directory holds cells too: never archive those again
+    cells = [c for c in cells if not c.cell_dir.resolve().is_relative_to(inside)]
     return [c.id for c in cells if archive_cell(c, c.id, archive)]

@@ -123,12 +123,15 @@ def scan_grids(roots: Sequence[str | Path]) -> tuple[list[Cell], list[dict[str, 
     cell id once, from the first root where it finished; missing only where it finished nowhere."""
     found: dict[str, Cell] = {}
     missing: dict[str, dict[str, str]] = {}
-    for root in roots:
-        if not Path(root).is_dir():
+    resolved = [Path(r).resolve() for r in roots]
+    for root in resolved:
+        if not root.is_dir():
             continue
+        nested = [r for r in resolved if r != root and r.is_relative_to(root)]  # an archive inside the grid
         cells, miss = scan_grid(root)
         for c in cells:
-            found.setdefault(c.id, c)
+            if not any(c.cell_dir.resolve().is_relative_to(n) for n in nested):
+                found.setdefault(c.id, c)
         for m in miss:
             missing.setdefault(m["cell"], m)
     return sorted(found.values(), key=lambda c: c.id), [m for cid, m in sorted(missing.items()) if cid not in found]

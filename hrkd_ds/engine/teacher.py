@@ -19,10 +19,18 @@ from hrkd_ds.io import atomic_write_json
 
 
 def teacher_ds_config(ds_cfg: dict[str, Any], micro_batch: int, world_size: int) -> dict[str, Any]:
-    """Strip training-only keys; DeepSpeed still wants consistent batch keys to start an engine."""
+    """Strip training-only keys; DeepSpeed still wants consistent batch keys to start an engine.
+
+    `memory_efficient_linear` defaults to off for the teacher (unless the JSON sets it): that
+    ZeRO-3 linear only saves memory in a backward, which a frozen teacher never runs, and once on it
+    replaces `torch.nn.functional.linear` for the whole process, the student's layers included,
+    with a matmul plus a separate bias pass on every 3-D input."""
     cfg = copy.deepcopy(ds_cfg)
     for key in ("optimizer", "scheduler", "gradient_accumulation_steps", "train_batch_size"):
         cfg.pop(key, None)
+    zero = cfg.get("zero_optimization")
+    if isinstance(zero, dict) and zero.get("stage") == 3:
+        zero.setdefault("memory_efficient_linear", False)
     cfg["train_micro_batch_size_per_gpu"] = micro_batch
     cfg["gradient_accumulation_steps"] = 1
     cfg["train_batch_size"] = micro_batch * world_size

@@ -31,6 +31,7 @@ class PackedLayout:
     index: torch.Tensor  # (total,) flat positions of the computed tokens (real ones and token 0), row-major
     starts: torch.Tensor  # (N,) each row's token 0 in the packed sequence
     key_valid: torch.Tensor  # (N, 1, 1, T) bool, True at real keys
+    pad_index: torch.Tensor  # (N*T - total,) flat positions of the others (padding): zeros in `unpack`
     _masks: dict = field(default_factory=dict)
 
     @classmethod
@@ -42,7 +43,8 @@ class PackedLayout:
         index = computed.reshape(-1).nonzero().squeeze(1)
         per_row = computed.sum(1)
         starts = torch.cumsum(per_row, 0) - per_row
-        return cls(n=n, t=t, index=index, starts=starts, key_valid=valid.view(n, 1, 1, t))
+        pad_index = (~computed).reshape(-1).nonzero().squeeze(1)
+        return cls(n=n, t=t, index=index, starts=starts, key_valid=valid.view(n, 1, 1, t), pad_index=pad_index)
 
     @property
     def total(self) -> int:
@@ -57,8 +59,14 @@ class PackedLayout:
         return (self.index % self.t).unsqueeze(0).to(device)
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, total, ...) -> (N, T, ...), zeros at padding other than token 0 (differentiable in x)."""
-        flat = x.new_zeros(self.n * self.t, *x.shape[2:]).index_copy(0, self.index, x[0])
+        """(1, total, ...) -> (N, T, ...), zeros at padding other than token 0 (differentiable in x).
+
+        One write per element: real rows copied, padding rows zeroed, into an uninitialised buffer
+        (zeros everywhere and then an out-of-place index_copy wrote it three times; this runs for
+        q, k and v of every layer)."""
+        flat = x.new_empty(self.n * self.t, *x.shape[2:])
+        flat.index_fill_(0, self.pad_index, 0)
+        flat.index_copy_(0, self.index, x[0])
         return flat.view(self.n, self.t, *x.shape[2:])
 
     def additive_mask(self, dtype: torch.dtype) -> torch.Tensor:

@@ -248,3 +248,16 @@ def test_legacy_slice_stays_until_the_grid_has_as_many_cells(grid, tmp_path):
     (legacy / "old.json").write_text(json.dumps(old))
     out = write_results(root, tmp_path / "R.md", tmp_path / "r", n_boot=50, charts=False, legacy_dir=legacy)
     assert not next(s for s in out["slices"] if (s["fraction"], s["student"]) == (0.1, "L4")).get("legacy")
+
+
+def test_an_archive_inside_the_grid_is_not_archived_again(grid, tmp_path):
+    """--smoke once kept its archive inside the grid directory: every sync then archived the archive."""
+    from hrkd_ds.analysis.archive import sync_archive
+
+    root, _ = grid
+    inside = root / "archive"
+    first = sync_archive(root, inside)
+    assert first and sync_archive(root, inside) == []
+    assert not any(p.name == "archive" for p in inside.rglob("*"))
+    out = write_results([root, inside], tmp_path / "R.md", tmp_path / "r", n_boot=50, charts=False)
+    assert all(not c.startswith("archive/") for sl in out["slices"] for c in sl["cells"])

@@ -1,6 +1,9 @@
 """DeepSpeed JSON: its own format, batch keys filled from the YAML, contradictions rejected."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -22,6 +25,25 @@ def test_teacher_configs_are_stage3_without_optimizer():
     for name in ("teacher_zero3.json", "teacher_zero3_offload.json", "teacher_zero3_bf16.json"):
         cfg = teacher_ds_config(read_ds_config(str(REPO_ROOT / "ds_configs" / name)), 16, 2)
         assert cfg["zero_optimization"]["stage"] == 3 and "optimizer" not in cfg
+
+
+def test_teacher_engine_leaves_the_process_linear_alone():
+    """DeepSpeed's memory-efficient ZeRO-3 linear, once on, replaces F.linear for the whole process
+    (the student's layers too) with a matmul plus a bias pass; a frozen teacher gains nothing by it."""
+    script = (
+        "import torch; from hrkd_ds.engine.distributed import init_distributed; init_distributed()\n"
+        "from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config\n"
+        "orig = torch.nn.functional.linear; m = torch.nn.Sequential(torch.nn.Linear(4, 4))\n"
+        "cfg = teacher_ds_config({'gradient_clipping': 0.0, 'zero_optimization': {'stage': 3, %s}}, 2, 1)\n"
+        "e = build_teacher_engine(m, cfg)\n"
+        "with torch.no_grad(): assert e(torch.randn(2, 4)).shape == (2, 4)\n"
+        "print('UNTOUCHED', torch.nn.functional.linear is orig)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env |= {"DS_ACCELERATOR": "cpu", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO_ROOT)}
+    for setting, untouched in (("", True), ("'memory_efficient_linear': True", False)):  # the JSON still decides
+        res = subprocess.run([sys.executable, "-c", script % setting], cwd=REPO_ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert f"UNTOUCHED {untouched}" in res.stdout, res.stdout[-500:] + res.stderr[-2000:]
 
 
 def test_contradicting_batch_sizes_are_rejected(tmp_path):

@@ -46,7 +46,7 @@ def test_smoke_grid_then_rerun_skips_finished_cells(tmp_path):
 
     # a new machine: the grid directory is gone, the archive (committed in a real grid) is not
     fresh = tmp_path / "fresh"
-    again = _reproduce(fresh, "--archive", str(out / "archive"))
+    again = _reproduce(fresh, "--archive", str(tmp_path / "grid-archive"))
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "[run ]" not in again.stdout, again.stdout  # archived students: their teacher is not needed either
     md2 = (fresh / "RESULTS.md").read_text()
@@ -54,5 +54,5 @@ def test_smoke_grid_then_rerun_skips_finished_cells(tmp_path):
         a, b = (json.loads((d / "results" / f"{slug}.json").read_text()) for d in (out, fresh))
         assert a["rows"] == b["rows"] and a["comparisons"] == b["comparisons"] and a["cells"] == b["cells"]
     assert "student L4H192" in md2
-    listed = _reproduce(fresh, "--list", "--archive", str(out / "archive"))
+    listed = _reproduce(fresh, "--list", "--archive", str(tmp_path / "grid-archive"))
     assert "6/8 cells done" in listed.stdout and listed.stdout.count("unneeded") == 2, listed.stdout
