@@ -19,15 +19,18 @@ def test_cells_are_unique_ordered_and_need_their_teacher_and_general_stage():
     for c in cells:
         for need in c.needs:
             assert pos[need] < pos[c.id], (need, c.id)  # a prerequisite always runs first
-    student = next(c for c in cells if c.id == "amazon/f1.0/L4H192/hrkd/s2")
-    assert student.needs == ["amazon/f1.0/teacher", "amazon/f1.0/general-L4H192"]
-    assert "student.pretrained=<root>/amazon/f1.0/general-L4H192/general/model" in student.overrides
-    assert student.meta == {"dataset": "amazon", "fraction": 1.0, "method": "hrkd", "seed": 2, "student": "L4H192",
-                            "teacher": "amazon/f1.0/teacher"}
-    # the first phase is Amazon 10% with the narrow student: its prerequisites, then three methods
-    assert ids[:5] == ["amazon/f0.1/teacher", "amazon/f0.1/general-L4H192"] + [f"amazon/f0.1/L4H192/{m}/s1" for m in ("none", "kd", "hrkd")]
+    student = next(c for c in cells if c.id == "amazon/f0.1/L4H192/hrkd/s1")
+    assert student.needs == ["amazon/f0.1/teacher", "amazon/f0.1/general-L4H192"]
+    assert "student.pretrained=<root>/amazon/f0.1/general-L4H192/general/model" in student.overrides
+    assert student.meta == {"dataset": "amazon", "fraction": 0.1, "method": "hrkd", "seed": 1, "student": "L4H192",
+                            "teacher": "amazon/f0.1/teacher"}
+    selected = next(c for c in cells if c.id == "amazon/f0.1/L4H192sel/kd/s2")
+    assert selected.needs == ["amazon/f0.1/teacher"] and "student.init=teacher_select" in selected.overrides
+    # the first phase is Amazon 10% with the selected narrow student: its teacher, then three methods
+    assert ids[:4] == ["amazon/f0.1/teacher"] + [f"amazon/f0.1/L4H192sel/{m}/s1" for m in ("none", "kd", "hrkd")]
     # every slice the goal needs has three seeds of none, kd and hrkd
-    for sl in ("amazon/f1.0/L3", "amazon/f0.1/L3", "mnli/f0.1/L3", "amazon/f1.0/L4H192", "amazon/f0.1/L4H192", "mnli/f0.1/L4H192"):
+    for sl in ("amazon/f1.0/L3", "amazon/f0.1/L3", "mnli/f0.1/L3", "amazon/f1.0/L4H192sel", "amazon/f0.1/L4H192sel",
+               "mnli/f0.1/L4H192sel"):
         assert all(f"{sl}/{m}/s{s}" in pos for m in ("none", "kd", "hrkd") for s in (1, 2, 3)), sl
 
 
@@ -39,8 +42,8 @@ def test_reference_method_takes_the_reference_config_settings():
 
 
 def test_select_and_seeds_pull_in_prerequisites():
-    cells = select(expand(SPEC, REPO, seeds=[2]), ["mnli/*/L4H192/kd/*"])
-    assert [c.id for c in cells] == ["mnli/f0.1/teacher", "mnli/f0.1/general-L4H192", "mnli/f0.1/L4H192/kd/s2"]
+    cells = select(expand(SPEC, REPO, seeds=[1]), ["amazon/*/L4H192/kd/*"])
+    assert [c.id for c in cells] == ["amazon/f0.1/teacher", "amazon/f0.1/general-L4H192", "amazon/f0.1/L4H192/kd/s1"]
 
 
 def _finish(root: Path, cell, role: str, results: dict | None) -> None:
