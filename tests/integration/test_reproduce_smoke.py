@@ -24,8 +24,8 @@ def test_smoke_grid_then_rerun_skips_finished_cells(tmp_path):
     first = _reproduce(out)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     ran = [line.split()[-1] for line in first.stdout.splitlines() if line.startswith("[run ]")]
-    assert len(ran) == 8, first.stdout  # teacher, general stage, 2 students x 3 methods
-    for student in ("L3", "L4H192"):
+    assert len(ran) == 11, first.stdout  # teacher, general stage, 3 students x 3 methods
+    for student in ("L3", "L4H192", "L4H192sel"):
         for method in ("none", "kd", "hrkd"):
             cell = out / "amazon" / "f1.0" / student / method / "s1"
             results = json.loads((cell / "results.json").read_text())
@@ -35,14 +35,14 @@ def test_smoke_grid_then_rerun_skips_finished_cells(tmp_path):
             assert (cell / "student" / "predictions.json").is_file() and (cell / "cell.json").is_file()
             assert re.search(r"^# code ([0-9a-f]{40}(\+dirty)?|unknown .*), ", (cell / "train.log").read_text(), re.M)
     md = (out / "RESULTS.md").read_text()
-    assert "student L3" in md and "student L4H192" in md and "hrkd − kd" in md
+    assert "student L3" in md and "student L4H192\n" in md and "student L4H192sel" in md and "hrkd − kd" in md
     assert (out / "results" / "amazon-frac1-L3.png").is_file()
 
     again = _reproduce(out)
     assert again.returncode == 0, again.stdout[-2000:]
     assert "[run ]" not in again.stdout, again.stdout  # every cell was finished: nothing reruns
     listed = _reproduce(out, "--list")
-    assert "8/8 cells done" in listed.stdout
+    assert "11/11 cells done" in listed.stdout
 
     # a new machine: the grid directory is gone, the archive (committed in a real grid) is not
     fresh = tmp_path / "fresh"
@@ -50,9 +50,9 @@ def test_smoke_grid_then_rerun_skips_finished_cells(tmp_path):
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "[run ]" not in again.stdout, again.stdout  # archived students: their teacher is not needed either
     md2 = (fresh / "RESULTS.md").read_text()
-    for slug in ("amazon-frac1-L3", "amazon-frac1-L4H192"):
+    for slug in ("amazon-frac1-L3", "amazon-frac1-L4H192", "amazon-frac1-L4H192sel"):
         a, b = (json.loads((d / "results" / f"{slug}.json").read_text()) for d in (out, fresh))
         assert a["rows"] == b["rows"] and a["comparisons"] == b["comparisons"] and a["cells"] == b["cells"]
     assert "student L4H192" in md2
     listed = _reproduce(fresh, "--list", "--archive", str(tmp_path / "grid-archive"))
-    assert "6/8 cells done" in listed.stdout and listed.stdout.count("unneeded") == 2, listed.stdout
+    assert "9/11 cells done" in listed.stdout and listed.stdout.count("unneeded") == 2, listed.stdout
