@@ -64,7 +64,8 @@ class StudentConfig(ModelConfig):
     """The student's encoder, plus where the general stage starts it."""
 
     # selected teacher weights (the layers of teacher_layers, else of distill.layer_map), or random;
-    # a random narrow student did not learn the task after the grid's general stage (docs/RESULTS.md)
+    # from either, the grid's narrow student did not learn the task after its general stage
+    # (docs/RESULTS.md, "Status"); the selected weights at least start with a varied [CLS]
     general_init: Literal["teacher_select", "random"] = "teacher_select"
 
 

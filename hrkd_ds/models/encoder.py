@@ -23,7 +23,13 @@ from hrkd_ds.models.attention import ATTENTION_KINDS, register_attention
 from hrkd_ds.models.checks import check_fit, check_model_dir
 from hrkd_ds.models.dropout import use_fast_dropout
 from hrkd_ds.models.packing import PackedLayout
-from hrkd_ds.models.student_init import check_teacher_layers_fit, copy_teacher_layers, select_teacher_weights, teacher_widths
+from hrkd_ds.models.student_init import (
+    check_teacher_layers_fit,
+    check_teacher_select_fit,
+    copy_teacher_layers,
+    select_teacher_weights,
+    teacher_widths,
+)
 
 
 @dataclass
@@ -249,27 +255,24 @@ def build_model(
     domains = _names(domains, num_domains, "domain")
     labels = _names(labels, num_labels, "label")
     dropout = {"hidden_dropout_prob": model_cfg.dropout, "attention_probs_dropout_prob": model_cfg.dropout}
-    if model_cfg.init == "teacher_layers":
+    if model_cfg.init in ("teacher_layers", "teacher_select"):
         if teacher is None:
-            raise UserError("student.init=teacher_layers needs the teacher model")
+            raise UserError(f"student.init={model_cfg.init} needs the teacher model")
         t_cfg = teacher.config
-        check_teacher_layers_fit(model_cfg, t_cfg.num_hidden_layers, teacher_widths(t_cfg))
-        check_fit(t_cfg, vocab_size, pad_id, max_seq_len, "student.init=teacher_layers")
+        check_fit(t_cfg, vocab_size, pad_id, max_seq_len, f"student.init={model_cfg.init}")
         hf_config = copy.deepcopy(t_cfg)
-        hf_config.update({**dropout, "num_hidden_layers": len(model_cfg.teacher_layers)})
+        if model_cfg.init == "teacher_layers":  # the teacher's widths, fewer layers
+            check_teacher_layers_fit(model_cfg, t_cfg.num_hidden_layers, teacher_widths(t_cfg))
+            shape = {"num_hidden_layers": len(model_cfg.teacher_layers)}
+        else:  # the configured, narrower sizes
+            check_teacher_select_fit(model_cfg, t_cfg.num_hidden_layers, teacher_widths(t_cfg))
+            shape = {"num_hidden_layers": model_cfg.num_layers, "hidden_size": model_cfg.hidden_size,
+                     "num_attention_heads": model_cfg.num_heads, "intermediate_size": model_cfg.intermediate_size}
+        hf_config.update({**dropout, **shape})
         annotate_config(hf_config, domains, labels)
         hf = AutoModelForSequenceClassification.from_config(hf_config, attn_implementation=impl)
-        copy_teacher_layers(hf, teacher.hf_model, model_cfg.teacher_layers)
-    elif model_cfg.init == "teacher_select":
-        if teacher is None:
-            raise UserError("student.init=teacher_select needs the teacher model")
-        check_fit(teacher.config, vocab_size, pad_id, max_seq_len, "student.init=teacher_select")
-        hf_config = copy.deepcopy(teacher.config)
-        hf_config.update({**dropout, "num_hidden_layers": model_cfg.num_layers, "hidden_size": model_cfg.hidden_size,
-                          "num_attention_heads": model_cfg.num_heads, "intermediate_size": model_cfg.intermediate_size})
-        annotate_config(hf_config, domains, labels)
-        hf = AutoModelForSequenceClassification.from_config(hf_config, attn_implementation=impl)
-        select_teacher_weights(hf, teacher.hf_model, model_cfg.teacher_layers)
+        fill = copy_teacher_layers if model_cfg.init == "teacher_layers" else select_teacher_weights
+        fill(hf, teacher.hf_model, model_cfg.teacher_layers)
     elif model_cfg.pretrained:
         check_model_dir(model_cfg.pretrained, "teacher/student.pretrained")  # train.py names the exact field earlier
         hf_config = AutoConfig.from_pretrained(model_cfg.pretrained, **dropout)

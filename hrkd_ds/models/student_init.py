@@ -1,8 +1,12 @@
-"""Student initialisation from chosen teacher layers (DeepSpeed layer-reduction style).
+"""Student initialisation from chosen teacher layers.
 
-The student keeps the teacher's width (hidden size, heads, FFN) and a subset of its layers:
-embeddings, the listed 1-based teacher layers in order, and the pooler are copied; the
-classifier stays freshly initialised (the caller builds it for K*C outputs).
+- `teacher_layers` (DeepSpeed layer-reduction style): the student keeps the teacher's width
+  (hidden size, heads, FFN) and a subset of its layers: embeddings, the listed 1-based teacher
+  layers in order, and the pooler are copied.
+- `teacher_select` (weight selection): a narrower student takes, in every matrix of those
+  layers, an evenly spaced subset of the teacher's dimensions.
+
+Either way the classifier stays freshly initialised (the caller builds it for K*C outputs).
 """
 
 from __future__ import annotations
@@ -92,9 +96,9 @@ def select_teacher_weights(student_hf: nn.Module, teacher_hf: nn.Module, layers:
     Weight selection (Xu et al., ICLR 2024): teacher layers `layers` (1-based), and in every
     matrix the rows and columns of the kept dimensions, one choice per dimension kind used
     everywhere (the residual stream's, each head's, the FFN's), so the student is a consistent
-    sub-network of the teacher rather than a random one. A general stage then trains it further.
-    A random narrow student left the general stage of the reproduction grid unable to learn the
-    task at all (docs/RESULTS.md)."""
+    sub-network of the teacher rather than a random one. In the reproduction grid this student
+    learns the task directly, while a general stage from these weights (as from random ones) left
+    it unable to (docs/RESULTS.md, "Status")."""
     s_cfg, t_cfg = student_hf.config, teacher_hf.config
     check_teacher_layers(layers, t_cfg.num_hidden_layers)
     if len(layers) != s_cfg.num_hidden_layers:
