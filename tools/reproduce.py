@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hrkd_ds.analysis.archive import archived, sync_archive  # noqa: E402
-from hrkd_ds.analysis.grid import GridCell, expand, load_spec, select  # noqa: E402
+from hrkd_ds.analysis.grid import GridCell, expand, load_spec, run_order, select  # noqa: E402
 from hrkd_ds.analysis.results import write_results  # noqa: E402
 from hrkd_ds.errors import UserError, exit_on_user_error  # noqa: E402
 from hrkd_ds.io import atomic_write_json  # noqa: E402
@@ -172,7 +172,7 @@ def run_grid(cells: list[GridCell], root: Path, archive: Path, max_hours: float,
     by_id = {c.id: c for c in cells}
     progress = Progress(cells, root, archive)
     start, failed = time.monotonic(), []
-    for cell in cells:
+    for cell in run_order(cells, progress.done):
         if not progress.wanted(cell):
             continue
         if any(not by_id[n].finished(root) for n in cell.needs):
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         cells, root, archive = build_cells(args)
         progress = Progress(cells, root, archive)
         if args.list:
-            for c in cells:
+            for c in run_order(cells, progress.done):  # the order a run takes them in
                 print(f"{progress.state(c):8} {c.id}")
             done = sum(progress.done(c) for c in cells)
             print(f"{done}/{len(cells)} cells done in {root} or {archive}")

@@ -17,7 +17,7 @@ import fnmatch
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -124,6 +124,29 @@ def expand(spec: dict[str, Any], repo: Path, data_overrides: dict[str, list[str]
                                          [*common, *s_over, *m_over, f"teacher_from=<root>/{teacher_id}", f"seed={seed}"],
                                          needs, meta))
     return list(cells.values())
+
+
+def run_order(cells: list[GridCell], done: Callable[[GridCell], bool]) -> list[GridCell]:
+    """The cells in phase order, each prerequisite moved to just before its first user still pending.
+
+    A teacher that later phases need would otherwise run where its dataset first appears: with that
+    phase archived, a fresh machine would spend its first half hour on a teacher nothing yet waits for."""
+    by_id = {c.id: c for c in cells}
+    users = {n for c in cells for n in c.needs}
+    order: dict[str, GridCell] = {}
+
+    def place(cell: GridCell) -> None:
+        for n in cell.needs:
+            if n in by_id:
+                place(by_id[n])
+        order.setdefault(cell.id, cell)
+
+    for c in cells:
+        if c.id not in users and not done(c):
+            place(c)
+    for c in cells:  # prerequisites whose users are all done (or asked for by name) keep their place after
+        order.setdefault(c.id, c)
+    return list(order.values())
 
 
 def select(cells: list[GridCell], patterns: list[str] | None) -> list[GridCell]:

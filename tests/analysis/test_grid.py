@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hrkd_ds.analysis.grid import expand, load_spec, select
+from hrkd_ds.analysis.grid import expand, load_spec, run_order, select
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = load_spec(REPO / "configs" / "reproduce" / "grid.yaml")
@@ -66,3 +66,26 @@ def test_finished_means_done_marker_and_results_entry(tmp_path):
     assert student.finished(tmp_path)
     cmd = student.command(tmp_path, "python", "hrkd_ds/train.py")
     assert f"teacher_from={tmp_path}/amazon/f1.0/teacher" in cmd and "stages=[distill]" in cmd
+
+
+def test_run_order_puts_a_teacher_just_before_its_first_pending_user():
+    cells = expand(SPEC, REPO)
+    # what the archive held on 12-02: the first four phases
+    first_phase = ({f"amazon/f0.1/L4H192sel/{m}/s{s}" for m in ("none", "kd", "hrkd") for s in (1, 2, 3)}
+                   | {f"{sl}/{m}/s1" for sl in ("amazon/f0.1/L4H192", "mnli/f0.1/L4H192sel") for m in ("none", "kd", "hrkd")})
+    ids = [c.id for c in run_order(cells, lambda c: c.id in first_phase)]
+    assert sorted(ids) == sorted(c.id for c in cells)
+    pos = {cid: i for i, cid in enumerate(ids)}
+    for c in cells:
+        for need in c.needs:
+            assert pos[need] < pos[c.id], (need, c.id)
+    # the Amazon 10% teacher waits for the first Amazon 10% student still to run, which comes after
+    # the MNLI 10% and Amazon 100% slices; nothing pending comes before the MNLI teacher
+    first_pending_user = min(pos[c.id] for c in cells if "amazon/f0.1/teacher" in c.needs and c.id not in first_phase)
+    assert pos["amazon/f0.1/teacher"] == first_pending_user - 1
+    assert pos["amazon/f0.1/teacher"] > pos["amazon/f1.0/L4H192sel/hrkd/s3"] > pos["mnli/f0.1/L4H192sel/hrkd/s3"]
+    assert pos["amazon/f0.1/general-L4H192"] > pos["amazon/f0.1/teacher"]  # its users are done: last
+    pending = [cid for cid in ids if cid not in first_phase]
+    assert pending[0] == "mnli/f0.1/teacher"
+    # nothing done: the phase order itself
+    assert [c.id for c in run_order(cells, lambda c: False)][:4] == [c.id for c in cells][:4]
