@@ -102,6 +102,9 @@ class DistillConfig:
     teacher_deepspeed: str = "ds_configs/teacher_zero3.json"
     attention_loss: bool = True  # False -> no attention term: neither model computes attention maps
     compiled_terms: bool = False  # CPU: the big MSE terms through torch.compile (pays with static shapes)
+    # the general stage's embedding/hidden MSEs leave out position 0 ([CLS]), which the task heads
+    # read: a mean-pooled teacher's [CLS] is one vector for every input (docs/RESULTS.md, "Status")
+    general_skip_cls: bool = False
 
 
 @dataclass

@@ -64,6 +64,9 @@ def validate(cfg: Config) -> Config:
     _check_range("train.max_nonfinite_steps", cfg.train.max_nonfinite_steps >= 1, cfg.train.max_nonfinite_steps, ">= 1")
     _check_range("distill.temperature", cfg.distill.temperature > 0, cfg.distill.temperature, "> 0")
     _check_range("distill.label_weight", cfg.distill.label_weight >= 0, cfg.distill.label_weight, ">= 0 (0 = no label term)")
+    if cfg.distill.general_skip_cls and cfg.distill.normalization == "reference":
+        raise UserError("config field 'distill.general_skip_cls': the reference normalization counts every position; "
+                        "use distill.normalization=masked")
     for key in ("teacher_train", "distill_train", "general_train"):
         s: StageConfig = getattr(cfg, key)
         _check_range(f"{key}.lr", s.lr > 0, s.lr, "> 0")

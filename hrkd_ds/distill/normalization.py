@@ -29,6 +29,13 @@ class LossMasks(NamedTuple):
     pairs_per_domain: torch.Tensor  # (K,) its denominator per domain, before x heads
 
 
+def without_first_token(masks: LossMasks, num_domains: int) -> LossMasks:
+    """The hidden/embedding masks with position 0 ([CLS]) left out, denominators recounted."""
+    tokens = masks.tokens.clone()
+    tokens[:, 0] = 0
+    return masks._replace(tokens=tokens, tokens_per_domain=tokens.reshape(num_domains, -1).sum(1).clamp_min(1))
+
+
 def key_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(N, T) -> (N, 1, T, T) float mask, 1 where the key is a real token (any query)."""
     N, T = attention_mask.shape

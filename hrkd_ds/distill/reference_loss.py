@@ -29,8 +29,9 @@ class ReferenceDistillLoss(_RelationalLossBase):
             rows = slice(d * B, (d + 1) * B)
             mask = attention_mask[rows]  # (B, T)
             projected = [proj(h[rows]) for proj, h in zip(p.projections, s_hid)]  # L+1 x (B, T, Ht)
-            emb.append(hidden_mse(projected[0], t_all[0][rows], mask, self.normalization))
-            hid.append(torch.stack([hidden_mse(projected[i], t_all[i][rows], mask, self.normalization) for i in range(1, L + 1)]))
+            hmask = torch.cat([torch.zeros_like(mask[:, :1]), mask[:, 1:]], dim=1) if self.skip_cls else mask
+            emb.append(hidden_mse(projected[0], t_all[0][rows], hmask, self.normalization))
+            hid.append(torch.stack([hidden_mse(projected[i], t_all[i][rows], hmask, self.normalization) for i in range(1, L + 1)]))
             att.append(torch.stack([attention_mse(student_out.attentions[i][rows], t_att[i][rows], mask, self.normalization)
                                     for i in range(L)]) if self.attention_loss else hid[-1].new_zeros(L))
             pred.append(soft_cross_entropy(student_out.logits[rows], t_logits[rows], self.temperature)

@@ -21,7 +21,7 @@ from transformers.utils import ModelOutput
 from hrkd_ds.distill.graph import DomainGraph
 from hrkd_ds.distill.layer_map import resolve_layer_map
 from hrkd_ds.distill.masked_sums import masked_squared_error_sums
-from hrkd_ds.distill.normalization import LossMasks, loss_masks
+from hrkd_ds.distill.normalization import LossMasks, loss_masks, without_first_token
 from hrkd_ds.distill.terms import head_average, soft_cross_entropy_per_domain, token_mask
 
 
@@ -79,6 +79,7 @@ class _RelationalLossBase(nn.Module):
         self.num_domains = num_domains
         self.normalization = normalization  # MSE denominators, hrkd_ds/distill/normalization.py
         self.compiled_terms = False  # set from distill.compiled_terms by from_config
+        self.skip_cls = False  # the embedding/hidden MSEs leave out position 0 (distill.general_skip_cls)
         self.params = params or RelationalParams(student_hidden, teacher_hidden, student_layers, num_domains, graph_cfg)
 
     @classmethod
@@ -91,6 +92,7 @@ class _RelationalLossBase(nn.Module):
             prediction, distill_cfg.normalization,
         )
         loss.compiled_terms = distill_cfg.compiled_terms
+        loss.skip_cls = distill_cfg.general_skip_cls and not prediction  # the task-agnostic stage only
         return loss
 
     def request_internals(self, student, teacher) -> None:
@@ -138,12 +140,13 @@ class RelationalDistillLoss(_RelationalLossBase):
 
         tokens = token_mask(attention_mask, dtype)  # (N, T, 1), for the prototypes
         masks = loss_masks(attention_mask, dtype, K, self.normalization)  # what the MSEs count and divide by
+        hid_masks = without_first_token(masks, K) if self.skip_cls else masks
 
         # embedding + hidden: projected student vs teacher, one fused masked-MSE over L+1 levels
         projected = [proj(h) for proj, h in zip(p.projections, s_hid)]  # L+1 x (N, T, Ht)
         Ht = projected[0].shape[-1]
-        sums = masked_squared_error_sums(projected, t_hid, masks.tokens, K, compiled=self.compiled_terms)  # (L+1, K)
-        emb_hid = sums / (masks.tokens_per_domain * Ht)
+        sums = masked_squared_error_sums(projected, t_hid, hid_masks.tokens, K, compiled=self.compiled_terms)  # (L+1, K)
+        emb_hid = sums / (hid_masks.tokens_per_domain * Ht)
         att = self._attention_terms(list(student_out.attentions), t_att, masks, K, self.compiled_terms) if self.attention_loss \
             else emb_hid.new_zeros(len(s_hid) - 1, K)  # (L, K)
         pred = soft_cross_entropy_per_domain(student_out.logits, t_logits, K, self.temperature) if self.prediction \

@@ -202,3 +202,37 @@ def test_hand_computed_reference_normalization():
     # padded query rows and padded tokens count: the masked form gives a different number
     masked = RelationalDistillLoss(3, 4, 1, 1, 1, graph_cfg(enabled=False), params=fused.params)
     assert not torch.allclose(masked(so, to, mask, 1).total, expected)
+
+
+def test_general_skip_cls_leaves_position_0_out_of_the_hidden_terms_only():
+    """distill.general_skip_cls: fused = loop; position 0's states move no embedding/hidden term and
+    get no gradient from them; the attention term is unchanged; the task stages never skip."""
+    from hrkd_ds.config import DistillConfig
+
+    K, B, T, Hs, Ht, Ls, Lt, hs, ht = 3, 2, 7, 8, 12, 2, 4, 2, 2
+    so, to, mask, fused, loop = build_pair(K, B, T, Hs, Ht, Ls, Lt, hs, ht, dtype=torch.float64, enabled=False)
+    base = fused(so, to, mask, K)
+    fused.skip_cls = loop.skip_cls = True
+    (a, ga), (b, gb) = grads_of(fused, so, to, mask, K), grads_of(loop, so, to, mask, K)
+    assert torch.allclose(a.total, b.total, rtol=1e-12)
+    for k in ("emb", "hid", "att"):
+        assert torch.allclose(a.terms[k], b.terms[k], rtol=1e-10), k
+    assert torch.equal(a.terms["att"], base.terms["att"]) and not torch.allclose(a.terms["hid"], base.terms["hid"])
+    for k in ["emb"] + [f"hid{i}" for i in range(Ls)]:
+        assert ga[k][:, 0].abs().max() == 0 and ga[k][:, 1:].abs().max() > 0, k
+    # by hand: layer 1's MSE over real tokens after position 0, per domain
+    proj = fused.params.projections[1]
+    diff = (proj(so.hidden_states[0]) - to.hidden_states[fused.layer_map[0] - 1]).pow(2).sum(-1)  # (N, T)
+    keep = mask.clone().double()
+    keep[:, 0] = 0
+    want = (diff * keep).view(K, -1).sum(1) / (keep.view(K, -1).sum(1) * Ht)
+    assert torch.allclose(a.terms["hid"][0], want, rtol=1e-12)
+    # from_config: on for the task-agnostic (no prediction) loss only
+    cfg = DistillConfig(general_skip_cls=True)
+
+    class M:  # the two attributes from_config reads of an encoder
+        def __init__(self, h, n):
+            self.hidden_size, self.num_layers = h, n
+
+    assert RelationalDistillLoss.from_config(M(Hs, Ls), M(Ht, Lt), K, graph_cfg(enabled=False), cfg, prediction=False).skip_cls
+    assert not RelationalDistillLoss.from_config(M(Hs, Ls), M(Ht, Lt), K, graph_cfg(enabled=False), cfg).skip_cls

@@ -45,6 +45,7 @@ def test_yaml_then_override_and_round_trip(tmp_path):
         (["stages=general,distill", "teacher.init=pretrained", "teacher.pretrained=/x"], "'student.init'"),
         (["distill_train.epoch_policy=domain"], "'distill_train.epoch_domain'"),
         (["student.init=teacher_layers"], "'student.teacher_layers'"),
+        (["distill.general_skip_cls=true", "distill.normalization=reference"], "'distill.general_skip_cls'"),
         (["seed"], "expected key.sub=value"),
     ],
 )
