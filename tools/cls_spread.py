@@ -45,13 +45,15 @@ def texts_of(amazon: str | None, rows: int) -> list[str]:
 
 
 @torch.no_grad()
-def spread(model, tokenizer, texts: list[str], max_len: int) -> list[tuple[float, float]]:
-    """(mean [CLS] norm, mean norm of its deviation from the mean over texts) per layer, embeddings first."""
+def spread(model, tokenizer, texts: list[str], max_len: int, pool: str = "cls") -> list[tuple[float, float]]:
+    """(mean norm of the pooled state, mean norm of its deviation from the mean over texts) per layer,
+    embeddings first; pooled = [CLS] (what the task heads read) or the mean over real tokens."""
     batch = tokenizer(texts, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
     states = model(**batch, output_hidden_states=True).hidden_states
+    real = batch["attention_mask"].double()[..., None]
     rows = []
     for h in states:
-        cls = h[:, 0].double()
+        cls = h[:, 0].double() if pool == "cls" else (h.double() * real).sum(1) / real.sum(1)
         rows.append((cls.norm(dim=1).mean().item(), (cls - cls.mean(0)).norm(dim=1).mean().item()))
     return rows
 
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amazon", help="Blitzer Amazon reviews directory (default: the shipped sample)")
     p.add_argument("--rows", type=int, default=16, help="reviews per domain and label")
     p.add_argument("--max-seq-len", type=int, default=128)
+    p.add_argument("--pool", choices=["cls", "mean"], default="cls",
+                   help="the state measured: [CLS] or the mean over real tokens (is the collapse [CLS]'s alone?)")
     p.add_argument("--select", action="store_true", help="also the teacher_select student built from the first model")
     p.add_argument("--layers", type=lambda s: [int(x) for x in s.split(",")], default=[2, 3, 5, 6])
     p.add_argument("--hidden", type=int, default=192)
@@ -95,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         models = [(d, AutoModel.from_pretrained(d).eval()) for d in dirs]
         if a.select:
             models.insert(1, (f"teacher_select of {os.path.basename(dirs[0].rstrip('/'))} (untrained)", selected_student(dirs[0], a)))
-        print(f"{len(texts)} reviews; per layer: [CLS] norm / spread (mean distance from the mean [CLS])")
+        what = "[CLS]" if a.pool == "cls" else "mean-pooled state"
+        print(f"{len(texts)} reviews; per layer: {what} norm / spread (mean distance from the mean {what})")
         for name, model in models:
-            rows = spread(model, tokenizer, texts, a.max_seq_len)
+            rows = spread(model, tokenizer, texts, a.max_seq_len, a.pool)
             print(f"{name}\n  " + "  ".join(f"L{i}: {n:.2f}/{s:.3f}" for i, (n, s) in enumerate(rows)))
     return 0
 

@@ -34,6 +34,16 @@ def test_spread_is_zero_for_identical_inputs_and_matches_a_direct_computation():
     assert rows[-1][0] == pytest.approx(last.norm(dim=1).mean().item(), rel=1e-6)
     assert rows[-1][1] == pytest.approx((last - last.mean(0)).norm(dim=1).mean().item(), rel=1e-6)
     assert rows[0][1] < 1e-6  # layer 0: [CLS] embedding plus position 0 is the same for every input
+    # --pool mean: the mean over real tokens only (padding rows of the shorter texts left out)
+    batch = tok(texts, padding=True, return_tensors="pt")
+    assert batch["attention_mask"].min() == 0  # the texts differ in length: padding is there to leave out
+    with torch.no_grad():
+        h = model(**batch).last_hidden_state.double()
+    real = batch["attention_mask"].double()[..., None]
+    mean = (h * real).sum(1) / real.sum(1)
+    pooled = spread(model, tok, texts, 32, pool="mean")
+    assert pooled[-1][1] == pytest.approx((mean - mean.mean(0)).norm(dim=1).mean().item(), rel=1e-6)
+    assert pooled[0][1] > 0.1  # unlike [CLS], the mean embedding differs between inputs
 
 
 def test_cli_on_the_sample_with_the_selected_student():
