@@ -8,7 +8,8 @@ The students classify from the [CLS] state (pooler, then one head per domain). A
 fine-tuning it stays at chance. For each Hugging Face directory (a teacher, a `general` stage
 export `<run>/general/model`, a student's `student/model`) this prints, per layer, the mean norm
 of the [CLS] state over --rows reviews per domain and the mean norm of its deviation from their
-mean (the "spread"). `--select` adds the student that `student.init=teacher_select` builds from
+mean (the "spread"); `--pool mean` measures the mean over real tokens instead, which tells a
+collapse of [CLS] alone from one of every state. `--select` adds the student that `student.init=teacher_select` builds from
 the first model (sizes as for the trainer), before any training. Without --amazon it reads the
 shipped sample. This is how docs/RESULTS.md measured the general stage's collapse.
 """

@@ -65,7 +65,7 @@ class StudentConfig(ModelConfig):
 
     # selected teacher weights (the layers of teacher_layers, else of distill.layer_map), or random;
     # from either, the grid's narrow student did not learn the task after its general stage
-    # (docs/RESULTS.md, "Status"); the selected weights at least start with a varied [CLS]
+    # (docs/RESULTS.md, "Status"); the selected weights at least start with input-dependent states
     general_init: Literal["teacher_select", "random"] = "teacher_select"
 
 
@@ -103,7 +103,8 @@ class DistillConfig:
     attention_loss: bool = True  # False -> no attention term: neither model computes attention maps
     compiled_terms: bool = False  # CPU: the big MSE terms through torch.compile (pays with static shapes)
     # the general stage's embedding/hidden MSEs leave out position 0 ([CLS]), which the task heads
-    # read: a mean-pooled teacher's [CLS] is one vector for every input (docs/RESULTS.md, "Status")
+    # read, so a mean-pooled teacher's constant [CLS] is not copied. Measured: the narrow student's
+    # states collapse without it too, mean-pooled ones included (docs/RESULTS.md, "Status")
     general_skip_cls: bool = False
 
 

@@ -236,3 +236,18 @@ def test_general_skip_cls_leaves_position_0_out_of_the_hidden_terms_only():
 
     assert RelationalDistillLoss.from_config(M(Hs, Ls), M(Ht, Lt), K, graph_cfg(enabled=False), cfg, prediction=False).skip_cls
     assert not RelationalDistillLoss.from_config(M(Hs, Ls), M(Ht, Lt), K, graph_cfg(enabled=False), cfg).skip_cls
+
+
+@pytest.mark.parametrize("method, skips", [("general", True), ("kd", False), ("hrkd", False)])
+def test_general_skip_cls_reaches_the_general_stage_loss_only(method, skips):
+    """build_step_module, as the stages call it: the switch acts in the general stage alone."""
+    from hrkd_ds.config import DistillConfig, ModelConfig
+    from hrkd_ds.distill.methods import build_step_module
+    from hrkd_ds.models.encoder import build_model
+
+    def tiny(h, n):
+        return build_model(ModelConfig(hidden_size=h, num_layers=n, num_heads=2, intermediate_size=2 * h),
+                           num_domains=2, num_labels=2, vocab_size=50, pad_id=0, max_seq_len=16)
+
+    module = build_step_module(method, tiny(8, 1), tiny(16, 2), 2, graph_cfg(), DistillConfig(general_skip_cls=True))
+    assert module.loss.skip_cls is skips
