@@ -12,7 +12,8 @@ be stopped at any moment and continued later. Each finished student cell's recor
 results.json, predictions) is copied into --archive (docs/results/cells/, committed with the
 code): an archived cell counts as done on any machine, and the report reads the archive beside the
 live grid, so a lost grid directory loses no result. Teacher and general cells are not archived
-(they are models that later cells load): they run again only where a pending cell needs them.
+(they are models that later cells load): they run again only where a pending cell needs them,
+just before the first such cell.
 Data: --amazon DIR, --mnli TRAIN_TSV, --mnli-test TEST_TSV (default: the dataset configs' paths).
 """
 
