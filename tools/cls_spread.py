@@ -9,9 +9,9 @@ fine-tuning it stays at chance. For each Hugging Face directory (a teacher, a `g
 export `<run>/general/model`, a student's `student/model`) this prints, per layer, the mean norm
 of the [CLS] state over --rows reviews per domain and the mean norm of its deviation from their
 mean (the "spread"); `--pool mean` measures the mean over real tokens instead, which tells a
-collapse of [CLS] alone from one of every state. `--select` adds the student that `student.init=teacher_select` builds from
-the first model (sizes as for the trainer), before any training. Without --amazon it reads the
-shipped sample. This is how docs/RESULTS.md measured the general stage's collapse.
+collapse of [CLS] alone from one of every state. `--select` adds the student that
+`student.init=teacher_select` builds from the first model (sizes as for the trainer), before any
+training. Without --amazon it reads the shipped sample. This is how docs/RESULTS.md measured the general stage's collapse.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def spread(model, tokenizer, texts: list[str], max_len: int, pool: str = "cls") 
     real = batch["attention_mask"].double()[..., None]
     rows = []
     for h in states:
-        cls = h[:, 0].double() if pool == "cls" else (h.double() * real).sum(1) / real.sum(1)
-        rows.append((cls.norm(dim=1).mean().item(), (cls - cls.mean(0)).norm(dim=1).mean().item()))
+        pooled = h[:, 0].double() if pool == "cls" else (h.double() * real).sum(1) / real.sum(1)
+        rows.append((pooled.norm(dim=1).mean().item(), (pooled - pooled.mean(0)).norm(dim=1).mean().item()))
     return rows
 
 

@@ -24,12 +24,16 @@ class ReferenceDistillLoss(_RelationalLossBase):
         t_all, t_att, t_logits = self._teacher_layers(teacher_out, student_out.embeddings.dtype)
         s_hid = [student_out.embeddings, *student_out.hidden_states]
         L = len(s_hid) - 1
+        # skip_cls: position 0 out of the embedding/hidden MSEs, zeroed here on its own so the loop
+        # stays an independent check of the fused loss's without_first_token
+        hid_attention = torch.cat([torch.zeros_like(attention_mask[:, :1]), attention_mask[:, 1:]], dim=1) \
+            if self.skip_cls else attention_mask
         emb, att, hid, pred, protos = [], [], [], [], []
         for d in range(K):
             rows = slice(d * B, (d + 1) * B)
             mask = attention_mask[rows]  # (B, T)
             projected = [proj(h[rows]) for proj, h in zip(p.projections, s_hid)]  # L+1 x (B, T, Ht)
-            hmask = torch.cat([torch.zeros_like(mask[:, :1]), mask[:, 1:]], dim=1) if self.skip_cls else mask
+            hmask = hid_attention[rows]
             emb.append(hidden_mse(projected[0], t_all[0][rows], hmask, self.normalization))
             hid.append(torch.stack([hidden_mse(projected[i], t_all[i][rows], hmask, self.normalization) for i in range(1, L + 1)]))
             att.append(torch.stack([attention_mse(student_out.attentions[i][rows], t_att[i][rows], mask, self.normalization)
