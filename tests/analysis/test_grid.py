@@ -72,7 +72,7 @@ def test_run_order_puts_a_teacher_just_before_its_first_pending_user():
     cells = expand(SPEC, REPO)
     # what the archive held on 12-02: the first four phases
     archived = ({f"amazon/f0.1/L4H192sel/{m}/s{s}" for m in ("none", "kd", "hrkd") for s in (1, 2, 3)}
-                |  {f"{sl}/{m}/s1" for sl in ("amazon/f0.1/L4H192", "mnli/f0.1/L4H192sel") for m in ("none", "kd", "hrkd")})
+                | {f"{sl}/{m}/s1" for sl in ("amazon/f0.1/L4H192", "mnli/f0.1/L4H192sel") for m in ("none", "kd", "hrkd")})
     ids = [c.id for c in run_order(cells, lambda c: c.id in archived)]
     assert sorted(ids) == sorted(c.id for c in cells)
     pos = {cid: i for i, cid in enumerate(ids)}
