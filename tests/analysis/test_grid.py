@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+import yaml
+
 from hrkd_ds.analysis.grid import expand, load_spec, run_order, select
+from hrkd_ds.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = load_spec(REPO / "configs" / "reproduce" / "grid.yaml")
@@ -91,3 +95,13 @@ def test_run_order_puts_a_teacher_just_before_its_first_pending_user():
     assert pending[0] == "mnli/f0.1/teacher"
     # nothing done: the phase order itself
     assert [c.id for c in run_order(cells, lambda c: False)][:4] == [c.id for c in cells][:4]
+
+
+def test_a_phase_naming_what_the_spec_lacks_is_a_user_error(tmp_path):
+    for key, bad in (("students", "L9"), ("methods", "hrkd-typo"), ("fractions", "0.5")):
+        spec = yaml.safe_load((REPO / "configs" / "reproduce" / "grid.yaml").read_text())
+        spec["phases"][0][key] = [bad]
+        path = tmp_path / f"{key}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        with pytest.raises(UserError, match=rf"phases\[0\]\.{key} names '{bad}'"):
+            load_spec(path)
