@@ -74,9 +74,10 @@ def test_finished_means_done_marker_and_results_entry(tmp_path):
 
 def test_run_order_puts_a_teacher_just_before_its_first_pending_user():
     cells = expand(SPEC, REPO)
-    # what the archive held on 12-02: the first four phases
-    archived = ({f"amazon/f0.1/L4H192sel/{m}/s{s}" for m in ("none", "kd", "hrkd") for s in (1, 2, 3)}
-                | {f"{sl}/{m}/s1" for sl in ("amazon/f0.1/L4H192", "mnli/f0.1/L4H192sel") for m in ("none", "kd", "hrkd")})
+    # what the archive held at the end of 12-02: the first five phases
+    archived = ({f"{sl}/{m}/s{s}" for sl in ("amazon/f0.1/L4H192sel", "mnli/f0.1/L4H192sel")
+                 for m in ("none", "kd", "hrkd") for s in (1, 2, 3)}
+                | {f"amazon/f0.1/L4H192/{m}/s1" for m in ("none", "kd", "hrkd")})
     ids = [c.id for c in run_order(cells, lambda c: c.id in archived)]
     assert sorted(ids) == sorted(c.id for c in cells)
     pos = {cid: i for i, cid in enumerate(ids)}
@@ -84,15 +85,16 @@ def test_run_order_puts_a_teacher_just_before_its_first_pending_user():
         for need in c.needs:
             assert pos[need] < pos[c.id], (need, c.id)
     # the Amazon 10% teacher waits for the first Amazon 10% student still to run (the general stage
-    # of that student in between), which comes after the MNLI 10% seeds
+    # of that student in between), which comes after the Amazon 100% slice
     by_id = {c.id: c for c in cells}
     first_user = ids[min(pos[c.id] for c in cells if "amazon/f0.1/teacher" in c.needs and c.id not in archived)]
     between = ids[pos["amazon/f0.1/teacher"] + 1:pos[first_user]]
     assert set(between) <= set(by_id[first_user].needs), between
-    assert pos["mnli/f0.1/L4H192sel/hrkd/s3"] < pos["amazon/f0.1/teacher"] < pos["amazon/f1.0/teacher"]
+    assert first_user == "amazon/f0.1/L4H192nocls/none/s1"
+    assert pos["amazon/f1.0/L4H192sel/hrkd/s3"] < pos["amazon/f0.1/teacher"]
     assert pos["amazon/f0.1/general-L4H192"] > pos["amazon/f0.1/teacher"]  # its users are done: last
     pending = [cid for cid in ids if cid not in archived]
-    assert pending[0] == "mnli/f0.1/teacher"
+    assert pending[:2] == ["amazon/f1.0/teacher", "amazon/f1.0/L4H192sel/none/s1"]
     # nothing done: the phase order itself
     assert [c.id for c in run_order(cells, lambda c: False)][:4] == [c.id for c in cells][:4]
 
