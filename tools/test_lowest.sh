@@ -94,7 +94,7 @@ cd "$REPO"
 # Its own tokenizer and tokenized-data cache, so nothing from another environment is reused.
 env -u PYTHONPATH PYTHONNOUSERSITE=1 DS_ACCELERATOR=cpu HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false WANDB_SILENT=true \
   "$VENV/bin/python" hrkd_ds/train.py output_dir="$WORK/run" data.cache_dir="$WORK/cache" \
-  tracking.wandb_mode=offline teacher_train.max_steps=20 distill_train.max_steps=20
+  tracking.wandb_mode=offline teacher_train.max_steps=6 distill_train.max_steps=6
 "$VENV/bin/python" - "$WORK/run/results.json" <<'EOF'
 import json, sys
 res = json.load(open(sys.argv[1]))

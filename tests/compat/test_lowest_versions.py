@@ -2,7 +2,7 @@
 
 The script builds (once per setup.py hash, cached under ~/.cache/hrkd-ds) a clean venv with CPU
 torch 2.13.0 and every other requirement pinned to its declared floor, installs the project with
---no-deps and runs a 20-step teacher + 20-step distill. Cold about 3 minutes on a 2-core CPU (pip
+--no-deps and runs a 6-step teacher + 6-step distill. Cold about 3 minutes on a 2-core CPU (pip
 downloads and the deepspeed sdist build), warm about 1.5 minutes (training only).
 """
 
@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 INDEX_UNREACHABLE = 75  # the script's exit code when pip cannot reach the package index
+
+pytestmark = pytest.mark.slow
 
 
 def test_lowest_declared_versions_train_end_to_end(tmp_path):

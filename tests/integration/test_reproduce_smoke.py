@@ -11,7 +11,7 @@ import sys
 import pytest
 from integration_helpers import REPO, child_env
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 
 def _reproduce(out, *extra):
@@ -24,16 +24,15 @@ def test_smoke_grid_then_rerun_skips_finished_cells(tmp_path):
     first = _reproduce(out)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     ran = [line.split()[-1] for line in first.stdout.splitlines() if line.startswith("[run ]")]
-    assert len(ran) == 11, first.stdout  # teacher, general stage, 3 students x 3 methods
-    for student in ("L3", "L4H192", "L4H192sel"):
-        for method in ("none", "kd", "hrkd"):
-            cell = out / "amazon" / "f1.0" / student / method / "s1"
-            results = json.loads((cell / "results.json").read_text())
-            assert results["student"]["method"] == method
-            comp = results["student"]["compression"]
-            assert comp["student"]["params"] < comp["teacher"]["params"] and comp["accuracy"]["retained_pct"] > 0
-            assert (cell / "student" / "predictions.json").is_file() and (cell / "cell.json").is_file()
-            assert re.search(r"^# code ([0-9a-f]{40}(\+dirty)?|unknown .*), ", (cell / "train.log").read_text(), re.M)
+    assert len(ran) == 7, first.stdout  # teacher, 3 methods on L3, general stage, hrkd on 2 more students
+    for student, method in [("L3", "none"), ("L3", "kd"), ("L3", "hrkd"), ("L4H192", "hrkd"), ("L4H192sel", "hrkd")]:
+        cell = out / "amazon" / "f1.0" / student / method / "s1"
+        results = json.loads((cell / "results.json").read_text())
+        assert results["student"]["method"] == method
+        comp = results["student"]["compression"]
+        assert comp["student"]["params"] < comp["teacher"]["params"] and comp["accuracy"]["retained_pct"] > 0
+        assert (cell / "student" / "predictions.json").is_file() and (cell / "cell.json").is_file()
+        assert re.search(r"^# code ([0-9a-f]{40}(\+dirty)?|unknown .*), ", (cell / "train.log").read_text(), re.M)
     md = (out / "RESULTS.md").read_text()
     assert "student L3" in md and "student L4H192\n" in md and "student L4H192sel" in md and "hrkd − kd" in md
     assert (out / "results" / "amazon-frac1-L3.png").is_file()
@@ -42,7 +41,7 @@ def test_smoke_grid_then_rerun_skips_finished_cells(tmp_path):
     assert again.returncode == 0, again.stdout[-2000:]
     assert "[run ]" not in again.stdout, again.stdout  # every cell was finished: nothing reruns
     listed = _reproduce(out, "--list")
-    assert "11/11 cells done" in listed.stdout
+    assert "7/7 cells done" in listed.stdout
 
     # a new machine: the grid directory is gone, the archive (committed in a real grid) is not
     fresh = tmp_path / "fresh"
@@ -55,4 +54,4 @@ def test_smoke_grid_then_rerun_skips_finished_cells(tmp_path):
         assert a["rows"] == b["rows"] and a["comparisons"] == b["comparisons"] and a["cells"] == b["cells"]
     assert "student L4H192" in md2
     listed = _reproduce(fresh, "--list", "--archive", str(tmp_path / "grid-archive"))
-    assert "9/11 cells done" in listed.stdout and listed.stdout.count("unneeded") == 2, listed.stdout
+    assert "5/7 cells done" in listed.stdout and listed.stdout.count("unneeded") == 2, listed.stdout

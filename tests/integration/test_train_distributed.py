@@ -14,7 +14,7 @@ from integration_helpers import (
     preempt_after, read_metrics, read_results, run, single_cmd, train_args,
 )
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 DOMAINS = ["books", "dvd", "electronics", "kitchen"]
 

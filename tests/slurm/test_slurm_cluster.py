@@ -18,7 +18,7 @@ import pytest
 
 from slurm_helpers import REPO, dump_logs, read_metrics
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 SCRIPT = REPO / "slurm" / "distill.sh"
 FAKE = "tests/slurm/fake_trainer.py"
