@@ -21,7 +21,7 @@ def _weight(item) -> int:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Long files first (stable otherwise): under `-n 2 --dist loadfile` each worker starts on a
+    """Long files first (stable otherwise): under `-n 3 --dist loadfile` each worker starts on a
     long file and the short ones fill in, instead of one long file running alone at the end."""
     weight: dict = {}
     for item in items:

@@ -2,8 +2,8 @@
 
 The script builds (once per setup.py hash, cached under ~/.cache/hrkd-ds) a clean venv with CPU
 torch 2.13.0 and every other requirement pinned to its declared floor, installs the project with
---no-deps and runs a 6-step teacher + 6-step distill. Cold about 3 minutes on a 2-core CPU (pip
-downloads and the deepspeed sdist build), warm about 1.5 minutes (training only).
+--no-deps and runs a 6-step teacher + 6-step distill. Cold about 4 minutes on a 2-core CPU beside
+other tests (pip downloads and the deepspeed sdist build), warm about 2 (training only).
 """
 
 import json
