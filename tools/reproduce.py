@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hrkd_ds.analysis.archive import archived, sync_archive  # noqa: E402
-from hrkd_ds.analysis.grid import GridCell, expand, load_spec, run_order, select  # noqa: E402
+from hrkd_ds.analysis.grid import GridCell, check_phases, expand, load_spec, run_order, select  # noqa: E402
 from hrkd_ds.analysis.results import write_results  # noqa: E402
 from hrkd_ds.errors import UserError, exit_on_user_error  # noqa: E402
 from hrkd_ds.io import atomic_write_json  # noqa: E402
@@ -90,12 +90,8 @@ def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path, Path]:
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     overrides = data_overrides(args)
     if args.smoke:
-        phases = [{**ph, "students": [s for s in ph["students"] if s in spec["students"]],
-                   "methods": [m for m in ph["methods"] if m in spec["methods"]]} for ph in SMOKE_PHASES]
-        spec["phases"] = [ph for ph in phases if ph["students"] and ph["methods"]]
-        if not spec["phases"]:
-            raise UserError(f"--smoke: the spec {args.spec} has none of the smoke students and methods "
-                            f"({', '.join(s for ph in SMOKE_PHASES for s in ph['students'])}; none, kd, hrkd)")
+        spec["phases"] = SMOKE_PHASES
+        check_phases(spec, f"--smoke on {args.spec}")
         overrides["amazon"] = SMOKE_OVERRIDES
     cells = select(expand(spec, REPO, overrides, seeds), args.only)
     if args.smoke:  # the tiny schedule wins over the fraction's epochs and evaluation period

@@ -82,16 +82,21 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     for key in ("seeds", "datasets", "students", "methods", "phases"):
         if key not in (spec or {}):
             raise UserError(f"grid spec {p}: missing '{key}'")
+    check_phases(spec, f"grid spec {p}")
+    return spec
+
+
+def check_phases(spec: dict[str, Any], where: str) -> None:
+    """Every dataset, fraction, student and method a phase names is defined in the spec."""
     for i, phase in enumerate(spec["phases"]):
         for key in ("datasets", "students", "methods"):
             for name in phase.get(key) or []:
                 if name not in spec[key]:
-                    raise UserError(f"grid spec {p}: phases[{i}].{key} names '{name}', which is not in '{key}'")
+                    raise UserError(f"{where}: phases[{i}].{key} names '{name}', which is not in '{key}'")
         for ds in phase.get("datasets") or []:
             for frac in phase.get("fractions") or []:
                 if str(frac) not in (spec["datasets"][ds].get("fractions") or {}):
-                    raise UserError(f"grid spec {p}: phases[{i}].fractions names '{frac}', not a fraction of '{ds}'")
-    return spec
+                    raise UserError(f"{where}: phases[{i}].fractions names '{frac}', not a fraction of '{ds}'")
 
 
 def expand(spec: dict[str, Any], repo: Path, data_overrides: dict[str, list[str]] | None = None,
