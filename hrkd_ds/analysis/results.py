@@ -33,8 +33,12 @@ from hrkd_ds.io import atomic_write_json, atomic_write_text
 
 REQUIRED_KEYS = ("dataset", "fraction", "method", "seed", "student")
 METHOD_ORDER = ("none", "kd", "hrkd")
+# the graph's ablations (configs/reproduce/grid.yaml): each against the default it changes one switch
+# of, and against KD, the baseline it has to beat
+ABLATIONS = ("hrkd-nodrop", "hrkd-frozen", "hrkd-nohier", "hrkd-scores", "reference", "hrkd-residual")
 # the question; then: does distilling pay at all, and does the label term (the -ce cells) change that?
-DEFAULT_COMPARE = (("hrkd", "kd"), ("kd", "none"), ("hrkd", "none"), ("kd-ce", "kd"), ("kd-ce", "none"), ("hrkd-ce", "kd-ce"))
+DEFAULT_COMPARE = (("hrkd", "kd"), ("kd", "none"), ("hrkd", "none"), ("kd-ce", "kd"), ("kd-ce", "none"), ("hrkd-ce", "kd-ce"),
+                   *((a, "hrkd") for a in ABLATIONS), *((a, "kd") for a in ABLATIONS))
 _CHECK_TOL = 1e-6
 
 

@@ -261,3 +261,18 @@ def test_an_archive_inside_the_grid_is_not_archived_again(grid, tmp_path):
     assert not any(p.name == "archive" for p in inside.rglob("*"))
     out = write_results([root, inside], tmp_path / "R.md", tmp_path / "r", n_boot=50, charts=False)
     assert all(not c.startswith("archive/") for sl in out["slices"] for c in sl["cells"])
+
+
+def test_an_ablation_is_compared_with_the_default_and_with_kd_on_the_seeds_they_share(grid):
+    root, expected = grid
+    st = {"books": 36, "dvd": 37}
+    meta = {"dataset": "amazon", "fraction": 0.1, "method": "hrkd-nodrop", "seed": 1, "student": "L4", "teacher": "t1"}
+    _write_cell(root, "a-hrkd-nodrop-1", meta, st, {"books": 45, "dvd": 46})
+    a = build_slices(scan_grid(root)[0], n_boot=200, seed=1)[0]
+    assert [r["model"] for r in a["rows"]] == ["teacher", "none", "kd", "hrkd", "hrkd-nodrop"]
+    assert a["incomplete_seeds"] == {"kd": [3], "hrkd-nodrop": [2, 3]}
+    cmp = {(c["a"], c["b"]): c for c in a["comparisons"]}
+    assert list(cmp)[3:] == [("hrkd-nodrop", "hrkd"), ("hrkd-nodrop", "kd")]
+    for b, runs in (("hrkd", expected["A"]["hrkd"]), ("kd", expected["A"]["kd"])):
+        assert cmp["hrkd-nodrop", b]["seeds"] == [1]
+        assert cmp["hrkd-nodrop", b]["bootstrap"]["diff"] == pytest.approx(_acc(st)["average"] - _acc(runs[0])["average"], abs=1e-12)
