@@ -85,12 +85,12 @@ def test_run_order_puts_a_teacher_just_before_its_first_pending_user():
         for need in c.needs:
             assert pos[need] < pos[c.id], (need, c.id)
     # the Amazon 10% teacher waits for the first Amazon 10% student still to run (the general stage
-    # of that student in between), which comes after the Amazon 100% slice
+    # of that student in between), which comes after the Amazon 100% slice: the first graph ablation
     by_id = {c.id: c for c in cells}
     first_user = ids[min(pos[c.id] for c in cells if "amazon/f0.1/teacher" in c.needs and c.id not in archived)]
     between = ids[pos["amazon/f0.1/teacher"] + 1:pos[first_user]]
     assert set(between) <= set(by_id[first_user].needs), between
-    assert first_user == "amazon/f0.1/L4H192nocls/none/s1"
+    assert first_user == "amazon/f0.1/L4H192sel/hrkd-nodrop/s1"
     assert pos["amazon/f1.0/L4H192sel/hrkd/s3"] < pos["amazon/f0.1/teacher"]
     assert pos["amazon/f0.1/general-L4H192"] > pos["amazon/f0.1/teacher"]  # its users are done: last
     pending = [cid for cid in ids if cid not in archived]
