@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from hrkd_ds.analysis.domain_weights import summarize_run  # noqa: E402
 from hrkd_ds.io import atomic_write_json, atomic_write_text  # noqa: E402
 from hrkd_ds.stages.run_dir import stage_finished  # noqa: E402
 
@@ -56,49 +54,6 @@ def train(args: list[str], log: Path) -> None:
         raise SystemExit(f"graph_study: a run failed (exit {rc}); see {log}")
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def _level_loss(row: dict, level: int, domains: list[str]) -> list[float]:
-    """The loss the level's weights multiply: emb at level 0, att + hid of student layer l above it."""
-    t = row["terms"]
-    if level == 0:
-        return [t["emb"][d] for d in domains]
-    return [sum(t[k][level - 1][d] for k in ("att", "hid") if k in t) for d in domains]
-
-
-def weight_stats(rows: list[dict], domains: list[str], level: int = 0) -> dict[str, float]:
-    """Behaviour of one level's weights r_g against that level's loss, over logged steps."""
-    rows = [r for r in rows if "weights" in r and "emb" in r.get("terms", {})]
-    if len(rows) < 2:
-        return {}
-    K = len(domains)
-    w = np.array([r["weights"][level] for r in rows])  # (S, K)
-    loss = np.array([_level_loss(r, level, domains) for r in rows])  # (S, K)
-    ent = -(w * np.log(np.clip(w, 1e-12, 1))).sum(1) / math.log(K)
-    corr = [_spearman(w[i], loss[i]) for i in range(len(rows))]
-    return {
-        "jump": float(np.abs(np.diff(w, axis=0)).mean()),
-        "entropy": float(ent.mean()),
-        "max_weight": float(w.max(1).mean()),
-        "easiest": float((w.argmax(1) == loss.argmin(1)).mean()),
-        "corr": float(np.nanmean(corr)) if not all(math.isnan(c) for c in corr) else float("nan"),
-    }
-
-
-def run_stats(rows: list[dict], domains: list[str]) -> dict[str, float]:
-    """Level 0 (embeddings) and the top level (the last student layer), the latter prefixed top_."""
-    rows = [r for r in rows if "weights" in r and "emb" in r.get("terms", {})]
-    if not rows:
-        return {}
-    top = len(rows[0]["weights"]) - 1
-    return {**weight_stats(rows, domains, 0), **{f"top_{k}": v for k, v in weight_stats(rows, domains, top).items()}}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/graph_study")
@@ -119,11 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             if not stage_finished(run, "student"):
                 train([f"output_dir={run}", "stages=[distill]", f"teacher_from={teacher}", f"seed={seed}", *common, *extra],
                       out / f"{run.name}.log")
-            domains = json.loads((run / "labels.json").read_text())["domains"]
-            rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
             res = json.loads((run / "results.json").read_text())["student"]
-            table.append({"variant": name, "seed": seed, **run_stats([r for r in rows if r.get("stage") == "student"], domains),
-                          "dev": res["dev"]["average"], "test": res["test"]["average"]})
+            stats = {k: v for k, v in (summarize_run(run) or {}).items() if k not in ("domains", "logged_steps")}
+            table.append({"variant": name, "seed": seed, **stats, "dev": res["dev"]["average"], "test": res["test"]["average"]})
     atomic_write_json(out / "graph_study.json", table)
     keys = ("jump", "entropy", "max_weight", "easiest", "corr", "top_jump", "top_entropy", "top_max_weight",
             "top_easiest", "top_corr", "dev", "test")

@@ -3,13 +3,14 @@
 Why: a grid directory holds checkpoints and models (hundreds of MB per cell) and lives on one
 machine; when that machine goes, so do the runs, and the report can no longer be rebuilt. What
 the report needs of a finished student cell is three small files: `cell.json`, `results.json`
-and `student/predictions.json` (a few tens of kB). Copying them into the archive as each cell
-finishes makes the grid resumable across machines and sessions: an archived cell is not rerun,
+and `student/predictions.json` (a few tens of kB), and for a run that logged domain weights
+their summary, `student/domain_weights.json` (hrkd_ds/analysis/domain_weights.py). Copying them
+into the archive as each cell finishes makes the grid resumable across machines and sessions: an archived cell is not rerun,
 and the report reads the archive beside the live grid. Teacher and general cells are not
 archived: their outputs are models that later cells load, so they are rerun where needed.
 
 Archive layout: the grid's own, `<archive>/<cell id>/{cell.json, results.json,
-student/predictions.json}`, with `run_dir` "." in the copied cell.json.
+student/predictions.json[, student/domain_weights.json]}`, with `run_dir` "." in the copied cell.json.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hrkd_ds.analysis.domain_weights import SUMMARY_FILE, summarize_run
 from hrkd_ds.analysis.results import Cell, scan_grid
 from hrkd_ds.io import atomic_write_json
 
@@ -37,7 +39,11 @@ def archive_cell(cell: Cell, cell_id: str, archive: Path) -> bool:
     preds = cell.predictions()
     if preds is None:  # without predictions a record cannot be compared example by example
         return False
-    new = {"cell.json": meta, "student/predictions.json": preds, "results.json": cell.results}
+    new = {"cell.json": meta, "student/predictions.json": preds}
+    weights = summarize_run(cell.run_dir)  # the run's metrics.jsonl stays behind: its graph's behaviour goes along
+    if weights is not None:
+        new[SUMMARY_FILE] = weights
+    new["results.json"] = cell.results
     changed = False
     for name, value in new.items():
         path = dest / name

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from hrkd_ds.analysis.compression_summary import summarize_compression
+from hrkd_ds.analysis.domain_weights import SUMMARY_FILE, mean_over_runs, summarize_run
 from hrkd_ds.analysis.bootstrap import DEFAULT_N_BOOT, pair_from_predictions, paired_bootstrap
 from hrkd_ds.analysis.results_render import plot_slice, render_markdown, slice_slug
 from hrkd_ds.io import atomic_write_json, atomic_write_text
@@ -67,6 +68,13 @@ class Cell:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             return None
+
+    def domain_weights(self) -> dict[str, Any] | None:
+        """The run's weight statistics: the archived summary, else computed from the live run's log."""
+        try:
+            return json.loads((self.run_dir / SUMMARY_FILE).read_text())
+        except (OSError, ValueError):
+            return summarize_run(self.run_dir)
 
 
 def _read_json(path: Path) -> Any:
@@ -221,6 +229,16 @@ def _compare(by_method: dict[str, dict[int, Cell]], a: str, b: str, domains: lis
     return out
 
 
+def _domain_weights(by_method: dict[str, dict[int, Cell]], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Per method that logged weights, the mean of each statistic over its seeds."""
+    out = {}
+    for m in methods:
+        runs = [w for _, c in sorted(by_method[m].items()) if (w := c.domain_weights()) is not None]
+        if runs:
+            out[m] = mean_over_runs(runs)
+    return out
+
+
 def build_slices(cells: list[Cell], *, compare: Sequence[tuple[str, str]] = DEFAULT_COMPARE, split: str = "test",
                  n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> list[dict[str, Any]]:
     """One summary dict per (dataset, fraction, student), sorted by that key."""
@@ -253,6 +271,7 @@ def build_slices(cells: list[Cell], *, compare: Sequence[tuple[str, str]] = DEFA
                             for a, b in compare if a in by_method and b in by_method],
             "incomplete_seeds": {m: s for m, s in incomplete.items() if s},
             "compression": summarize_compression({m: by_method[m] for m in methods}),
+            "domain_weights": _domain_weights(by_method, methods),
             "cells": sorted(c.id or str(c.cell_dir) for c in group),
             "warnings": warnings,
         })

@@ -35,14 +35,16 @@ def _pts(x: float) -> str:
 def render_slice(sl: dict[str, Any], chart: str | None = None) -> str:
     """Markdown for one slice: table, bootstrap lines, holes, warnings, chart link."""
     split, doms = sl["split"], sl["domains"]
+    dev_col = split != "dev"  # the split choices may read, beside the one they may not
     lines = [f"## {sl['dataset']} · train fraction {sl['fraction']:g} · student {sl['student']}", "",
-             "| model | n | " + " | ".join(doms) + " | average |",
-             "|---|---:|" + "---:|" * (len(doms) + 1)]
+             "| model | n | " + " | ".join(doms) + " | average |" + (" dev average |" if dev_col else ""),
+             "|---|---:|" + "---:|" * (len(doms) + 1 + dev_col)]
     if sl.get("legacy"):
         lines[2:2] = [f"*Kept from an earlier grid ({sl['legacy']}); rerunning its cells replaces it.*", ""]
     for r in sl["rows"]:
         acc = r.get(split, {})
-        lines.append(f"| {r['model']} | {r['n']} | " + " | ".join(_pct(acc.get(k)) for k in [*doms, "average"]) + " |")
+        lines.append(f"| {r['model']} | {r['n']} | " + " | ".join(_pct(acc.get(k)) for k in [*doms, "average"]) + " |"
+                     + (f" {_pct(r.get('dev', {}).get('average'))} |" if dev_col else ""))
     lines.append("")
     for c in sl["comparisons"]:
         bs = c["bootstrap"]
@@ -57,6 +59,8 @@ def render_slice(sl: dict[str, Any], chart: str | None = None) -> str:
             f"per domain: {per_dom}.")
     if sl.get("compression"):
         lines += ["", *render_compression(sl["compression"]), ""]
+    if sl.get("domain_weights"):
+        lines += ["", *render_domain_weights(sl["domain_weights"]), ""]
     for m, seeds in sl["incomplete_seeds"].items():
         lines.append(f"- {m}: no finished run for seed(s) {seeds}")
     for w in sl["warnings"]:
@@ -64,6 +68,22 @@ def render_slice(sl: dict[str, Any], chart: str | None = None) -> str:
     if chart:
         lines += ["", f"![{slice_slug(sl)}]({chart})"]
     return "\n".join(lines) + "\n"
+
+
+_WEIGHT_COLUMNS = (("entropy", "entropy r_0"), ("top_entropy", "top: entropy"), ("top_max_weight", "top: max weight"),
+                   ("top_easiest", "top: easiest"), ("top_jump", "top: jump"))
+
+
+def render_domain_weights(by_method: dict[str, dict[str, Any]]) -> list[str]:
+    """What the graph did in each run that has one (tools/graph_study.py's measures, mean over seeds)."""
+    lines = ["Domain weights over the run (student stage, logged steps; mean over seeds): entropy / log K "
+             "(1 = uniform 1/K), the top level's largest weight, the share of steps it sits on that "
+             "level's easiest domain, and its mean change between logged steps.", "",
+             "| model | " + " | ".join(h for _, h in _WEIGHT_COLUMNS) + " |", "|---|" + "---:|" * len(_WEIGHT_COLUMNS)]
+    for m, w in by_method.items():
+        cells = ["–" if w.get(k) is None else f"{w[k]:.4f}" for k, _ in _WEIGHT_COLUMNS]
+        lines.append(f"| {m} (n={w['n']}) | " + " | ".join(cells) + " |")
+    return lines
 
 
 def render_markdown(slices: list[dict[str, Any]], missing: list[dict[str, str]], charts: dict[str, str] | None = None,

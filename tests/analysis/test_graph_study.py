@@ -1,13 +1,13 @@
-"""tools/graph_study.py's weight statistics on constructed logs with known answers."""
+"""The domain-weight statistics (graph study and grid report) on constructed logs with known answers."""
 
 from __future__ import annotations
 
-import runpy
-from pathlib import Path
+import json
 
 import pytest
 
-STUDY = runpy.run_path(str(Path(__file__).resolve().parents[2] / "tools" / "graph_study.py"), run_name="graph_study")
+from hrkd_ds.analysis.domain_weights import run_stats, summarize_run
+
 DOMAINS = ["a", "b", "c"]
 
 
@@ -19,7 +19,7 @@ def _row(weights: list[list[float]], emb: list[float], layer: list[float]) -> di
 def test_uniform_weights():
     u = [1 / 3] * 3
     rows = [_row([u, u], [1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) for _ in range(4)]
-    stats = STUDY["run_stats"](rows, DOMAINS)
+    stats = run_stats(rows, DOMAINS)
     assert stats["jump"] == 0 and stats["entropy"] == pytest.approx(1.0) and stats["max_weight"] == pytest.approx(1 / 3)
     assert stats["top_entropy"] == pytest.approx(1.0)
 
@@ -28,8 +28,23 @@ def test_top_level_collapse_onto_the_easiest_domain_of_its_own_loss():
     u = [1 / 3] * 3
     rows = [_row([u, [0.0, 0.0, 1.0]], [1.0, 2.0, 3.0], [3.0, 2.0, 1.0]),  # top loss: c easiest
             _row([u, [1.0, 0.0, 0.0]], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0])]  # top loss: a easiest
-    stats = STUDY["run_stats"](rows, DOMAINS)
+    stats = run_stats(rows, DOMAINS)
     assert stats["top_easiest"] == 1.0 and stats["top_max_weight"] == 1.0
     assert stats["top_entropy"] == pytest.approx(0.0, abs=1e-9)
     assert stats["top_jump"] == pytest.approx(2 / 3)  # mean |delta| over the 3 domains
     assert stats["top_corr"] < 0 and stats["entropy"] == pytest.approx(1.0)
+
+
+def test_summarize_run_reads_the_student_stage_only_and_none_without_weights(tmp_path):
+    u = [1 / 3] * 3
+    student = [_row([u, [0.0, 0.0, 1.0]], [1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) for _ in range(3)]
+    teacher = {**_row([[1.0, 0.0, 0.0]] * 2, [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]), "stage": "teacher"}
+    (tmp_path / "labels.json").write_text(json.dumps({"domains": DOMAINS}))
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [teacher, *student]) + "\n")
+    s = summarize_run(tmp_path)
+    assert s["logged_steps"] == 3 and s["domains"] == DOMAINS
+    assert s["entropy"] == pytest.approx(1.0) and s["top_max_weight"] == 1.0 and s["top_jump"] == 0.0
+    # a kd run logs no weights; a run without its files has nothing to say
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"stage": "student", "terms": {"emb": {}}}) + "\n")
+    assert summarize_run(tmp_path) is None
+    assert summarize_run(tmp_path / "absent") is None

@@ -276,3 +276,42 @@ def test_an_ablation_is_compared_with_the_default_and_with_kd_on_the_seeds_they_
     for b, runs in (("hrkd", expected["A"]["hrkd"]), ("kd", expected["A"]["kd"])):
         assert cmp["hrkd-nodrop", b]["seeds"] == [1]
         assert cmp["hrkd-nodrop", b]["bootstrap"]["diff"] == pytest.approx(_acc(st)["average"] - _acc(runs[0])["average"], abs=1e-12)
+
+
+def test_domain_weights_reach_the_report_and_survive_in_the_archive(grid, tmp_path):
+    """An hrkd run's metrics.jsonl stays in the grid directory; the summary of its weights goes into
+    the archive, so the report's weight table rebuilds without the grid. kd logs no weights: no row."""
+    import shutil
+
+    from hrkd_ds.analysis.archive import sync_archive
+
+    root, _ = grid
+    # hrkd seed s: top-level weights all on books (the smaller loss) for the first s of 4 logged
+    # steps, then all on dvd: one switch per run
+    for s in (1, 2, 3):
+        run = root / f"a-hrkd-{s}"
+        (run / "labels.json").write_text(json.dumps({"domains": list(DOMAINS)}))
+        rows = []
+        for step in range(4):
+            top = [1.0, 0.0] if step < s else [0.0, 1.0]
+            rows.append({"stage": "student", "step": step, "weights": [[0.5, 0.5], top],
+                         "terms": {"emb": {"books": 1.0, "dvd": 2.0}, "att": [{"books": 1.0, "dvd": 2.0}],
+                                   "hid": [{"books": 0.0, "dvd": 0.0}]}})
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    archive = tmp_path / "archive"
+    sync_archive(root, archive)
+    assert (archive / "a-hrkd-1" / "student" / "domain_weights.json").is_file()
+    assert not (archive / "a-kd-1" / "student" / "domain_weights.json").exists()
+    live = write_results(root, tmp_path / "live.md", tmp_path / "live", n_boot=50, charts=False)
+    w = live["slices"][0]["domain_weights"]
+    assert list(w) == ["hrkd"] and w["hrkd"]["n"] == 3
+    assert w["hrkd"]["entropy"] == pytest.approx(1.0)
+    assert w["hrkd"]["top_entropy"] == pytest.approx(0.0, abs=1e-9) and w["hrkd"]["top_max_weight"] == 1.0
+    assert w["hrkd"]["top_easiest"] == pytest.approx(np.mean([s / 4 for s in (1, 2, 3)]))
+    assert w["hrkd"]["top_jump"] == pytest.approx(1 / 3)  # one change of 1 per domain over 3 intervals
+    shutil.rmtree(root)
+    alone = write_results([root, archive], tmp_path / "alone.md", tmp_path / "alone", n_boot=50, charts=False)
+    assert alone["slices"][0]["domain_weights"] == w
+    text = (tmp_path / "alone.md").read_text()
+    assert "| model | n | books | dvd | average | dev average |" in text
+    assert f"| hrkd (n=3) | 1.0000 | {w['hrkd']['top_entropy']:.4f} |" in text

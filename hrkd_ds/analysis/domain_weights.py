@@ -1,0 +1,102 @@
+"""How a run's domain weights behaved, read back from its metrics.jsonl.
+
+Why a module of its own: the graph study (tools/graph_study.py) and the reproduction grid's report
+ask the same question of a run, whether the graph's weights r over domains moved, how far from 1/K,
+and whether they followed the domains' losses, and must answer it with the same numbers. Per level
+(the embeddings, and the last student layer, prefixed top_), over the logged steps:
+- jump: mean |r_t - r_(t-1)| between consecutive logged steps;
+- entropy: mean entropy of r / log K (1 = uniform, 0 = one domain takes all);
+- max_weight: mean of the largest weight (1/K when uniform);
+- easiest: share of steps whose largest weight sits on the level's smallest-loss domain;
+- corr: mean Spearman correlation over steps between r_d and the domain's loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# written beside a student's predictions when its run logged weights (an hrkd-family run)
+SUMMARY_FILE = "student/domain_weights.json"
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _level_loss(row: dict, level: int, domains: list[str]) -> list[float]:
+    """The loss the level's weights multiply: emb at level 0, att + hid of student layer l above it."""
+    t = row["terms"]
+    if level == 0:
+        return [t["emb"][d] for d in domains]
+    return [sum(t[k][level - 1][d] for k in ("att", "hid") if k in t) for d in domains]
+
+
+def _weighted_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if "weights" in r and "emb" in r.get("terms", {})]
+
+
+def weight_stats(rows: list[dict], domains: list[str], level: int = 0) -> dict[str, float]:
+    """Behaviour of one level's weights r_g against that level's loss, over logged steps."""
+    rows = _weighted_rows(rows)
+    if len(rows) < 2:
+        return {}
+    K = len(domains)
+    w = np.array([r["weights"][level] for r in rows])  # (S, K)
+    loss = np.array([_level_loss(r, level, domains) for r in rows])  # (S, K)
+    ent = -(w * np.log(np.clip(w, 1e-12, 1))).sum(1) / math.log(K)
+    corr = [_spearman(w[i], loss[i]) for i in range(len(rows))]
+    return {
+        "jump": float(np.abs(np.diff(w, axis=0)).mean()),
+        "entropy": float(ent.mean()),
+        "max_weight": float(w.max(1).mean()),
+        "easiest": float((w.argmax(1) == loss.argmin(1)).mean()),
+        "corr": float(np.nanmean(corr)) if not all(math.isnan(c) for c in corr) else float("nan"),
+    }
+
+
+def run_stats(rows: list[dict], domains: list[str]) -> dict[str, float]:
+    """Level 0 (embeddings) and the top level (the last student layer), the latter prefixed top_."""
+    rows = _weighted_rows(rows)
+    if not rows:
+        return {}
+    top = len(rows[0]["weights"]) - 1
+    return {**weight_stats(rows, domains, 0), **{f"top_{k}": v for k, v in weight_stats(rows, domains, top).items()}}
+
+
+def summarize_run(run_dir: str | Path) -> dict[str, Any] | None:
+    """The student stage's weight statistics of one trainer run directory; None when it logged no
+    weights (kd, none) or its files are missing or unreadable."""
+    run_dir = Path(run_dir)
+    try:
+        domains = json.loads((run_dir / "labels.json").read_text())["domains"]
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    rows = [r for r in rows if isinstance(r, dict) and r.get("stage") == "student"]
+    try:
+        stats = run_stats(rows, list(domains))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    if "entropy" not in stats:
+        return None
+    # NaN (a correlation with constant weights) is not JSON: None says "undefined"
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in stats.items()}
+    return {"domains": list(domains), "logged_steps": len(_weighted_rows(rows)), **clean}
+
+
+def mean_over_runs(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per statistic, the mean over the runs that define it; n = runs."""
+    keys = [k for k in summaries[0] if k not in ("domains", "logged_steps")] if summaries else []
+    out: dict[str, Any] = {"n": len(summaries)}
+    for k in keys:
+        vals = [s[k] for s in summaries if isinstance(s.get(k), (int, float))]
+        out[k] = float(np.mean(vals)) if vals else None
+    return out
