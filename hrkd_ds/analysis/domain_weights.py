@@ -7,8 +7,9 @@ and whether they followed the domains' losses, and must answer it with the same 
 - jump: mean |r_t - r_(t-1)| between consecutive logged steps;
 - entropy: mean entropy of r / log K (1 = uniform, 0 = one domain takes all);
 - max_weight: mean of the largest weight (1/K when uniform);
-- easiest: share of steps whose largest weight sits on the level's smallest-loss domain;
-- corr: mean Spearman correlation over steps between r_d and the domain's loss.
+- easiest: share of steps whose largest weight sits on the level's smallest-loss domain, over
+  the steps where one domain has the largest weight (undefined when the weights stay uniform);
+- corr: mean Spearman correlation over steps between r_d and the domain's loss (ties share ranks).
 """
 
 from __future__ import annotations
@@ -24,8 +25,21 @@ import numpy as np
 SUMMARY_FILE = "student/domain_weights.json"
 
 
+_TIE = 1e-6  # weights this close are one weight: uniform 1/K comes out of the graph within ~1e-9
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks with ties sharing their mean rank: uniform weights must not rank by domain order."""
+    r = np.empty(len(a))
+    r[np.argsort(a, kind="stable")] = np.arange(len(a))
+    for i in range(len(a)):
+        tied = np.abs(a - a[i]) <= _TIE
+        r[tied] = r[tied].mean()
+    return r
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    ra, rb = _ranks(a), _ranks(b)
     if ra.std() == 0 or rb.std() == 0:
         return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])
@@ -53,11 +67,14 @@ def weight_stats(rows: list[dict], domains: list[str], level: int = 0) -> dict[s
     loss = np.array([_level_loss(r, level, domains) for r in rows])  # (S, K)
     ent = -(w * np.log(np.clip(w, 1e-12, 1))).sum(1) / math.log(K)
     corr = [_spearman(w[i], loss[i]) for i in range(len(rows))]
+    # a step whose largest weight is shared picks no domain: it counts in neither the share nor its base
+    picked = (np.abs(w - w.max(1, keepdims=True)) <= _TIE).sum(1) == 1
+    on_easiest = (w.argmax(1) == loss.argmin(1))[picked]
     return {
         "jump": float(np.abs(np.diff(w, axis=0)).mean()),
         "entropy": float(ent.mean()),
         "max_weight": float(w.max(1).mean()),
-        "easiest": float((w.argmax(1) == loss.argmin(1)).mean()),
+        "easiest": float(on_easiest.mean()) if len(on_easiest) else float("nan"),
         "corr": float(np.nanmean(corr)) if not all(math.isnan(c) for c in corr) else float("nan"),
     }
 

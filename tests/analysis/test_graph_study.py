@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -22,6 +23,17 @@ def test_uniform_weights():
     stats = run_stats(rows, DOMAINS)
     assert stats["jump"] == 0 and stats["entropy"] == pytest.approx(1.0) and stats["max_weight"] == pytest.approx(1 / 3)
     assert stats["top_entropy"] == pytest.approx(1.0)
+    # uniform weights pick no domain and rank no domain above another: both measures undefined, not
+    # the share of steps where the first domain happens to be the easiest
+    assert math.isnan(stats["easiest"]) and math.isnan(stats["corr"]) and math.isnan(stats["top_easiest"])
+
+
+def test_steps_with_a_shared_largest_weight_count_in_neither_part_of_easiest():
+    rows = [_row([[0.4, 0.4, 0.2], [0.6, 0.2, 0.2]], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]),  # level 0: tie a/b
+            _row([[0.2, 0.5, 0.3], [0.2, 0.2, 0.6]], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]),  # b, not the easiest a
+            _row([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0])]  # a: the easiest
+    stats = run_stats(rows, DOMAINS)
+    assert stats["easiest"] == pytest.approx(0.5) and stats["top_easiest"] == pytest.approx(2 / 3)
 
 
 def test_top_level_collapse_onto_the_easiest_domain_of_its_own_loss():
