@@ -80,7 +80,9 @@ class GraphConfig:
     mask_padding: bool = True  # reference averages padding tokens into prototypes (False)
     heads: int = 8
     hidden_per_head: int = 8  # GAT width per head; 0 -> the prototype width (the reference's)
-    dropout: float = 0.1
+    # the paper's and the release's 0.1 only adds noise to weights that stay at 1/K, and cost dev
+    # accuracy on the real teacher (docs/RESULTS.md, "Status"): off by default
+    dropout: float = 0.0
     leaky_relu_slope: float = 0.2
     residual: bool = False  # add each node's own projection in the GAT layers (the release: no; see graph.py)
     scale_scores: bool = True  # divide compare-aggregate bilinear scores by sqrt(D); reference: False
