@@ -5,8 +5,8 @@ machine; when that machine goes, so do the runs, and the report can no longer be
 the report needs of a finished student cell is three small files: `cell.json`, `results.json`
 and `student/predictions.json` (a few tens of kB), and for a run that logged domain weights
 their summary, `student/domain_weights.json` (hrkd_ds/analysis/domain_weights.py). Copying them
-into the archive as each cell finishes makes the grid resumable across machines and sessions: an archived cell is not rerun,
-and the report reads the archive beside the live grid. Teacher and general cells are not
+into the archive as each cell finishes makes the grid resumable across machines and sessions: an
+archived cell is not rerun, and the report reads the archive beside the live grid. Teacher and general cells are not
 archived: their outputs are models that later cells load, so they are rerun where needed.
 
 Archive layout: the grid's own, `<archive>/<cell id>/{cell.json, results.json,

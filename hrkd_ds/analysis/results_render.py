@@ -78,7 +78,8 @@ def render_domain_weights(by_method: dict[str, dict[str, Any]]) -> list[str]:
     """What the graph did in each run that has one (tools/graph_study.py's measures, mean over seeds)."""
     lines = ["Domain weights over the run (student stage, logged steps; mean over seeds): entropy / log K "
              "(1 = uniform 1/K), the top level's largest weight, the share of steps it sits on that "
-             "level's easiest domain, and its mean change between logged steps.", "",
+             "level's easiest domain (over the steps where one domain holds it; – when the weights stay "
+             "uniform), and its mean change between logged steps.", "",
              "| model | " + " | ".join(h for _, h in _WEIGHT_COLUMNS) + " |", "|---|" + "---:|" * len(_WEIGHT_COLUMNS)]
     for m, w in by_method.items():
         cells = ["–" if w.get(k) is None else f"{w[k]:.4f}" for k, _ in _WEIGHT_COLUMNS]
