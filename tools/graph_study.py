@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hrkd_ds.analysis.domain_weights import summarize_run  # noqa: E402
+from hrkd_ds.analysis.domain_weights import SUMMARY_META, summarize_run  # noqa: E402
 from hrkd_ds.io import atomic_write_json, atomic_write_text  # noqa: E402
 from hrkd_ds.stages.run_dir import stage_finished  # noqa: E402
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 train([f"output_dir={run}", "stages=[distill]", f"teacher_from={teacher}", f"seed={seed}", *common, *extra],
                       out / f"{run.name}.log")
             res = json.loads((run / "results.json").read_text())["student"]
-            stats = {k: v for k, v in (summarize_run(run) or {}).items() if k not in ("domains", "logged_steps")}
+            stats = {k: v for k, v in (summarize_run(run) or {}).items() if k not in SUMMARY_META}
             table.append({"variant": name, "seed": seed, **stats, "dev": res["dev"]["average"], "test": res["test"]["average"]})
     atomic_write_json(out / "graph_study.json", table)
     keys = ("jump", "entropy", "max_weight", "easiest", "corr", "top_jump", "top_entropy", "top_max_weight",

@@ -6,8 +6,9 @@ the report needs of a finished student cell is three small files: `cell.json`, `
 and `student/predictions.json` (a few tens of kB), and for a run that logged domain weights
 their summary, `student/domain_weights.json` (hrkd_ds/analysis/domain_weights.py). Copying them
 into the archive as each cell finishes makes the grid resumable across machines and sessions: an
-archived cell is not rerun, and the report reads the archive beside the live grid. Teacher and general cells are not
-archived: their outputs are models that later cells load, so they are rerun where needed.
+archived cell is not rerun, and the report reads the archive beside the live grid. Teacher and
+general cells are not archived: their outputs are models that later cells load, so they are
+rerun where needed.
 
 Archive layout: the grid's own, `<archive>/<cell id>/{cell.json, results.json,
 student/predictions.json[, student/domain_weights.json]}`, with `run_dir` "." in the copied cell.json.

@@ -21,8 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from hrkd_ds.tracking.metrics import MetricsLog
+
 # written beside a student's predictions when its run logged weights (an hrkd-family run)
 SUMMARY_FILE = "student/domain_weights.json"
+SUMMARY_META = ("domains", "logged_steps")  # what a summary says about its run, beside the statistics
 
 
 _TIE = 1e-6  # weights this close are one weight: uniform 1/K comes out of the graph within ~1e-9
@@ -94,10 +97,9 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any] | None:
     run_dir = Path(run_dir)
     try:
         domains = json.loads((run_dir / "labels.json").read_text())["domains"]
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    except (OSError, ValueError, KeyError, TypeError):
+        rows = MetricsLog(run_dir / "metrics.jsonl", enabled=False).rows("student")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # AttributeError: a line that is no object
         return None
-    rows = [r for r in rows if isinstance(r, dict) and r.get("stage") == "student"]
     try:
         stats = run_stats(rows, list(domains))
     except (KeyError, IndexError, TypeError, ValueError):
@@ -106,12 +108,12 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any] | None:
         return None
     # NaN (a correlation with constant weights) is not JSON: None says "undefined"
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in stats.items()}
-    return {"domains": list(domains), "logged_steps": len(_weighted_rows(rows)), **clean}
+    return {"domains": list(domains), "logged_steps": len(_weighted_rows(rows)), **clean}  # SUMMARY_META first
 
 
 def mean_over_runs(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """Per statistic, the mean over the runs that define it; n = runs."""
-    keys = [k for k in summaries[0] if k not in ("domains", "logged_steps")] if summaries else []
+    keys = [k for k in summaries[0] if k not in SUMMARY_META] if summaries else []
     out: dict[str, Any] = {"n": len(summaries)}
     for k in keys:
         vals = [s[k] for s in summaries if isinstance(s.get(k), (int, float))]
