@@ -279,8 +279,8 @@ def build_slices(cells: list[Cell], *, compare: Sequence[tuple[str, str]] = DEFA
 
 
 def load_legacy_slices(legacy_dir: str | Path | None) -> list[dict[str, Any]]:
-    """Slice summaries whose cells' records are gone (docs/results/legacy/): kept, marked, and
-    replaced by the grid's own slice once that one has at least as many cells."""
+    """Slice summaries whose cells' records are gone (docs/results/legacy/): kept, marked, shown
+    beside the grid's own rerun of the slice, and dropped once that one has at least as many cells."""
     out = []
     for p in sorted(Path(legacy_dir).glob("*.json")) if legacy_dir and Path(legacy_dir).is_dir() else []:
         sl = json.loads(p.read_text())
@@ -290,12 +290,29 @@ def load_legacy_slices(legacy_dir: str | Path | None) -> list[dict[str, Any]]:
 
 
 def merge_legacy(slices: list[dict[str, Any]], legacy: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    by_slug = {slice_slug(s): s for s in slices}
-    for old in legacy:
-        new = by_slug.get(slice_slug(old))
-        if new is None or len(new["cells"]) < len(old["cells"]):
-            by_slug[slice_slug(old)] = old
-    return sorted(by_slug.values(), key=lambda s: (s["dataset"], s["fraction"], s["student"]))
+    """A partial rerun is shown at once (its cells are the regenerable ones), the earlier summary
+    after it until the rerun catches up: the two grids side by side are a reproduction check."""
+    key = lambda s: (s["dataset"], s["fraction"], s["student"])  # noqa: E731
+    cells = {key(s): len(s["cells"]) for s in slices}
+    kept = [old for old in legacy if cells.get(key(old), -1) < len(old["cells"])]
+    return sorted([*slices, *kept], key=lambda s: (*key(s), bool(s.get("legacy"))))
+
+
+def _remove_dropped_slices(json_dir: Path, keep: set[str]) -> None:
+    """A slice the last report wrote and this one does not (a legacy summary its rerun replaced)
+    leaves no stale JSON or chart behind; only files the last summary.json names are touched."""
+    try:
+        before = json.loads((json_dir / "summary.json").read_text())["slices"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for sl in before:
+        try:
+            slug = slice_slug(sl)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if slug not in keep:
+            for ext in (".json", ".png"):
+                (json_dir / f"{slug}{ext}").unlink(missing_ok=True)
 
 
 def write_results(grid_dir: str | Path | Sequence[str | Path], md_path: str | Path = "docs/RESULTS.md",
@@ -308,6 +325,7 @@ def write_results(grid_dir: str | Path | Sequence[str | Path], md_path: str | Pa
     roots = [grid_dir] if isinstance(grid_dir, (str, Path)) else list(grid_dir)
     cells, missing = scan_grids(roots)
     slices = merge_legacy(build_slices(cells, compare=compare, n_boot=n_boot, seed=seed), load_legacy_slices(legacy_dir))
+    _remove_dropped_slices(json_dir, {slice_slug(sl) for sl in slices})
     links: dict[str, str] = {}
     for sl in slices:
         slug = slice_slug(sl)

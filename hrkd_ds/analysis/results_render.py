@@ -15,8 +15,8 @@ from hrkd_ds.tracking.plots import save_figure
 
 
 def slice_slug(sl: dict[str, Any]) -> str:
-    """A file-name-safe name of a slice."""
-    raw = f"{sl['dataset']}-frac{sl['fraction']:g}-{sl['student']}"
+    """A file-name-safe name of a slice; a kept earlier grid's summary is named apart from its rerun."""
+    raw = f"{sl['dataset']}-frac{sl['fraction']:g}-{sl['student']}" + ("-legacy" if sl.get("legacy") else "")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
 
 
@@ -40,7 +40,8 @@ def render_slice(sl: dict[str, Any], chart: str | None = None) -> str:
              "| model | n | " + " | ".join(doms) + " | average |" + (" dev average |" if dev_col else ""),
              "|---|---:|" + "---:|" * (len(doms) + 1 + dev_col)]
     if sl.get("legacy"):
-        lines[2:2] = [f"*Kept from an earlier grid ({sl['legacy']}); rerunning its cells replaces it.*", ""]
+        lines[0] += " · earlier grid"
+        lines[2:2] = [f"*Kept from an earlier grid ({sl['legacy']}); shown until the rerun has as many cells.*", ""]
     for r in sl["rows"]:
         acc = r.get(split, {})
         lines.append(f"| {r['model']} | {r['n']} | " + " | ".join(_pct(acc.get(k)) for k in [*doms, "average"]) + " |"

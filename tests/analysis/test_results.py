@@ -230,7 +230,7 @@ def test_archive_keeps_what_the_report_needs_and_survives_the_grid(grid, tmp_pat
     assert alone["missing"] == []
 
 
-def test_legacy_slice_stays_until_the_grid_has_as_many_cells(grid, tmp_path):
+def test_legacy_slice_is_shown_beside_its_rerun_until_the_rerun_has_as_many_cells(grid, tmp_path):
     root, _ = grid
     legacy = tmp_path / "legacy"
     cells, _ = scan_grid(root)
@@ -239,15 +239,24 @@ def test_legacy_slice_stays_until_the_grid_has_as_many_cells(grid, tmp_path):
     legacy.mkdir()
     (legacy / "old.json").write_text(json.dumps(old))
     (legacy / "other.json").write_text(json.dumps({**old, "student": "L9", "cells": ["/gone/x"]}))
-    out = write_results(root, tmp_path / "R.md", tmp_path / "r", n_boot=50, charts=False, legacy_dir=legacy)
-    by = {(s["fraction"], s["student"]): s for s in out["slices"]}
-    assert by[(0.1, "L4")]["legacy"] and by[(0.1, "L4")]["rows"] == old["rows"]  # more cells than the grid's
-    assert by[(0.1, "L9")]["legacy"] and not by[(1.0, "L4")].get("legacy")
-    assert "Kept from an earlier grid (old.json" in (tmp_path / "R.md").read_text()
+    out = write_results(root, tmp_path / "R.md", tmp_path / "r", n_boot=50, charts=True, legacy_dir=legacy)
+    both = [s for s in out["slices"] if (s["fraction"], s["student"]) == (0.1, "L4")]
+    # the partial rerun first, then the earlier grid's summary (more cells than the rerun's)
+    assert [bool(s.get("legacy")) for s in both] == [False, True]
+    assert both[0]["rows"] == a["rows"] and both[1]["rows"] == old["rows"]
+    assert {s["student"] for s in out["slices"] if s.get("legacy")} == {"L4", "L9"}
+    md = (tmp_path / "R.md").read_text()
+    assert "student L4 · earlier grid" in md and "Kept from an earlier grid (old.json" in md
+    slug = f"{a['dataset']}-frac0.1-L4"
+    for name in (f"{slug}.json", f"{slug}-legacy.json", f"{slug}-legacy.png"):
+        assert (tmp_path / "r" / name).is_file(), name
+    # the rerun catches up: the summary goes, and so do its JSON and chart
     old["cells"] = old["cells"][:2]
     (legacy / "old.json").write_text(json.dumps(old))
-    out = write_results(root, tmp_path / "R.md", tmp_path / "r", n_boot=50, charts=False, legacy_dir=legacy)
-    assert not next(s for s in out["slices"] if (s["fraction"], s["student"]) == (0.1, "L4")).get("legacy")
+    out = write_results(root, tmp_path / "R.md", tmp_path / "r", n_boot=50, charts=True, legacy_dir=legacy)
+    assert [bool(s.get("legacy")) for s in out["slices"] if (s["fraction"], s["student"]) == (0.1, "L4")] == [False]
+    assert not (tmp_path / "r" / f"{slug}-legacy.json").exists() and not (tmp_path / "r" / f"{slug}-legacy.png").exists()
+    assert (tmp_path / "r" / f"{slug}.json").is_file()
 
 
 def test_an_archive_inside_the_grid_is_not_archived_again(grid, tmp_path):
