@@ -302,17 +302,12 @@ def _remove_dropped_slices(json_dir: Path, keep: set[str]) -> None:
     """A slice the last report wrote and this one does not (a legacy summary its rerun replaced)
     leaves no stale JSON or chart behind; only files the last summary.json names are touched."""
     try:
-        before = json.loads((json_dir / "summary.json").read_text())["slices"]
+        before = {slice_slug(sl) for sl in _read_json(json_dir / "summary.json")["slices"]}
     except (OSError, ValueError, KeyError, TypeError):
-        return
-    for sl in before:
-        try:
-            slug = slice_slug(sl)
-        except (KeyError, TypeError, ValueError):
-            continue
-        if slug not in keep:
-            for ext in (".json", ".png"):
-                (json_dir / f"{slug}{ext}").unlink(missing_ok=True)
+        return  # no readable last summary: nothing is known to be stale
+    for slug in before - keep:
+        for ext in (".json", ".png"):
+            (json_dir / f"{slug}{ext}").unlink(missing_ok=True)
 
 
 def write_results(grid_dir: str | Path | Sequence[str | Path], md_path: str | Path = "docs/RESULTS.md",
