@@ -41,7 +41,7 @@ def render_slice(sl: dict[str, Any], chart: str | None = None) -> str:
              "|---|---:|" + "---:|" * (len(doms) + 1 + dev_col)]
     if sl.get("legacy"):
         lines[0] += " · earlier grid"
-        lines[2:2] = [f"*Kept from an earlier grid ({sl['legacy']}); shown until the rerun has as many cells.*", ""]
+        lines[2:2] = [f"*Kept from an earlier grid ({sl['legacy']}); dropped once a rerun of this slice has as many cells.*", ""]
     for r in sl["rows"]:
         acc = r.get(split, {})
         lines.append(f"| {r['model']} | {r['n']} | " + " | ".join(_pct(acc.get(k)) for k in [*doms, "average"]) + " |"
