@@ -285,8 +285,19 @@ def load_legacy_slices(legacy_dir: str | Path | None) -> list[dict[str, Any]]:
     for p in sorted(Path(legacy_dir).glob("*.json")) if legacy_dir and Path(legacy_dir).is_dir() else []:
         sl = json.loads(p.read_text())
         if isinstance(sl, dict) and {"dataset", "fraction", "student", "rows"} <= sl.keys():
-            out.append({**sl, "legacy": sl.get("legacy") or f"{p.name}: summary only, its cells' records were lost"})
+            out.append({**sl, "legacy": sl.get("legacy") or f"{p.name}: summary only, its cells' records were lost",
+                        "compression": _retained_from_means(sl)})
     return out
+
+
+def _retained_from_means(sl: dict[str, Any]) -> list[dict[str, Any]]:
+    """A legacy summary's compression rows with accuracy retained recomputed as the ratio of its
+    rows' mean test averages, the definition the live slices use (older summaries kept the median
+    run's ratio); a row whose means are missing keeps what it had."""
+    mean = {r.get("model"): ((r.get("test") or {}).get("average") or {}).get("mean") for r in sl.get("rows", [])}
+    t = mean.get("teacher")
+    return [{**c, "retained_pct": 100.0 * mean[c.get("method")] / t}
+            if t and mean.get(c.get("method")) is not None else c for c in sl.get("compression") or []]
 
 
 def merge_legacy(slices: list[dict[str, Any]], legacy: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -99,3 +99,33 @@ def test_cli_prints_table_and_reads_run_layout(tmp_path, capsys):
     assert "accuracy retained: 87.50%" in text
     rep = json.loads(out_json.read_text())
     assert set(rep["speedup"]) == {"1", "4"} and rep["accuracy"]["retained_pct"] == pytest.approx(87.5)
+
+
+def _cell(student_avg: float, teacher_avg: float, ms: float):
+    from types import SimpleNamespace
+
+    acc = accuracy_retained({"teacher": {"test": {"average": teacher_avg}}, "student": {"test": {"average": student_avg}}})
+    rep = {"student": {"params": 10, "size_bytes": 2**20, "latency_ms": {"1": ms, "32": 8 * ms}},
+           "teacher": {"params": 40, "size_bytes": 4 * 2**20, "latency_ms": {"1": 3 * ms, "32": 24 * ms}},
+           "speedup": {"1": 3.0, "32": 3.0}, "accuracy": acc}
+    return SimpleNamespace(results={"student": {"compression": rep}})
+
+
+def test_slice_summary_retained_is_ratio_of_means_latency_is_median():
+    from hrkd_ds.analysis.compression_summary import render_compression, summarize_compression
+
+    # seeds 0.70, 0.71, 0.80 of a 0.80 teacher: the median run retains 88.75%, the means 92.08%
+    cells = {1: _cell(0.70, 0.80, 1.0), 2: _cell(0.71, 0.80, 2.0), 3: _cell(0.80, 0.80, 9.0)}
+    (row,) = summarize_compression({"kd": cells})
+    assert row["n"] == 3 and row["retained_pct"] == pytest.approx(100 * (2.21 / 3) / 0.80)
+    assert row["latency_ms"]["1"] == pytest.approx(2.0) and row["teacher_latency_ms"]["32"] == pytest.approx(48.0)
+    assert any("| 92.1% |" in line for line in render_compression([row]))
+
+
+def test_slice_summary_without_accuracy_shows_a_dash():
+    from hrkd_ds.analysis.compression_summary import render_compression, summarize_compression
+
+    cell = _cell(0.7, 0.8, 1.0)
+    cell.results["student"]["compression"]["accuracy"] = None
+    (row,) = summarize_compression({"none": {1: cell}})
+    assert row["retained_pct"] is None and render_compression([row])[-1].endswith("| – |")

@@ -324,3 +324,19 @@ def test_domain_weights_reach_the_report_and_survive_in_the_archive(grid, tmp_pa
     text = (tmp_path / "alone.md").read_text()
     assert "| model | n | books | dvd | average | dev average |" in text
     assert f"| hrkd (n=3) | 1.0000 | {w['hrkd']['top_entropy']:.4f} |" in text
+
+
+def test_legacy_retained_is_recomputed_as_the_ratio_of_its_means(tmp_path):
+    from hrkd_ds.analysis.results import load_legacy_slices
+
+    def row(model, avg):
+        return {"model": model, "test": {"average": {"mean": avg}}}
+
+    old = {"dataset": "amazon", "fraction": 1.0, "student": "L3", "cells": ["/gone/1"],
+           "rows": [row("teacher", 0.80), row("kd", 0.72)],
+           "compression": [{"method": "kd", "retained_pct": 91.0}, {"method": "none", "retained_pct": 88.0}]}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (sl,) = load_legacy_slices(tmp_path)
+    # kd from its means (0.72 / 0.80); none has no row, so its stored figure stays
+    assert [c["retained_pct"] for c in sl["compression"]] == [pytest.approx(90.0), 88.0]
+    assert "summary only" in sl["legacy"]
