@@ -36,10 +36,11 @@ REQUIRED_KEYS = ("dataset", "fraction", "method", "seed", "student")
 METHOD_ORDER = ("none", "kd", "hrkd")
 # the graph's ablations (configs/reproduce/grid.yaml): each against the default it changes one switch
 # of, and against KD, the baseline it has to beat
-ABLATIONS = ("hrkd-nodrop", "hrkd-frozen", "hrkd-nohier", "hrkd-scores", "reference", "hrkd-residual")
+ABLATIONS = ("hrkd-nodrop", "hrkd-frozen", "hrkd-nohier", "hrkd-scores", "reference", "hrkd-residual", "hrkd-robust")
 # the question; then: does distilling pay at all, and does the label term (the -ce cells) change that?
 DEFAULT_COMPARE = (("hrkd", "kd"), ("kd", "none"), ("hrkd", "none"), ("kd-ce", "kd"), ("kd-ce", "none"), ("hrkd-ce", "kd-ce"),
-                   *((a, "hrkd") for a in ABLATIONS), *((a, "kd") for a in ABLATIONS))
+                   *((a, "hrkd") for a in ABLATIONS), *((a, "kd") for a in ABLATIONS),
+                   ("hrkd-robust", "hrkd-nodrop"))  # the graph's objective against today's default
 _CHECK_TOL = 1e-6
 
 

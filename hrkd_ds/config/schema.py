@@ -85,6 +85,12 @@ class GraphConfig:
     dropout: float = 0.0
     leaky_relu_slope: float = 0.2
     residual: bool = False  # add each node's own projection in the GAT layers (the release: no; see graph.py)
+    # what the graph's parameters are trained on (distill/graph_objective.py): `loss` (the paper's)
+    # minimises the sum it weights, whose optimum is all weight on the smallest term; `robust`
+    # maximises it plus robust_temperature x (mean term) x entropy, a soft lean towards the domains
+    # the student matches worst. `robust` needs residual (else the weights cannot leave 1/K)
+    objective: Literal["loss", "robust"] = "loss"
+    robust_temperature: float = 1.0
     scale_scores: bool = True  # divide compare-aggregate bilinear scores by sqrt(D); reference: False
     init: Literal["ours", "reference"] = "ours"  # Xavier bounds of U, V and the GAT (docs/METHOD.md)
 

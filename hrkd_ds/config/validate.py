@@ -61,6 +61,15 @@ def validate(cfg: Config) -> Config:
     _check_range("graph.heads", g.heads >= 1, g.heads, ">= 1")
     _check_range("graph.hidden_per_head", g.hidden_per_head >= 0, g.hidden_per_head, ">= 0 (0 = prototype width)")
     _check_range("graph.dropout", 0.0 <= g.dropout < 1.0, g.dropout, "0 <= x < 1")
+    _check_range("graph.robust_temperature", g.robust_temperature > 0, g.robust_temperature, "> 0")
+    if g.objective == "robust":
+        # each of these would make the objective a silent no-op or turn it against the student
+        for name, ok, why in (("graph.trainable", g.trainable, "a frozen graph has no objective"),
+                              ("graph.residual", g.residual, "without it the weights sit at 1/K with zero gradient"),
+                              ("graph.detach_prototypes", g.detach_prototypes,
+                               "the reversed gradient would reach the student through its prototypes")):
+            if not ok:
+                raise UserError(f"config field '{name}': graph.objective=robust needs it true ({why})")
     _check_range("train.max_nonfinite_steps", cfg.train.max_nonfinite_steps >= 1, cfg.train.max_nonfinite_steps, ">= 1")
     _check_range("distill.temperature", cfg.distill.temperature > 0, cfg.distill.temperature, "> 0")
     _check_range("distill.label_weight", cfg.distill.label_weight >= 0, cfg.distill.label_weight, ">= 0 (0 = no label term)")

@@ -44,11 +44,19 @@ class ReferenceDistillLoss(_RelationalLossBase):
         emb, pred = torch.stack(emb), torch.stack(pred)  # (K,)
         att, hid = torch.stack(att, dim=1), torch.stack(hid, dim=1)  # (L, K)
         weights, ratios = self._domain_weights(torch.stack(protos, dim=1), K, L)
+        robust = p.objective == "robust"
+        r = 2 * weights.detach() - weights if robust else weights  # robust: the graph ascends (graph_objective.py)
         total = emb.new_zeros(())
         for d in range(K):
-            total = total + weights[0, d] * emb[d] + pred[d] / K
+            total = total + r[0, d] * emb[d] + pred[d] / K
             for i in range(L):
-                total = total + weights[i + 1, d] * (att[i, d] + hid[i, d])
+                total = total + r[i + 1, d] * (att[i, d] + hid[i, d])
+        if robust:  # + tau * mean term * entropy per level, zero in value
+            for g in range(L + 1):
+                level = [emb[d] if g == 0 else att[g - 1, d] + hid[g - 1, d] for d in range(K)]
+                scale = p.robust_temperature * sum(t.detach() for t in level) / K
+                entropy = -sum(r[g, d] * torch.log(r[g, d]) for d in range(K))
+                total = total + scale * (entropy - entropy.detach())
         terms = {"emb": emb, "att": att, "hid": hid, "pred": pred, "weights": weights, "ratios": ratios}
         terms = {k: v.detach() for k, v in terms.items()}
         return DistillLossOutput(total=total, terms=terms, weights=terms["weights"], ratios=terms["ratios"])

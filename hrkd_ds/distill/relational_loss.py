@@ -2,7 +2,8 @@
 
 Total loss (docs/METHOD.md, "Total loss"), inputs domain-major (K*B rows):
     L = sum_d [ r_(0,d) L_emb,d + sum_i r_(i,d) (L_att,i,d + L_hid,i,d) + (1/K) L_pred,d ]
-with r from the domain graph (uniform 1/K when graph.enabled is off, i.e. the KD baseline).
+with r from the domain graph (uniform 1/K when graph.enabled is off, i.e. the KD baseline); what
+the graph itself is trained on is `graph.objective` (graph_objective.py).
 
 The big terms (attention maps, projected hidden states) go through `MaskedSquaredErrorSums`:
 each big tensor is read once forward and once backward, and the gradient written once. The
@@ -19,6 +20,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from hrkd_ds.distill.graph import DomainGraph
+from hrkd_ds.distill.graph_objective import weighted_layer_sum
 from hrkd_ds.distill.layer_map import resolve_layer_map
 from hrkd_ds.distill.masked_sums import masked_squared_error_sums
 from hrkd_ds.distill.normalization import LossMasks, loss_masks, without_first_token
@@ -51,6 +53,9 @@ class RelationalParams(nn.Module):
         self.graph = DomainGraph(num_domains, student_layers + 1, teacher_hidden, graph_cfg) if graph_cfg.enabled else None
         self.detach_prototypes = graph_cfg.detach_prototypes
         self.mask_padding = graph_cfg.mask_padding
+        # uniform weights (no graph) have nothing to train: the plain sum
+        self.objective = graph_cfg.objective if self.graph is not None and graph_cfg.trainable else "loss"
+        self.robust_temperature = graph_cfg.robust_temperature
 
 
 class _RelationalLossBase(nn.Module):
@@ -154,7 +159,7 @@ class RelationalDistillLoss(_RelationalLossBase):
 
         weights, ratios = self._domain_weights(s_hid, tokens, K)  # (L+1, K), (L, K, L+1)
         layer_terms = torch.cat([emb_hid[:1], att + emb_hid[1:]], dim=0)  # (L+1, K)
-        total = (weights * layer_terms).sum() + pred.sum() / K
+        total = weighted_layer_sum(weights, layer_terms, p.objective, p.robust_temperature) + pred.sum() / K
         terms = {"emb": emb_hid[0], "att": att, "hid": emb_hid[1:], "pred": pred, "weights": weights, "ratios": ratios}
         terms = {k: v.detach() for k, v in terms.items()}
         return DistillLossOutput(total=total, terms=terms, weights=terms["weights"], ratios=terms["ratios"])
