@@ -29,8 +29,8 @@ def test_robust_fused_matches_loop_float64(shape):
 
 
 def test_robust_keeps_the_value_and_the_students_gradient_and_turns_the_graphs():
-    """Same parameters under both objectives: one loss value, one student gradient; the graph's
-    gradient is the negated `loss` one plus the entropy bonus's (zero where the weights are uniform)."""
+    """Same parameters under both objectives: one loss value, one student gradient, and a different
+    gradient for the graph (its exact form: the next test)."""
     shape = SHAPES[2]
     so, to, mask, loss, _ = build_pair(*shape, dtype=torch.float64, **ROBUST)
     a, ga = grads_of(loss, so, to, mask, shape[0])
@@ -97,3 +97,18 @@ def test_robust_refuses_settings_that_void_it(override, field):
     with pytest.raises(UserError, match=field.replace(".", r"\.")):
         load_config(None, base + [override])
     load_config(None, base)  # and the valid combination loads
+
+
+def test_robust_fused_loss_compiles_to_one_graph():
+    """The reversal and the bonus are plain tensor ops: dynamo traces the loss whole (fullgraph),
+    with the same value and the same gradients for the student and the graph."""
+    shape = SHAPES[0]
+    so, to, mask, loss, _ = build_pair(*shape, **ROBUST)
+    inputs = [so.embeddings, *so.attentions, *loss.params.graph.parameters()]
+    eager = loss(so, to, mask, shape[0])
+    g_eager = torch.autograd.grad(eager.total, inputs)
+    out = torch.compile(loss, backend="eager", fullgraph=True)(so, to, mask, shape[0])
+    g_comp = torch.autograd.grad(out.total, inputs)
+    assert torch.allclose(out.total, eager.total, rtol=1e-6)
+    for a, b in zip(g_comp, g_eager):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)
