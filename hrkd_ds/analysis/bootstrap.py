@@ -14,6 +14,12 @@ as independent draws and understate the spread. Otherwise each (seed, domain) is
 Vectorised: the bootstrap mean of a stratum depends only on how many times each distinct value
 is drawn, so a multinomial over the distinct values (with their empirical frequencies) is the
 same distribution as drawing indices, at O(B x distinct values) instead of O(B x examples).
+
+Protocol v2 (`hierarchical_bootstrap`): the interval above holds the runs fixed, so seed-to-seed
+variance (initialisation, data order) is not in it. The hierarchical bootstrap resamples seeds
+first (the same seed draws for both methods: the runs are paired by seed), then test examples
+within each domain (the same draw for both methods and for every seed: one test set), and
+averages over domains as the table does.
 """
 
 from __future__ import annotations
@@ -143,6 +149,67 @@ def paired_bootstrap(
         sd=float(boot.std(ddof=1)) if n_boot > 1 else 0.0, level=level, n_boot=n_boot,
         n_pairs=len(arrays), shared_examples=bool(shared_examples), domains=domains, per_domain=per_domain,
     )
+
+
+def _seed_domain_means(arrays: list[tuple[np.ndarray, ...]], shared: bool, n_boot: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(observed average-over-domains difference per seed (S,), its resamples over examples (B, S), domains)."""
+    diffs = [(pa == lab).astype(np.float64) - (pb == lab).astype(np.float64) for pa, pb, lab, _ in arrays]
+    domains = _domains_in_order(np.concatenate([a[3] for a in arrays]))
+    observed, boot = np.zeros(len(arrays)), np.zeros((n_boot, len(arrays)))
+    if shared:  # one draw of examples per resample, shared by every seed: distinct per-example rows of seed diffs
+        dom = arrays[0][3]
+        for d in domains:
+            x = np.stack([df[dom == d] for df in diffs], axis=1)  # (n_d, S)
+            rows, counts = np.unique(x, axis=0, return_counts=True)
+            n = len(x)
+            chunk = max(1, _CHUNK_CELLS // len(rows))
+            for start in range(0, n_boot, chunk):
+                stop = min(n_boot, start + chunk)
+                boot[start:stop] += rng.multinomial(n, counts / n, size=stop - start) @ rows / (n * len(domains))
+            observed += x.mean(axis=0) / len(domains)
+    else:  # each seed scored other examples: each (seed, domain) its own stratum
+        for s, (diff, (_, _, _, dom)) in enumerate(zip(diffs, arrays)):
+            present = _domains_in_order(dom)
+            for d in present:
+                boot[:, s] += _stratum_means(diff[dom == d], n_boot, rng) / len(present)
+                observed[s] += float(diff[dom == d].mean()) / len(present)
+    return observed, boot, domains
+
+
+def hierarchical_bootstrap(
+    pairs: Sequence[Pair],
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Protocol v2 interval of the average-over-domains difference a - b: seeds, then examples.
+
+    `pairs`: one (pred_a, pred_b, label, domain) per seed both methods have. Each resample draws S
+    seeds with replacement (paired: a seed drawn brings both methods' runs), and per domain the
+    test examples with replacement (the same draw for both methods and all seeds when every seed
+    scored the same examples); the statistic is the mean over the drawn seeds of the mean over
+    domains. With no example noise it is the seed-only bootstrap of the per-seed differences; with
+    one seed it is the example-only interval. Percentile interval at `level`; deterministic in `seed`.
+    """
+    if not pairs:
+        raise ValueError("hierarchical_bootstrap needs at least one seed-pair")
+    if n_boot < 1 or not 0 < level < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < level < 1 (got {n_boot}, {level})")
+    arrays = [_as_pair(p, i) for i, p in enumerate(pairs)]
+    shared = all(np.array_equal(a[2], arrays[0][2]) and np.array_equal(a[3], arrays[0][3]) for a in arrays)
+    rng = np.random.default_rng(seed)
+    n_seeds = len(arrays)
+    seed_w = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_boot) / n_seeds  # (B, S), rows sum to 1
+    observed, example_boot, domains = _seed_domain_means(arrays, shared, n_boot, rng)
+    boot = (seed_w * example_boot).sum(axis=1)
+    alpha = (1.0 - level) / 2
+    lo, hi = np.quantile(boot, [alpha, 1.0 - alpha])
+    return {"diff": float(observed.mean()), "lo": float(lo), "hi": float(hi), "p_le_0": float(np.mean(boot <= _TIE_EPS)),
+            "sd": float(boot.std(ddof=1)) if n_boot > 1 else 0.0, "level": level, "n_boot": n_boot, "n_seeds": n_seeds,
+            "per_seed": [float(x) for x in observed], "shared_examples": bool(shared), "domains": domains,
+            "method": "hierarchical bootstrap: seeds (paired), then test examples within each domain (paired)"}
 
 
 def pair_from_predictions(pred_a: Mapping[str, Any], pred_b: Mapping[str, Any], split: str = "test",
