@@ -4,6 +4,8 @@
     python tools/reproduce.py --max-hours 2                   # run pending cells for up to 2 h
     python tools/reproduce.py --only 'amazon/f1.0/L3/*' --seeds 1,2
     python tools/reproduce.py --report                        # docs/RESULTS.md + docs/results/*
+    python tools/reproduce.py --report --archive A --out G    # another grid: <A>-report/ (or --report-dir)
+    python tools/reproduce.py --duplicates                    # rebuild docs/results/duplicates/ from the data
     python tools/reproduce.py --smoke --out /tmp/smoke        # same code path, shipped sample, minutes
 
 Each cell is an ordinary `hrkd_ds/train.py` run in its own directory (log: <cell>/train.log);
@@ -13,7 +15,9 @@ results.json, predictions) is copied into --archive (docs/results/cells/, commit
 code): an archived cell counts as done on any machine, and the report reads the archive beside the
 live grid, so a lost grid directory loses no result. Teacher and general cells are not archived
 (they are models that later cells load): they run again only where a pending cell needs them,
-just before the first such cell.
+just before the first such cell. Only the project's own archive updates docs/: the report of any
+other archive goes where --report-dir says (default: <archive>-report/ beside it; --smoke: the grid
+directory).
 Data: --amazon DIR, --mnli TRAIN_TSV, --mnli-test TEST_TSV (default: the dataset configs' paths).
 """
 
@@ -30,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hrkd_ds.analysis.archive import archived, sync_archive  # noqa: E402
+from hrkd_ds.analysis.duplicates import regenerate as regenerate_duplicates  # noqa: E402
 from hrkd_ds.analysis.grid import GridCell, check_phases, expand, load_spec, run_order, select  # noqa: E402
 from hrkd_ds.analysis.results import write_results  # noqa: E402
 from hrkd_ds.errors import UserError, exit_on_user_error  # noqa: E402
@@ -39,6 +44,8 @@ DEFAULT_SPEC = "configs/reproduce/grid.yaml"
 INTRO = REPO / "docs" / "results" / "intro.md"  # the hand-written part of docs/RESULTS.md (method, budget, findings)
 ARCHIVE = REPO / "docs" / "results" / "cells"  # finished student cells' records, committed
 LEGACY = REPO / "docs" / "results" / "legacy"  # slice summaries from grids whose records were lost
+DUPLICATES = REPO / "docs" / "results" / "duplicates"  # train/test duplicate indices (duplicates.py), committed
+DOCS = REPO / "docs"
 # --smoke: the real grid's code path on the shipped sample, a few steps each: the three methods on
 # the student from teacher layers (a slice with its bootstrap), then hrkd on one student of each
 # other start (the general stage, weights selected from the teacher). The grid's other students
@@ -67,7 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", nargs="*", help="glob(s) on cell ids, e.g. 'amazon/f1.0/L3/*'")
     p.add_argument("--seeds", help="comma-separated seeds (default: the spec's)")
     p.add_argument("--list", action="store_true", help="print the cells and their state, run nothing")
-    p.add_argument("--report", action="store_true", help="only tabulate: docs/RESULTS.md and docs/results/")
+    p.add_argument("--report", action="store_true", help="only tabulate: docs/RESULTS.md and docs/results/ (the project's archive)")
+    p.add_argument("--report-dir", default=None,
+                   help="where the report goes (RESULTS.md, results/); default: docs/ for the project's archive, "
+                        "else <archive>-report beside the archive (--smoke: the grid directory)")
+    p.add_argument("--duplicates", action="store_true",
+                   help="rebuild the train/test duplicate indices (docs/results/duplicates/) from the data, run nothing")
     p.add_argument("--smoke", action="store_true", help="tiny slice of the same code path on the shipped sample")
     p.add_argument("--max-hours", type=float, default=0.0, help="start no new cell after this long (0 = no limit)")
     p.add_argument("--wandb", action="store_true", help="track cells in W&B (offline unless a key is set)")
@@ -85,7 +97,7 @@ def data_overrides(args: argparse.Namespace) -> dict[str, list[str]]:
     return out
 
 
-def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path, Path]:
+def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path, Path, dict]:
     spec = load_spec(REPO / args.spec)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     overrides = data_overrides(args)
@@ -99,7 +111,7 @@ def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path, Path]:
             c.overrides += SMOKE_OVERRIDES
     root = Path(args.out or ("runs/reproduce-smoke" if args.smoke else "runs/reproduce")).resolve()
     archive = Path(args.archive).resolve() if args.archive else (root.with_name(root.name + "-archive") if args.smoke else ARCHIVE)
-    return cells, root, archive
+    return cells, root, archive, spec
 
 
 class Progress:
@@ -206,19 +218,45 @@ def run_grid(cells: list[GridCell], root: Path, archive: Path, max_hours: float,
     return 1 if failed else 0
 
 
-def report(root: Path, archive: Path, smoke: bool) -> None:
-    md = root / "RESULTS.md" if smoke else REPO / "docs" / "RESULTS.md"
-    json_dir = root / "results" if smoke else REPO / "docs" / "results"
-    intro = INTRO.read_text() if INTRO.is_file() and not smoke else ""
+def report_paths(root: Path, archive: Path, smoke: bool, report_dir: str | None) -> tuple[Path, Path, bool]:
+    """(RESULTS.md, results folder, whether this is the project's report). Only the project's own
+    archive writes docs/: another archive's report going there would replace the project's tables
+    and, through the stale-slice cleanup, delete its slices' files."""
+    own = archive.resolve() == ARCHIVE.resolve() and not smoke
+    if report_dir:
+        dest = Path(report_dir).resolve()
+    else:
+        dest = DOCS if own else root if smoke else archive.with_name(archive.name + "-report")
+    if not own and (dest == DOCS.resolve() or dest.is_relative_to(DOCS.resolve())):
+        raise UserError(f"--report-dir {dest}: only the project's archive ({ARCHIVE.relative_to(REPO)}) reports into "
+                        f"{DOCS.relative_to(REPO)}/; give another folder for {archive}")
+    return dest / "RESULTS.md", dest / "results", own
+
+
+def _shown(path: Path) -> str:
+    """A root as RESULTS.md names it: relative to the repository when inside it (no machine's paths in docs)."""
+    p = path.resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else f"…/{p.name}"
+
+
+def report(root: Path, archive: Path, smoke: bool, spec: dict, report_dir: str | None = None) -> Path:
+    md, json_dir, own = report_paths(root, archive, smoke, report_dir)
+    intro = INTRO.read_text() if INTRO.is_file() and own else ""
     sync_archive(root, archive)
-    out = write_results([root, archive], md, json_dir, intro=intro, legacy_dir=None if smoke else LEGACY)
+    out = write_results([root, archive], md, json_dir, intro=intro, legacy_dir=LEGACY if own else None, spec=spec,
+                        duplicates_dir=DUPLICATES, source=", ".join(_shown(r) for r in (root, archive)))
     print(f"wrote {md} ({len(out.get('slices', []))} slices, {len(out.get('missing', []))} missing cells)")
+    return md
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with exit_on_user_error("reproduce"):
-        cells, root, archive = build_cells(args)
+        cells, root, archive, spec = build_cells(args)
+        if args.duplicates:
+            for path in regenerate_duplicates(load_spec(REPO / args.spec), REPO, DUPLICATES, data_overrides(args)):
+                print(f"wrote {path}")
+            return 0
         progress = Progress(cells, root, archive)
         if args.list:
             for c in run_order(cells, progress.done):  # the order a run takes them in
@@ -234,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             rc = 0
         if not root.is_dir() and not archive.is_dir():
             raise UserError(f"no grid at {root} and no archive at {archive}: run it first")
-        report(root, archive, args.smoke)
+        report(root, archive, args.smoke, spec, args.report_dir)
         return rc
 
 

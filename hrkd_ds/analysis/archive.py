@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from hrkd_ds.analysis.domain_weights import SUMMARY_FILE, summarize_run
-from hrkd_ds.analysis.results import Cell, scan_grid
+from hrkd_ds.analysis.cells import Cell, scan_grid
 from hrkd_ds.io import atomic_write_json
 
 RECORD_FILES = ("cell.json", "results.json", "student/predictions.json")

@@ -1,39 +1,32 @@
 """Results of a reproduction grid: per-slice tables (mean +- std over seeds), paired bootstrap, charts.
 
-A grid is a directory of cells, each a trainer run with its own `cell.json`:
-
-    {"dataset": str, "fraction": float, "method": str, "seed": int, "student": str,   # required
-     "teacher": str,   # optional: teacher identity; cells naming the same teacher count it once
-     "run_dir": str}   # optional: trainer output dir, relative to the cell dir (default: the cell dir)
-
-and, once finished, `<run_dir>/results.json` and `<run_dir>/student/predictions.json`.
-A slice is one (dataset, fraction, student); its rows are the teacher and each method.
+Cells and what counts as finished: cells.py. A slice is one (dataset, fraction, student); its rows
+are the teacher and each method.
 
 Why the numbers come from results.json and the bootstrap from predictions.json: results.json is
 what the trainer reported; predictions let two methods be compared example by example. Where
 both exist they are checked against each other, so a mis-ordered or mis-labelled export shows.
-A cell without student test results (not started, crashed, still running) is listed as missing,
-never silently averaged in as a partial run.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from hrkd_ds.analysis.cells import METHOD_ORDER, REQUIRED_KEYS, Cell, _read_json, scan_grid, scan_grids  # noqa: F401 (re-exported)
 from hrkd_ds.analysis.compression_summary import summarize_compression
-from hrkd_ds.analysis.domain_weights import SUMMARY_FILE, mean_over_runs, summarize_run
-from hrkd_ds.analysis.bootstrap import DEFAULT_N_BOOT, pair_from_predictions, paired_bootstrap
+from hrkd_ds.analysis.domain_weights import mean_over_runs
+from hrkd_ds.analysis.bootstrap import DEFAULT_N_BOOT, hierarchical_bootstrap, pair_from_predictions, paired_bootstrap
+from hrkd_ds.analysis.duplicates import dedup_average, load_index
+from hrkd_ds.analysis.protocol import degenerate_domains, registered_phases, registration
 from hrkd_ds.analysis.results_render import plot_slice, render_markdown, slice_slug
 from hrkd_ds.io import atomic_write_json, atomic_write_text
 
-REQUIRED_KEYS = ("dataset", "fraction", "method", "seed", "student")
-METHOD_ORDER = ("none", "kd", "hrkd")
 # the graph's ablations (configs/reproduce/grid.yaml): each against the default it changes one switch
 # of, and against KD, the baseline it has to beat
 ABLATIONS = ("hrkd-nodrop", "hrkd-frozen", "hrkd-nohier", "hrkd-scores", "reference", "hrkd-residual", "hrkd-robust")
@@ -42,112 +35,6 @@ DEFAULT_COMPARE = (("hrkd", "kd"), ("kd", "none"), ("hrkd", "none"), ("kd-ce", "
                    *((a, "hrkd") for a in ABLATIONS), *((a, "kd") for a in ABLATIONS),
                    ("hrkd-robust", "hrkd-nodrop"))  # the graph's objective against today's default
 _CHECK_TOL = 1e-6
-
-
-@dataclass
-class Cell:
-    """One finished grid cell."""
-
-    cell_dir: Path
-    run_dir: Path
-    dataset: str
-    fraction: float
-    method: str
-    seed: int
-    student: str
-    teacher_id: str | None
-    results: dict[str, Any]
-    id: str = ""  # the cell's directory relative to its grid root: the same in the live grid and the archive
-
-    @property
-    def slice_key(self) -> tuple[str, float, str]:
-        return (self.dataset, self.fraction, self.student)
-
-    def predictions(self, role: str = "student") -> dict[str, Any] | None:
-        path = self.run_dir / role / "predictions.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    def domain_weights(self) -> dict[str, Any] | None:
-        """The run's weight statistics: the archived summary, else computed from the live run's log."""
-        try:
-            return json.loads((self.run_dir / SUMMARY_FILE).read_text())
-        except (OSError, ValueError):
-            return summarize_run(self.run_dir)
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
-
-
-def _load_cell(cell_json: Path) -> Cell:
-    """A finished cell, or ValueError saying why it does not count."""
-    try:
-        meta = _read_json(cell_json)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"unreadable cell.json ({e})") from None
-    if not isinstance(meta, dict):
-        raise ValueError("cell.json is not an object")
-    absent = [k for k in REQUIRED_KEYS if k not in meta]
-    if absent:
-        raise ValueError(f"cell.json lacks {absent}")
-    run_dir = cell_json.parent / meta.get("run_dir", ".")
-    res_path = run_dir / "results.json"
-    if not res_path.is_file():
-        raise ValueError("unfinished: no results.json")
-    try:
-        results = _read_json(res_path)
-        avg = results["student"]["test"]["average"]
-        float(avg)
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ValueError("unfinished: results.json has no student test average") from None
-    # A base method's cell must have trained that method (a mislabelled run would corrupt the main
-    # table); a variant (kd-ce, hrkd-nodrop, reference, ...) is the grid's name for overrides of a
-    # base method, so its results.json names the base and the row takes the grid's name.
-    method, trained = str(meta["method"]), str(results["student"].get("method", meta["method"]))
-    if method in METHOD_ORDER and trained != method:
-        raise ValueError(f"cell.json says method {method!r} but results.json says {trained!r}")
-    teacher = meta.get("teacher")
-    return Cell(cell_dir=cell_json.parent, run_dir=run_dir, dataset=str(meta["dataset"]), fraction=float(meta["fraction"]),
-                method=method, seed=int(meta["seed"]), student=str(meta["student"]),
-                teacher_id=None if teacher is None else str(teacher), results=results)
-
-
-def scan_grid(grid_dir: str | Path) -> tuple[list[Cell], list[dict[str, str]]]:
-    """(finished cells, [{"cell", "reason"}] for cells that do not count), in path order."""
-    grid_dir = Path(grid_dir)
-    cells, missing = [], []
-    for cj in sorted(grid_dir.rglob("cell.json")):
-        cid = cj.parent.relative_to(grid_dir).as_posix()
-        try:
-            cell = _load_cell(cj)
-        except ValueError as e:
-            missing.append({"cell": cid, "reason": str(e)})
-            continue
-        cell.id = cid
-        cells.append(cell)
-    return cells, missing
-
-
-def scan_grids(roots: Sequence[str | Path]) -> tuple[list[Cell], list[dict[str, str]]]:
-    """scan_grid over several roots holding the same grid (the live directory, the archive): each
-    cell id once, from the first root where it finished; missing only where it finished nowhere."""
-    found: dict[str, Cell] = {}
-    missing: dict[str, dict[str, str]] = {}
-    resolved = [Path(r).resolve() for r in roots]
-    for root in resolved:
-        if not root.is_dir():
-            continue
-        nested = [r for r in resolved if r != root and r.is_relative_to(root)]  # an archive inside the grid
-        cells, miss = scan_grid(root)
-        for c in cells:
-            if not any(c.cell_dir.resolve().is_relative_to(n) for n in nested):
-                found.setdefault(c.id, c)
-        for m in miss:
-            missing.setdefault(m["cell"], m)
-    return sorted(found.values(), key=lambda c: c.id), [m for cid, m in sorted(missing.items()) if cid not in found]
 
 
 def summarize(values: Sequence[float]) -> dict[str, Any]:
@@ -224,10 +111,38 @@ def _compare(by_method: dict[str, dict[int, Cell]], a: str, b: str, domains: lis
             warnings.append(f"{a} - {b}, seed {s}: cannot pair predictions ({e!r})")
             continue
         used.append(s)
-    out: dict[str, Any] = {"a": a, "b": b, "split": split, "seeds": used, "bootstrap": None}
+    # only the seeds both methods have (a 3-seed ablation against a 5-seed kd: 3 pairs), said as n
+    out: dict[str, Any] = {"a": a, "b": b, "split": split, "seeds": used, "n": len(used), "bootstrap": None, "hierarchical": None}
     if pairs:
-        out["bootstrap"] = paired_bootstrap(pairs, n_boot=n_boot, seed=seed).to_dict()
+        out["bootstrap"] = paired_bootstrap(pairs, n_boot=n_boot, seed=seed).to_dict()  # example-only (the first protocol)
+        out["hierarchical"] = hierarchical_bootstrap(pairs, n_boot=n_boot, seed=seed)  # protocol v2
     return out
+
+
+def _degenerate(by_method: dict[str, dict[int, Cell]], split: str) -> list[dict[str, Any]]:
+    """Every (run, domain) where one class takes > 90% of the predictions, in method and seed order."""
+    return [{"method": m, "seed": s, "cell": c.id or c.cell_dir.name, **flag}
+            for m in _ordered_methods(by_method) for s, c in sorted(by_method[m].items())
+            if (p := c.predictions()) is not None for flag in degenerate_domains(p, split)]
+
+
+def _dedup_rows(rows: list[dict[str, Any]], by_method: dict[str, dict[int, Cell]], index: dict[str, Any] | None,
+                domains: list[str], warnings: list[str]) -> dict[str, Any] | None:
+    """Each method row's test average re-scored without the train/test duplicates (from predictions)."""
+    if index is None:
+        return None
+    for r in rows:
+        vals = []
+        for s, c in sorted(by_method.get(r["model"], {}).items()):
+            p = c.predictions()
+            try:
+                vals.append(dedup_average(p, index, domains) if p is not None else None)
+            except (KeyError, ValueError) as e:
+                warnings.append(f"{r['model']} seed {s}: not re-scored without duplicates ({e})")
+                vals.append(None)
+        if vals and None not in vals:
+            r["test_dedup"] = summarize(vals)
+    return {k: index[k] for k in ("removed", "of", "how") if k in index}
 
 
 def _domain_weights(by_method: dict[str, dict[int, Cell]], methods: list[str]) -> dict[str, dict[str, Any]]:
@@ -241,8 +156,11 @@ def _domain_weights(by_method: dict[str, dict[int, Cell]], methods: list[str]) -
 
 
 def build_slices(cells: list[Cell], *, compare: Sequence[tuple[str, str]] = DEFAULT_COMPARE, split: str = "test",
-                 n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> list[dict[str, Any]]:
-    """One summary dict per (dataset, fraction, student), sorted by that key."""
+                 n_boot: int = DEFAULT_N_BOOT, seed: int = 0, spec: dict[str, Any] | None = None,
+                 duplicates_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """One summary dict per (dataset, fraction, student), sorted by that key. `spec`: the grid spec
+    whose registered phases mark comparisons; `duplicates_dir`: the duplicate indices (duplicates.py)."""
+    phases = registered_phases(spec)
     groups: dict[tuple[str, float, str], list[Cell]] = {}
     for c in cells:
         groups.setdefault(c.slice_key, []).append(c)
@@ -265,11 +183,20 @@ def build_slices(cells: list[Cell], *, compare: Sequence[tuple[str, str]] = DEFA
         rows += [_row(m, [(s, c.results["student"]) for s, c in sorted(by_method[m].items())], domains) for m in methods]
         all_seeds = sorted({s for m in by_method.values() for s in m})
         incomplete = {m: [s for s in all_seeds if s not in by_method[m]] for m in methods}
+        duplicates = (_dedup_rows(rows, by_method, load_index(duplicates_dir, key[0], key[1]), domains, warnings)
+                      if split == "test" else None)
+        comparisons = [_compare(by_method, a, b, domains, split, n_boot, seed, warnings)
+                       for a, b in compare if a in by_method and b in by_method]
+        finished = {(m, s) for m, runs in by_method.items() for s in runs}
+        for c in comparisons:
+            c["registration"] = registration(phases, key, c["a"], c["b"], finished, len(c["seeds"]))
+        degenerate = _degenerate(by_method, split)
+        for r in rows:
+            r["degenerate"] = dict(Counter(f["domain"] for f in degenerate if f["method"] == r["model"]))
         slices.append({
             "dataset": key[0], "fraction": key[1], "student": key[2], "split": split, "domains": domains,
-            "rows": rows,
-            "comparisons": [_compare(by_method, a, b, domains, split, n_boot, seed, warnings)
-                            for a, b in compare if a in by_method and b in by_method],
+            "rows": rows, "duplicates": duplicates, "degenerate": degenerate,
+            "comparisons": comparisons,
             "incomplete_seeds": {m: s for m, s in incomplete.items() if s},
             "compression": summarize_compression({m: by_method[m] for m in methods}),
             "domain_weights": _domain_weights(by_method, methods),
@@ -310,13 +237,25 @@ def merge_legacy(slices: list[dict[str, Any]], legacy: list[dict[str, Any]]) -> 
     return sorted([*slices, *kept], key=lambda s: (*key(s), bool(s.get("legacy"))))
 
 
-def _remove_dropped_slices(json_dir: Path, keep: set[str]) -> None:
+def _reported_roots(summary: dict[str, Any], json_dir: Path) -> set[Path]:
+    """The grid roots a written summary.json was made from (relative to its directory; older
+    summaries name them, absolute, in `grid`)."""
+    if isinstance(summary.get("roots"), list):
+        return {(json_dir / r).resolve() for r in summary["roots"]}
+    return {Path(r).resolve() for r in str(summary.get("grid", "")).split(", ") if Path(r).is_absolute()}
+
+
+def _remove_dropped_slices(json_dir: Path, keep: set[str], roots: list[Path]) -> None:
     """A slice the last report wrote and this one does not (a legacy summary its rerun replaced)
-    leaves no stale JSON or chart behind; only files the last summary.json names are touched."""
+    leaves no stale JSON or chart behind; only files the last summary.json names are touched, and
+    only when that report read the same grid: another grid's report in the same folder removes nothing."""
     try:
-        before = {slice_slug(sl) for sl in _read_json(json_dir / "summary.json")["slices"]}
+        last = _read_json(json_dir / "summary.json")
+        before = {slice_slug(sl) for sl in last["slices"]}
     except (OSError, ValueError, KeyError, TypeError):
         return  # no readable last summary: nothing is known to be stale
+    if not _reported_roots(last, json_dir) & {Path(r).resolve() for r in roots}:
+        return
     for slug in before - keep:
         for ext in (".json", ".png"):
             (json_dir / f"{slug}{ext}").unlink(missing_ok=True)
@@ -325,14 +264,17 @@ def _remove_dropped_slices(json_dir: Path, keep: set[str]) -> None:
 def write_results(grid_dir: str | Path | Sequence[str | Path], md_path: str | Path = "docs/RESULTS.md",
                   json_dir: str | Path = "docs/results", *, compare: Sequence[tuple[str, str]] = DEFAULT_COMPARE,
                   n_boot: int = DEFAULT_N_BOOT, seed: int = 0, charts: bool = True, intro: str = "",
-                  legacy_dir: str | Path | None = None) -> dict[str, Any]:
+                  legacy_dir: str | Path | None = None, spec: dict[str, Any] | None = None,
+                  duplicates_dir: str | Path | None = None, source: str | None = None) -> dict[str, Any]:
     """Scan (one grid root, or several holding the same grid: live directory and archive),
-    summarise, write RESULTS.md, one JSON (and PNG) per slice and summary.json; returns the summary."""
+    summarise, write RESULTS.md, one JSON (and PNG) per slice and summary.json; returns the summary.
+    `source`: how RESULTS.md names the roots (default: their paths as given)."""
     md_path, json_dir = Path(md_path), Path(json_dir)
     roots = [grid_dir] if isinstance(grid_dir, (str, Path)) else list(grid_dir)
     cells, missing = scan_grids(roots)
-    slices = merge_legacy(build_slices(cells, compare=compare, n_boot=n_boot, seed=seed), load_legacy_slices(legacy_dir))
-    _remove_dropped_slices(json_dir, {slice_slug(sl) for sl in slices})
+    slices = merge_legacy(build_slices(cells, compare=compare, n_boot=n_boot, seed=seed, spec=spec, duplicates_dir=duplicates_dir),
+                          load_legacy_slices(legacy_dir))
+    _remove_dropped_slices(json_dir, {slice_slug(sl) for sl in slices}, [Path(r) for r in roots])
     links: dict[str, str] = {}
     for sl in slices:
         slug = slice_slug(sl)
@@ -341,8 +283,10 @@ def write_results(grid_dir: str | Path | Sequence[str | Path], md_path: str | Pa
             png = json_dir / f"{slug}.png"
             plot_slice(sl, png)
             links[slug] = os.path.relpath(png.resolve(), md_path.parent.resolve())
-    source = ", ".join(str(r) for r in roots)
-    summary = {"grid": source, "slices": slices, "missing": missing}
+    source = source if source is not None else ", ".join(str(r) for r in roots)
+    json_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"grid": source, "roots": [os.path.relpath(Path(r).resolve(), json_dir.resolve()) for r in roots],
+               "slices": slices, "missing": missing}
     atomic_write_json(json_dir / "summary.json", summary)
     atomic_write_text(md_path, render_markdown(slices, missing, links, source=source, intro=intro))
     return summary

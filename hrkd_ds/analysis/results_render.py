@@ -32,32 +32,94 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
+def _cell(acc: dict[str, Any] | None, flagged: int = 0) -> str:
+    """An accuracy entry, with ⚑k when k runs are degenerate on that domain."""
+    return _pct(acc) + (f" ⚑{flagged}" if flagged else "")
+
+
+def _interval(bs: dict[str, Any] | None) -> str:
+    return "–" if not bs else f"[{_pts(bs['lo'])}, {_pts(bs['hi'])}]"
+
+
+def _registration(reg: dict[str, Any] | None) -> str:
+    if not reg:  # a kept earlier grid's summary: no spec read it
+        return "earlier grid"
+    if reg["status"] == "pre-registered":
+        return f"pre-registered ({reg['rule']}, {reg['date']})"
+    if "phase" in reg:
+        return (f"earlier protocol (registered reading {reg['rule']} waits: {reg['cells_done']}/{reg['cells_needed']} "
+                f"cells, {reg['seeds_needed']} seeds)")
+    return "earlier protocol"
+
+
+def _by_run(flags: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for f in flags:
+        out.setdefault(f"{f['method']} s{f['seed']}", []).append(f)
+    return out
+
+
+def render_degenerate_summary(slices: list[dict[str, Any]]) -> list[str]:
+    """Every flagged run of the report in one list: which cells are near-constant classifiers."""
+    lines = ["## Degenerate classifiers", "",
+             "Runs that predict one class for > 90% of at least one domain's test examples (⚑ in the tables):", ""]
+    flagged = [(sl, _by_run(sl["degenerate"])) for sl in slices if sl.get("degenerate")]
+    for sl, runs in flagged:
+        lines.append(f"- {sl['dataset']} {sl['fraction']:g} {sl['student']}: "
+                     + ", ".join(f"{run} ({len(fl)}/{len(sl['domains'])} domains)" for run, fl in runs.items()))
+    return lines + ([] if flagged else ["None."]) + [""]
+
+
+def render_comparisons(sl: dict[str, Any]) -> list[str]:
+    """The slice's comparisons as one table: the example-only interval of the first protocol and
+    protocol v2's seeds-and-examples interval side by side, on the seeds both methods have."""
+    if not sl["comparisons"]:
+        return []
+    lines = [f"| {sl['split']} average | n (seeds) | Δ pts | 95% CI, examples only (first protocol) | P(Δ ≤ 0) | "
+             "95% CI, seeds + examples (v2) | P(Δ ≤ 0), v2 | decided | per domain |",
+             "|---|---|---:|---|---:|---|---:|---|---|"]
+    for c in sl["comparisons"]:
+        bs, hb = c["bootstrap"], c.get("hierarchical")
+        name = f"{c['a']} − {c['b']}"
+        if bs is None:
+            lines.append(f"| {name} | 0 | – | no paired predictions | – | – | – | {_registration(c.get('registration'))} | – |")
+            continue
+        per_dom = ", ".join(f"{d} {_pts(v)}" for d, v in bs["per_domain"].items())
+        lines.append(f"| {name} | {bs['n_pairs']} {c['seeds']} | **{_pts(bs['diff'])}** | {_interval(bs)} | {bs['p_le_0']:.4f} | "
+                     f"{_interval(hb)} | {'–' if not hb else format(hb['p_le_0'], '.4f')} | "
+                     f"{_registration(c.get('registration'))} | {per_dom} |")
+    n_boot = sl["comparisons"][0]["bootstrap"]["n_boot"] if sl["comparisons"][0]["bootstrap"] else None
+    if n_boot:
+        lines += ["", f"(B = {n_boot} resamples each; runs paired by seed; examples resampled within each domain.)"]
+    return lines
+
+
 def render_slice(sl: dict[str, Any], chart: str | None = None) -> str:
-    """Markdown for one slice: table, bootstrap lines, holes, warnings, chart link."""
+    """Markdown for one slice: table, comparisons, degenerate runs, holes, warnings, chart link."""
     split, doms = sl["split"], sl["domains"]
     dev_col = split != "dev"  # the split choices may read, beside the one they may not
+    dup = sl.get("duplicates")
     lines = [f"## {sl['dataset']} · train fraction {sl['fraction']:g} · student {sl['student']}", "",
-             "| model | n | " + " | ".join(doms) + " | average |" + (" dev average |" if dev_col else ""),
-             "|---|---:|" + "---:|" * (len(doms) + 1 + dev_col)]
+             "| model | n | " + " | ".join(doms) + " | average |" + (" dev average |" if dev_col else "")
+             + (" average, duplicates removed |" if dup else ""),
+             "|---|---:|" + "---:|" * (len(doms) + 1 + dev_col + bool(dup))]
     if sl.get("legacy"):
         lines[0] += " · earlier grid"
         lines[2:2] = [f"*Kept from an earlier grid ({sl['legacy']}); dropped once a rerun of this slice has as many cells.*", ""]
     for r in sl["rows"]:
-        acc = r.get(split, {})
-        lines.append(f"| {r['model']} | {r['n']} | " + " | ".join(_pct(acc.get(k)) for k in [*doms, "average"]) + " |"
-                     + (f" {_pct(r.get('dev', {}).get('average'))} |" if dev_col else ""))
+        acc, flags = r.get(split, {}), r.get("degenerate") or {}
+        lines.append(f"| {r['model']} | {r['n']} | " + " | ".join(_cell(acc.get(k), flags.get(k, 0)) for k in [*doms, "average"]) + " |"
+                     + (f" {_pct(r.get('dev', {}).get('average'))} |" if dev_col else "")
+                     + (f" {_pct(r.get('test_dedup'))} |" if dup else ""))
     lines.append("")
-    for c in sl["comparisons"]:
-        bs = c["bootstrap"]
-        if bs is None:
-            lines.append(f"{c['a']} − {c['b']}: no paired predictions, no interval.")
-            continue
-        per_dom = ", ".join(f"{d} {_pts(v)}" for d, v in bs["per_domain"].items())
-        lines.append(
-            f"{c['a']} − {c['b']} ({split} average, paired bootstrap over examples stratified by domain, "
-            f"{bs['n_pairs']} seed-pair(s) {c['seeds']}, B={bs['n_boot']}): **{_pts(bs['diff'])} pts**, "
-            f"{100 * bs['level']:.0f}% CI [{_pts(bs['lo'])}, {_pts(bs['hi'])}], P(Δ ≤ 0) = {bs['p_le_0']:.4f}; "
-            f"per domain: {per_dom}.")
+    if dup:
+        lines += [f"Duplicates removed: {dup['removed']} of the {dup['of']} test examples appear verbatim (normalised text) "
+                  "in the training split these cells trained on; the last column re-scores the archived predictions without them.", ""]
+    lines += render_comparisons(sl)
+    if sl.get("degenerate"):
+        lines += ["", "Degenerate runs (⚑: one class takes > 90% of a domain's test predictions; domain: share, class): "
+                  + "; ".join(f"{run}: " + ", ".join(f"{f['domain']} {100 * f['share']:.1f}% c{f['class']}" for f in flags)
+                              for run, flags in _by_run(sl["degenerate"]).items()) + "."]
     if sl.get("compression"):
         lines += ["", *render_compression(sl["compression"]), ""]
     if sl.get("domain_weights"):
@@ -99,12 +161,16 @@ def render_markdown(slices: list[dict[str, Any]], missing: list[dict[str, str]],
         f"{len(missing)} missing or unfinished.",
         "Accuracy in %, mean ± sample standard deviation over seeds (n = runs; the teacher row counts "
         "each distinct teacher once). Δ = paired bootstrap of the difference in average-over-domains "
-        "accuracy, runs paired by seed, examples resampled within each domain.", "",
+        "accuracy, runs paired by seed; two 95% intervals: the first protocol's (test examples resampled within "
+        "each domain, the runs held fixed) and protocol v2's (seeds resampled, the same draw for both methods, "
+        "then test examples within each domain), on the seeds both methods have (n). ⚑k: k runs of that row "
+        "predict one class for > 90% of that domain. 'decided' says whether the comparison was pre-registered "
+        "in configs/reproduce/grid.yaml before its cells ran, or decided with the earlier protocol.", "",
     ]
     if intro:
         head += [intro.strip(), ""]
     body = [render_slice(s, charts.get(slice_slug(s))) for s in slices]
-    tail = ["## Missing or unfinished cells", ""]
+    tail = [*render_degenerate_summary(slices), "## Missing or unfinished cells", ""]
     if missing:
         tail += ["| cell | reason |", "|---|---|"] + [f"| {m['cell']} | {m['reason']} |" for m in missing]
     else:

@@ -166,7 +166,7 @@ def test_write_results_files(grid, tmp_path):
     books = np.array([a["books"] for a in kd])
     assert f"| kd | 2 | {100 * books.mean():.2f} ± {100 * books.std(ddof=1):.2f} |" in text
     assert "| hrkd | 1 | 86.00 | 88.00 | 87.00 |" in text  # single run: no ± part
-    assert "hrkd − kd (test average" in text and "P(Δ ≤ 0)" in text
+    assert "| hrkd − kd | 2 [1, 2] | **" in text and "| P(Δ ≤ 0) |" in text  # kd has seeds 1-2 only: n = 2
     assert "- kd: no finished run for seed(s) [3]" in text
     assert "| nested/a-hrkd-4 | unfinished: no results.json |" in text
     assert "![amazon-frac0.1-L4](results/amazon-frac0.1-L4.png)" in text

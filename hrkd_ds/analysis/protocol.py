@@ -1,0 +1,79 @@
+"""Protocol v2's marks on a slice: degenerate classifiers, and which comparisons were pre-registered.
+
+Degenerate: a run that predicts one class for > 90% of a domain's test examples is a near-constant
+classifier there (the MNLI L3 kd/hrkd students on telephone and slate); its accuracy is the class
+prior, so the table flags it instead of averaging it in silently.
+
+Pre-registered: configs/reproduce/grid.yaml's phases with a `registered` key had their
+comparisons and the rule that reads them (top-level `preregistration`) committed before their
+cells ran. A comparison is marked pre-registered only once every cell that reading needs is
+finished (the phase's cells of the slice and both methods at the phase's seeds, and as many
+paired seeds as the rule reads); until then, and for every comparison no registered phase
+names, what the report shows was decided with the earlier protocol.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Mapping, Sequence
+
+DEGENERATE_SHARE = 0.9
+
+
+def degenerate_domains(preds: Mapping[str, Any], split: str = "test", share: float = DEGENERATE_SHARE) -> list[dict[str, Any]]:
+    """The domains of `split` where one predicted class takes more than `share` of the predictions."""
+    out = []
+    for d, p in (preds.get(split) or {}).items():
+        pred = [int(x) for x in p.get("pred", [])]
+        if not pred:
+            continue
+        cls, count = Counter(pred).most_common(1)[0]
+        if count / len(pred) > share:
+            out.append({"domain": d, "class": cls, "share": count / len(pred)})
+    return out
+
+
+def parse_comparison(text: str) -> tuple[str, str]:
+    """'hrkd-nodrop - kd' -> ('hrkd-nodrop', 'kd'): methods have hyphens, the minus has spaces."""
+    a, sep, b = str(text).partition(" - ")
+    if not sep or not a.strip() or not b.strip():
+        raise ValueError(f"registered comparison {text!r}: expected 'a - b'")
+    return a.strip(), b.strip()
+
+
+def registered_phases(spec: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Each phase with a `registered` key, with its rule (the spec's `preregistration` entry)."""
+    if not spec:
+        return []
+    rules = spec.get("preregistration") or {}
+    out = []
+    for i, phase in enumerate(spec.get("phases") or []):
+        reg = phase.get("registered")
+        if not isinstance(reg, Mapping):
+            continue
+        out.append({"phase": i, "date": str(reg.get("date", "")), "rule_name": str(reg.get("rule", "")),
+                    "rule": rules.get(reg.get("rule")) or {}, "compare": [parse_comparison(c) for c in reg.get("compare") or []],
+                    "datasets": list(phase.get("datasets") or []), "fractions": [float(f) for f in phase.get("fractions") or []],
+                    "students": list(phase.get("students") or []), "methods": list(phase.get("methods") or []),
+                    "seeds": [int(s) for s in phase.get("seeds", spec.get("seeds") or [])]})
+    return out
+
+
+def registration(phases: Sequence[Mapping[str, Any]], slice_key: tuple[str, float, str], a: str, b: str,
+                 finished: set[tuple[str, int]], n_paired: int) -> dict[str, Any]:
+    """How comparison a - b of a slice was decided: pre-registered (and complete), or the earlier protocol.
+
+    `finished`: the slice's finished (method, seed) cells; `n_paired`: the seeds both methods have."""
+    dataset, fraction, student = slice_key
+    for ph in phases:
+        if (a, b) not in ph["compare"] or dataset not in ph["datasets"] or student not in ph["students"] \
+                or not any(abs(fraction - f) < 1e-9 for f in ph["fractions"]):
+            continue
+        needed = {(m, s) for m in {*ph["methods"], a, b} for s in ph["seeds"]}
+        done = len(needed & finished)
+        want_seeds = int(ph["rule"].get("seeds") or 0)
+        complete = done == len(needed) and n_paired >= want_seeds
+        out = {"status": "pre-registered" if complete else "earlier protocol", "phase": ph["phase"], "date": ph["date"],
+               "rule": ph["rule_name"], "cells_done": done, "cells_needed": len(needed), "seeds_needed": want_seeds}
+        return out
+    return {"status": "earlier protocol"}
