@@ -26,14 +26,18 @@ import transformers
 from hrkd_ds.config import Config, load_config
 from hrkd_ds.config.deepspeed import read_ds_config
 from hrkd_ds.distill.methods import method
+from hrkd_ds.distill.term_registry import check_terms
+from hrkd_ds.engine import diskspace, hang
 from hrkd_ds.engine.distributed import DistInfo, init_distributed, silence_known_warnings
 from hrkd_ds.engine.loop import Preempted
-from hrkd_ds.engine.nonfinite import Diverged
-from hrkd_ds.errors import exit_on_user_error
+from hrkd_ds.engine.nonfinite import Diverged, likely_causes
+from hrkd_ds.engine.where import NOW
+from hrkd_ds.errors import RunStopped, UserError, exit_on_user_error
 from hrkd_ds.stages.context import StageContext, seed_everything
 from hrkd_ds.stages.distill import run_distill
 from hrkd_ds.stages.evaluation import run_eval
 from hrkd_ds.stages.general import run_general
+from hrkd_ds.stages.run_dir import check_output_dir
 from hrkd_ds.stages.teacher import run_teacher
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -81,21 +85,42 @@ def read_configs(args: argparse.Namespace) -> tuple[Config, dict, str]:
     cfg.distill.teacher_deepspeed = resolve_path(cfg.distill.teacher_deepspeed)
     if "general" in cfg.stages or ("distill" in cfg.stages and method(cfg.distill.method).uses_teacher):
         read_ds_config(cfg.distill.teacher_deepspeed)
+    check_terms(cfg.distill.terms)  # distill.terms names registered loss terms (distill/term_registry.py)
+    check_output_dir(cfg.output_dir)
     return cfg, ds_cfg, ds_path
 
 
 def train(ctx: StageContext) -> None:
     try:
         for stage in ctx.cfg.stages:
+            NOW.enter_stage(stage)
             STAGES[stage](ctx)
-    except Diverged as stop:  # every rank stops together; one line says why
-        if ctx.dist.is_main:
-            print(f"hrkd_ds: error: {stop.message}", file=sys.stderr, flush=True)
+    except Diverged as stop:  # the line names the settings of this run that can cause it
+        stop.message = f"{stop.message}; {likely_causes(ctx.cfg, ctx.ds_cfg, stop.role)}"
         ctx.tracker.finish()
         raise
     except BaseException:
         ctx.tracker.finish()
         raise
+
+
+def as_stop(err: Exception, cfg: Config, dist: DistInfo) -> RunStopped | None:
+    """The one-line stop for a fault met anywhere in a run: a collective that timed out, a disk
+    that is full (a checkpoint's own is raised as DiskFull already, agreed by every rank)."""
+    if isinstance(err, UserError):
+        return None
+    if hang.is_collective_timeout(err):
+        return hang.timeout_stop(dist.rank, dist.world_size, cfg.train.collective_timeout_s)
+    if diskspace.is_disk_full(err):
+        where = diskspace.error_directory(err, NOW.write_dir or cfg.output_dir)
+        return diskspace.DiskFull(diskspace.message(NOW.writing or "a write", where, NOW.write_bytes), together=False)
+    return None
+
+
+def report(stop: RunStopped, dist: DistInfo) -> None:
+    """One line on stderr: from the main rank for a stop every rank made, else from this rank."""
+    if dist.is_main or not stop.together:
+        print(f"hrkd_ds: error: {stop.message}", file=sys.stderr, flush=True)
 
 
 def cleanup(ctx: StageContext, dist: DistInfo) -> None:
@@ -111,7 +136,8 @@ def close_process_group(together: bool) -> None:
     """Close the process group before leaving on an error path. Exiting with it open lets the
     interpreter's teardown meet gloo's worker threads, which can abort the rank (SIGABRT), and
     the launcher then reports that instead of our exit code. `together`: every rank decided this
-    stop in step (Diverged, Preempted), so they meet once more and leave at the same time."""
+    stop in step (Preempted, a RunStopped made `together`), so they meet once more and leave at the
+    same time."""
     if not torch.distributed.is_initialized():
         return
     if together:
@@ -129,15 +155,26 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     with exit_on_user_error(debug=args.debug):
         cfg, ds_cfg, ds_path = read_configs(args)
-    dist = init_distributed(args.local_rank)
+    dist = init_distributed(args.local_rank, cfg.train.collective_timeout_s)
     with exit_on_user_error(debug=args.debug):
         try:
             seed_everything(cfg.seed)
             ctx = StageContext.setup(cfg, ds_cfg, ds_path, dist)
             train(ctx)
-        except (Diverged, Preempted):
+        except Preempted:
             close_process_group(together=True)
             raise
+        except RunStopped as stop:
+            report(stop, dist)
+            close_process_group(together=stop.together)
+            raise
+        except Exception as err:
+            stop = as_stop(err, cfg, dist)
+            close_process_group(together=False)
+            if stop is None:
+                raise
+            report(stop, dist)
+            raise stop from None
         except BaseException:
             close_process_group(together=False)
             raise

@@ -126,9 +126,7 @@ def plain_step(teacher, module):
     module.train()
 
     def step(batch):
-        with torch.no_grad():
-            t_out = teacher(**inputs(batch), output_internals=True)
-        module(batch, teacher_out=t_out).loss.backward()
+        module(batch, teacher=teacher).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     return step
@@ -148,11 +146,12 @@ def reference_step(a, teacher, module):
     opt = adamw(ref)
     rows = [slice(d * a.batch, (d + 1) * a.batch) for d in range(a.domains)]
 
+    def per_domain_teachers(**batch_inputs):  # each copy on its own domain's rows, one domain-major output
+        return concat_outputs([t(**{k: v[r] for k, v in batch_inputs.items()}, output_internals=True)
+                               for t, r in zip(teachers, rows)])
+
     def step(batch):
-        with torch.no_grad():
-            t_out = concat_outputs([t(**{k: v[r] for k, v in inputs(batch).items()}, output_internals=True)
-                                    for t, r in zip(teachers, rows)])
-        ref(batch, teacher_out=t_out).loss.backward()
+        ref(batch, teacher=per_domain_teachers).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     return step
@@ -177,9 +176,7 @@ def engine_step(a, teacher, module, variant: str):
     engine.train()
 
     def step(batch):
-        with torch.no_grad():
-            t_out = teacher(**inputs(batch), output_internals=True)
-        out = engine(batch, teacher_out=t_out)
+        out = engine(batch, teacher=teacher)
         engine.backward(out.loss)
         engine.step()
     return step

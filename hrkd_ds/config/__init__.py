@@ -11,6 +11,7 @@ from hrkd_ds.config.schema import (
     ModelConfig,
     StageConfig,
     StudentConfig,
+    TermConfig,
     TokenizerConfig,
     TrackingConfig,
     TrainConfig,
@@ -19,6 +20,6 @@ from hrkd_ds.config.validate import validate
 
 __all__ = [
     "RESUME_FREE", "Config", "DataConfig", "DistillConfig", "GraphConfig", "ModelConfig", "StageConfig", "StudentConfig",
-    "TokenizerConfig", "TrackingConfig", "TrainConfig", "check_resume_config", "load_config", "resolve_package_path",
+    "TermConfig", "TokenizerConfig", "TrackingConfig", "TrainConfig", "check_resume_config", "load_config", "resolve_package_path",
     "save_config", "to_dict", "validate",
 ]

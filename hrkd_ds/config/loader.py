@@ -65,6 +65,41 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
     raise TypeError(f"unsupported config type {typ} for {name}")
 
 
+# Keys of earlier releases, read as what replaced them: old key -> (new key, its type, the old
+# default). A value equal to the old default sets nothing, so a run saved before the rename resumes
+# under the same settings (resume.py reads saved configs through `migrate` too).
+RENAMED: dict[str, tuple[str, Any, Any]] = {
+    "distill.label_weight": ("distill.terms.ce.weight", float, 0.0),
+    "distill.attention_loss": ("distill.terms.att.weight", bool, True),  # false -> weight 0
+}
+
+
+def migrate(values: dict[str, Any]) -> dict[str, Any]:
+    """A nested mapping with every RENAMED key rewritten to its replacement (a new dict)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    for old, (new, typ, default) in RENAMED.items():
+        *parents, leaf = old.split(".")
+        holder = out
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or leaf not in holder:
+            continue
+        value = _coerce(holder.pop(leaf), typ, old)
+        if value == default:
+            continue
+        value = (1.0 if value else 0.0) if typ is bool else value
+        *new_parents, new_leaf = new.split(".")
+        target = out
+        for part in new_parents:
+            inner = target.get(part)
+            target[part] = dict(inner) if isinstance(inner, dict) else {}
+            target = target[part]
+        if new_leaf in target:
+            raise UserError(f"config field '{old}': renamed to '{new}', which is set too; set only '{new}'")
+        target[new_leaf] = value
+    return out
+
+
 def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
     """Merge a nested mapping into dataclass `obj`, rejecting unknown keys."""
     hints = typing.get_type_hints(type(obj))
@@ -77,8 +112,22 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
             if not isinstance(value, dict):
                 raise UserError(f"config field '{name}': expected a mapping, got {value!r}")
             _apply(getattr(obj, key), value, f"{name}.")
+        elif typing.get_origin(typ) is dict:  # name -> dataclass, e.g. distill.terms.<term>
+            _apply_named(getattr(obj, key), typing.get_args(typ)[1], value, name)
         else:
             setattr(obj, key, _coerce(value, typ, name))
+
+
+def _apply_named(current: dict[str, Any], item_type: Any, values: Any, name: str) -> None:
+    """Merge {name: mapping} into a dict of `item_type` dataclasses (new names start from defaults)."""
+    if not isinstance(values, dict):
+        raise UserError(f"config field '{name}': expected a mapping, got {values!r}")
+    for key, value in values.items():
+        if not isinstance(value, dict):
+            raise UserError(f"config field '{name}.{key}': expected a mapping, got {value!r}")
+        item = current.get(str(key)) or item_type()
+        _apply(item, value, f"{name}.{key}.")
+        current[str(key)] = item
 
 
 def _set_dotted(cfg: Config, dotted: str, raw: str) -> None:
@@ -87,7 +136,7 @@ def _set_dotted(cfg: Config, dotted: str, raw: str) -> None:
     nested: dict[str, Any] = {parts[-1]: raw}
     for part in reversed(parts[:-1]):
         nested = {part: nested}
-    _apply(cfg, nested)
+    _apply(cfg, migrate(nested))
 
 
 def resolve_package_path(value: str, name: str) -> str:
@@ -126,7 +175,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
             raise UserError(f"config file {path}{where}: not valid YAML") from None
         if not isinstance(values, dict):
             raise UserError(f"config file {path}: top level must be a mapping")
-        _apply(cfg, values)
+        _apply(cfg, migrate(values))
     for item in overrides or []:
         if "=" not in item:
             raise UserError(f"override {item!r}: expected key.sub=value")

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from hrkd_ds.config.loader import to_dict
+from hrkd_ds.config.loader import migrate, to_dict
 from hrkd_ds.config.schema import Config
 from hrkd_ds.config.deepspeed import ds_resume_fields
 from hrkd_ds.errors import UserError
@@ -30,7 +30,8 @@ def check_resume_config(cfg: Config, ds_cfg: dict[str, Any], saved: Path) -> Non
     """Refuse a relaunch whose settings differ from the run saved at `saved` (its config.yaml)."""
     if not saved.is_file():
         return
-    old = {**_flatten(to_dict(Config())), **_flatten(yaml.safe_load(saved.read_text()) or {})}  # fields added since: defaults
+    # fields added since: defaults; renamed fields: their replacements
+    old = {**_flatten(to_dict(Config())), **_flatten(migrate(yaml.safe_load(saved.read_text()) or {}))}
     new = _flatten(to_dict(cfg))
     saved_ds = saved.with_name("deepspeed_config.json")
     if saved_ds.is_file():  # what a DeepSpeed checkpoint cannot be loaded across

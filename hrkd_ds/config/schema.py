@@ -96,6 +96,13 @@ class GraphConfig:
 
 
 @dataclass
+class TermConfig:
+    """One loss term's setting under `distill.terms.<name>` (the names: distill/loss_terms/)."""
+
+    weight: float = 1.0  # w_t in the total (docs/METHOD.md, "Total loss"); 0 turns the term off
+
+
+@dataclass
 class DistillConfig:
     """Which distillation method and which layer-wise terms."""
 
@@ -103,12 +110,13 @@ class DistillConfig:
     layer_map: list[int] = field(default_factory=list)  # [] -> uniform; teacher layer per student layer (1-based)
     attention: Literal["probs", "scores"] = "probs"  # post-softmax (bounded) | pre-softmax (the reference's)
     temperature: float = 1.0
-    label_weight: float = 0.0  # + this x mean over domains of cross-entropy on labels (paper and release: 0)
+    # per-term weights over the registered terms' defaults (emb, att, hid, pred: 1; ce, the labels'
+    # cross-entropy, which HRKD and TinyBERT do not use: 0), e.g. distill.terms.ce.weight=1
+    terms: dict[str, TermConfig] = field(default_factory=dict)
     # MSE denominators: real tokens / real (query, key) pairs, or every element as the reference
     normalization: Literal["masked", "reference"] = "masked"
     fused: bool = True  # fused relational loss; False -> per-domain loop reference
     teacher_deepspeed: str = "ds_configs/teacher_zero3.json"
-    attention_loss: bool = True  # False -> no attention term: neither model computes attention maps
     compiled_terms: bool = False  # CPU: the big MSE terms through torch.compile (pays with static shapes)
     # the general stage's embedding/hidden MSEs leave out position 0 ([CLS]), which the task heads
     # read, so a mean-pooled teacher's constant [CLS] is not copied. Measured: the narrow student's
@@ -140,6 +148,8 @@ class TrainConfig:
 
     nonfinite: Literal["skip", "stop"] = "skip"  # skip the step (every rank) or stop the run
     max_nonfinite_steps: int = 5  # consecutive skipped steps before the run stops anyway
+    # a collective (any rank's) gives up after this many seconds: a hung rank stops the job (exit 5)
+    collective_timeout_s: float = 300.0
 
 
 @dataclass

@@ -71,8 +71,10 @@ def validate(cfg: Config) -> Config:
             if not ok:
                 raise UserError(f"config field '{name}': graph.objective=robust needs it true ({why})")
     _check_range("train.max_nonfinite_steps", cfg.train.max_nonfinite_steps >= 1, cfg.train.max_nonfinite_steps, ">= 1")
+    _check_range("train.collective_timeout_s", cfg.train.collective_timeout_s > 0, cfg.train.collective_timeout_s, "> 0 (seconds)")
     _check_range("distill.temperature", cfg.distill.temperature > 0, cfg.distill.temperature, "> 0")
-    _check_range("distill.label_weight", cfg.distill.label_weight >= 0, cfg.distill.label_weight, ">= 0 (0 = no label term)")
+    for name, term in cfg.distill.terms.items():  # the names are checked against the registry (distill/term_registry.py)
+        _check_range(f"distill.terms.{name}.weight", term.weight >= 0, term.weight, ">= 0 (0 = term off)")
     if cfg.distill.general_skip_cls and cfg.distill.normalization == "reference":
         raise UserError("config field 'distill.general_skip_cls': the reference normalization counts every position; "
                         "use distill.normalization=masked")

@@ -1,11 +1,11 @@
 """The one place that knows the distillation methods: what each needs and which module it trains.
 
 A method is a row in `METHODS`: whether it needs the teacher, which graph config its relational
-loss gets (None: no distillation loss, labels only) and whether the loss has the soft-logit term.
+loss gets (None: no distillation loss, labels only) and whether the loss has the task-head terms.
 `kd` is HRKD with the graph off, i.e. uniform 1/K domain weights (TinyBERT-KD); `general` is
 TinyBERT's task-agnostic stage (layer-wise terms only, no labels, no task head), run by the
-`general` stage rather than chosen as `distill.method`. A new method is a new row (plus, where it
-needs one, a new loss module); nothing else dispatches on the method name.
+`general` stage rather than chosen as `distill.method`. A new method is a new row; a new loss term
+is a new module in distill/loss_terms/ (term_registry.py); nothing else dispatches on either name.
 """
 
 from __future__ import annotations
@@ -15,19 +15,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hrkd_ds.config import DistillConfig, GraphConfig
+from hrkd_ds.distill.loss_terms.labels import per_domain_ce
 from hrkd_ds.distill.reference_loss import ReferenceDistillLoss
 from hrkd_ds.distill.relational_loss import RelationalDistillLoss
+from hrkd_ds.distill.step import distill_step
 from hrkd_ds.engine.step import RAW, StepOutput, model_inputs
-
-
-def per_domain_ce(logits: torch.Tensor, labels: torch.Tensor, num_domains: int) -> torch.Tensor:
-    """Cross-entropy averaged within each domain; (K,). Rows are domain-major, B per domain."""
-    losses = F.cross_entropy(logits.float(), labels, reduction="none")  # (K*B,)
-    return losses.view(num_domains, -1).mean(dim=1)
 
 
 class SupervisedModule(nn.Module):
@@ -38,7 +33,7 @@ class SupervisedModule(nn.Module):
         self.model = model
         self.num_domains = num_domains
 
-    def forward(self, batch: dict[str, torch.Tensor], teacher_out=None, predict: bool = False):
+    def forward(self, batch: dict[str, torch.Tensor], teacher=None, predict: bool = False):
         out = self.model(**model_inputs(batch))
         if predict:
             return out.logits
@@ -47,40 +42,30 @@ class SupervisedModule(nn.Module):
 
 
 class DistillModule(nn.Module):
-    """Stage 2: student forward, then the relational loss against the teacher's outputs.
+    """Stage 2: the whole distillation step (distill/step.py) inside the student's engine.
 
     The loss (projections, domain graph) sits inside the engine's module so DeepSpeed optimises,
-    partitions and checkpoints its parameters with the student's. `label_weight` > 0 adds the
-    labels' cross-entropy (mean over domains, the form of the soft-logit term): not part of HRKD
-    or TinyBERT's task distillation, an option because the grid found distillation alone behind
-    plain fine-tuning at a short budget (docs/RESULTS.md).
+    partitions and checkpoints its parameters with the student's. The frozen teacher is passed in
+    per call, never held as a submodule: it is its own (ZeRO-3 inference) engine.
     """
 
     log_layout = {"weights": RAW, "ratios": RAW}
 
-    def __init__(self, student: nn.Module, loss: nn.Module, num_domains: int, label_weight: float = 0.0) -> None:
+    def __init__(self, student: nn.Module, loss: nn.Module, num_domains: int) -> None:
         super().__init__()
         self.model = student
         self.loss = loss
         self.num_domains = num_domains
-        self.label_weight = label_weight
 
-    def forward(self, batch: dict[str, torch.Tensor], teacher_out=None, predict: bool = False):
+    def forward(self, batch: dict[str, torch.Tensor], teacher=None, predict: bool = False):
         if predict:
             return self.model(**model_inputs(batch)).logits
-        out = self.model(**model_inputs(batch), output_internals=True)
-        result = self.loss(out, teacher_out, batch["attention_mask"], self.num_domains)
-        logs, total = dict(result.terms), result.total
-        if self.label_weight:
-            ce = per_domain_ce(out.logits, batch["labels"], self.num_domains)
-            total = total + self.label_weight * ce.mean()
-            logs["ce"] = ce.detach()
-        return StepOutput(loss=total, logs=logs)
+        return distill_step(self.model, teacher, self.loss, batch, self.num_domains)
 
 
 @dataclass(frozen=True)
 class Method:
-    """What a method means: teacher needed, the graph its loss uses (None: no loss), logit term."""
+    """What a method means: teacher needed, the graph its loss uses (None: no loss), task-head terms."""
 
     uses_teacher: bool
     graph: Callable[[GraphConfig], GraphConfig] | None
@@ -108,4 +93,4 @@ def build_step_module(name: str, student: nn.Module, teacher: nn.Module | None, 
     loss_cls = RelationalDistillLoss if distill_cfg.fused else ReferenceDistillLoss
     loss = loss_cls.from_config(student, teacher, num_domains, spec.graph(graph_cfg), distill_cfg, prediction=spec.prediction)
     loss.request_internals(student, teacher)
-    return DistillModule(student, loss, num_domains, distill_cfg.label_weight if spec.prediction else 0.0)
+    return DistillModule(student, loss, num_domains)

@@ -1,16 +1,17 @@
 """Per-domain loop reference of the HRKD loss: the readable definition the fused loss must match.
 
 Same constructor and forward signature as `RelationalDistillLoss`; pass the same
-`RelationalParams` to both to compare them weight for weight. Slow on purpose: each domain
-and each layer is its own slice, projection and masked MSE (masking with `torch.where`).
+`RelationalParams` to both to compare them weight for weight. Slow on purpose: each domain is its
+own slice, projection and masked MSEs (masking with `torch.where`), and each registered term is
+computed by its reference form (term_registry.py), independent of its fused form.
 """
 
 from __future__ import annotations
 
 import torch
 
-from hrkd_ds.distill.terms import attention_mse, hidden_mse, soft_cross_entropy
 from hrkd_ds.distill.relational_loss import DistillLossOutput, _RelationalLossBase
+from hrkd_ds.distill.term_registry import DomainRows
 
 
 class ReferenceDistillLoss(_RelationalLossBase):
@@ -28,36 +29,50 @@ class ReferenceDistillLoss(_RelationalLossBase):
         # stays an independent check of the fused loss's without_first_token
         hid_attention = torch.cat([torch.zeros_like(attention_mask[:, :1]), attention_mask[:, 1:]], dim=1) \
             if self.skip_cls else attention_mask
-        emb, att, hid, pred, protos = [], [], [], [], []
+        values: dict[str, list[torch.Tensor]] = {t.name: [] for t, _ in self.terms}
+        protos = []
         for d in range(K):
             rows = slice(d * B, (d + 1) * B)
-            mask = attention_mask[rows]  # (B, T)
             projected = [proj(h[rows]) for proj, h in zip(p.projections, s_hid)]  # L+1 x (B, T, Ht)
-            hmask = hid_attention[rows]
-            emb.append(hidden_mse(projected[0], t_all[0][rows], hmask, self.normalization))
-            hid.append(torch.stack([hidden_mse(projected[i], t_all[i][rows], hmask, self.normalization) for i in range(1, L + 1)]))
-            att.append(torch.stack([attention_mse(student_out.attentions[i][rows], t_att[i][rows], mask, self.normalization)
-                                    for i in range(L)]) if self.attention_loss else hid[-1].new_zeros(L))
-            pred.append(soft_cross_entropy(student_out.logits[rows], t_logits[rows], self.temperature)
-                        if self.prediction else student_out.logits.new_zeros(()))
-            protos.append(torch.stack([self._prototype(x, mask) for x in projected]))  # (L+1, Ht)
-        emb, pred = torch.stack(emb), torch.stack(pred)  # (K,)
-        att, hid = torch.stack(att, dim=1), torch.stack(hid, dim=1)  # (L, K)
+            domain = DomainRows(
+                [a[rows] for a in student_out.attentions] if self.attention_loss else [], student_out.logits[rows],
+                [t[rows] for t in t_all], [a[rows] for a in t_att], t_logits[rows], projected,
+                attention_mask[rows], hid_attention[rows], None if labels is None else labels[rows],
+                self.normalization, self.temperature)
+            for term, _ in self.terms:
+                values[term.name].append(term.reference(domain))
+            protos.append(torch.stack([self._prototype(x, attention_mask[rows]) for x in projected]))  # (L+1, Ht)
+        # per term: (K,) for the embedding level and per-domain terms, (L, K) for the layers
+        stacked = {name: torch.stack(v, dim=-1) for name, v in values.items()}
         weights, ratios = self._domain_weights(torch.stack(protos, dim=1), K, L)
         robust = p.objective == "robust"
         r = 2 * weights.detach() - weights if robust else weights  # robust: the graph ascends (graph_objective.py)
-        total = emb.new_zeros(())
-        for d in range(K):
-            total = total + r[0, d] * emb[d] + pred[d] / K
-            for i in range(L):
-                total = total + r[i + 1, d] * (att[i, d] + hid[i, d])
+
+        def level_term(g: int, d: int):
+            """sum_t w_t L_t,g,d over the layer-wise terms at level g (None when none is there)."""
+            parts = [w * (stacked[t.name][d] if t.level == "embedding" else stacked[t.name][g - 1, d])
+                     for t, w in self.terms if (t.level == "embedding") == (g == 0) and t.level != "domain"]
+            return sum(parts) if parts else None
+
+        total = s_hid[0].new_zeros(())
+        for d in range(K):  # the embedding level, the per-domain terms, then the layers: the release's order
+            for g in range(L + 1):
+                level = level_term(g, d)
+                if level is not None:
+                    total = total + r[g, d] * level
+                if g == 0:
+                    for t, w in self.terms:
+                        if t.level == "domain":
+                            total = total + w * stacked[t.name][d] / K
         if robust:  # + tau * mean term * entropy per level, zero in value
             for g in range(L + 1):
-                level = [emb[d] if g == 0 else att[g - 1, d] + hid[g - 1, d] for d in range(K)]
+                level = [level_term(g, d) for d in range(K)]
+                if level[0] is None:
+                    continue
                 scale = p.robust_temperature * sum(t.detach() for t in level) / K
                 entropy = -sum(r[g, d] * torch.log(r[g, d]) for d in range(K))
                 total = total + scale * (entropy - entropy.detach())
-        terms = {"emb": emb, "att": att, "hid": hid, "pred": pred, "weights": weights, "ratios": ratios}
+        terms = {**stacked, "weights": weights, "ratios": ratios}
         terms = {k: v.detach() for k, v in terms.items()}
         return DistillLossOutput(total=total, terms=terms, weights=terms["weights"], ratios=terms["ratios"])
 
@@ -71,7 +86,7 @@ class ReferenceDistillLoss(_RelationalLossBase):
     def _domain_weights(self, protos: torch.Tensor, K: int, L: int):
         """(L+1, K, Ht) prototypes -> weights (L+1, K), ratios (L, K, L+1), via the loop graph."""
         g = self.params.graph
-        if g is None:
+        if g is None or not self.layer_terms:
             return protos.new_full((L + 1, K), 1.0 / K), protos.new_zeros(L, K, L + 1)
         if self.params.detach_prototypes:
             protos = protos.detach()

@@ -1,14 +1,18 @@
 """HRKD relational distillation loss, fused: all domains and layers in batched ops, one backward.
 
 Total loss (docs/METHOD.md, "Total loss"), inputs domain-major (K*B rows):
-    L = sum_d [ r_(0,d) L_emb,d + sum_i r_(i,d) (L_att,i,d + L_hid,i,d) + (1/K) L_pred,d ]
-with r from the domain graph (uniform 1/K when graph.enabled is off, i.e. the KD baseline); what
-the graph itself is trained on is `graph.objective` (graph_objective.py).
+    L = sum_d [ sum_g r_(g,d) sum_t w_t L_t,g,d + (1/K) sum_t' w_t' L_t',d ]
+over the registered terms (term_registry.py): the layer-wise ones t (embedding at level 0;
+attention and hidden at levels 1..L) weighted by the domain graph's r (uniform 1/K when
+graph.enabled is off, i.e. the KD baseline), the per-domain ones t' (soft logits, labels) not;
+w_t from `distill.terms.<name>.weight`. What the graph itself is trained on is `graph.objective`
+(graph_objective.py).
 
 The big terms (attention maps, projected hidden states) go through `MaskedSquaredErrorSums`:
 each big tensor is read once forward and once backward, and the gradient written once. The
-per-domain loop in reference_loss.py computes the same numbers and is kept for tests and
-the benchmark; both take the same `RelationalParams` so they can be compared weight for weight.
+per-domain loop in reference_loss.py computes the same numbers from each term's reference form
+and is kept for tests and the benchmark; both take the same `RelationalParams` so they can be
+compared weight for weight.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from transformers.utils import ModelOutput
 from hrkd_ds.distill.graph import DomainGraph
 from hrkd_ds.distill.graph_objective import weighted_layer_sum
 from hrkd_ds.distill.layer_map import resolve_layer_map
-from hrkd_ds.distill.masked_sums import masked_squared_error_sums
-from hrkd_ds.distill.normalization import LossMasks, loss_masks, without_first_token
-from hrkd_ds.distill.terms import head_average, soft_cross_entropy_per_domain, token_mask
+from hrkd_ds.distill.normalization import loss_masks, without_first_token
+from hrkd_ds.distill.term_registry import Episode, active_terms, weighted
+from hrkd_ds.distill.terms import token_mask
 
 
 @dataclass
@@ -59,7 +63,8 @@ class RelationalParams(nn.Module):
 
 
 class _RelationalLossBase(nn.Module):
-    """Shared constructor: layer map, temperature, and the (possibly shared) learned parameters."""
+    """Shared constructor: layer map, temperature, the active terms, and the (possibly shared)
+    learned parameters."""
 
     def __init__(
         self,
@@ -72,20 +77,32 @@ class _RelationalLossBase(nn.Module):
         layer_map: list[int] | None = None,
         temperature: float = 1.0,
         params: RelationalParams | None = None,
-        attention_loss: bool = True,
+        terms: dict | None = None,
         prediction: bool = True,
         normalization: str = "masked",
     ):
         super().__init__()
         self.layer_map = resolve_layer_map(student_layers, teacher_layers, layer_map)
         self.temperature = temperature
-        self.attention_loss = attention_loss
-        self.prediction = prediction  # False: no soft-logit term (general distillation has no task head)
+        # (term, weight) in summation order; `terms` overrides the registered defaults (distill.terms),
+        # prediction=False drops the terms that read the task head (general distillation has none)
+        self.terms = active_terms(terms or {}, task_head=prediction)
+        self.reads = frozenset().union(*(t.reads for t, _ in self.terms))
         self.num_domains = num_domains
         self.normalization = normalization  # MSE denominators, hrkd_ds/distill/normalization.py
         self.compiled_terms = False  # set from distill.compiled_terms by from_config
         self.skip_cls = False  # the embedding/hidden MSEs leave out position 0 (distill.general_skip_cls)
         self.params = params or RelationalParams(student_hidden, teacher_hidden, student_layers, num_domains, graph_cfg)
+
+    @property
+    def attention_loss(self) -> bool:
+        """Some term reads attention maps (else neither encoder computes them)."""
+        return "attentions" in self.reads
+
+    @property
+    def layer_terms(self) -> bool:
+        """Some term enters the graph-weighted sum (else the graph has nothing to weight)."""
+        return any(t.level != "domain" for t, _ in self.terms)
 
     @classmethod
     def from_config(cls, student, teacher, num_domains: int, graph_cfg, distill_cfg, params: RelationalParams | None = None,
@@ -93,7 +110,7 @@ class _RelationalLossBase(nn.Module):
         """Build from two MultiDomainClassifiers and the graph/distill config sections."""
         loss = cls(
             student.hidden_size, teacher.hidden_size, student.num_layers, teacher.num_layers, num_domains,
-            graph_cfg, distill_cfg.layer_map or None, distill_cfg.temperature, params, distill_cfg.attention_loss,
+            graph_cfg, distill_cfg.layer_map or None, distill_cfg.temperature, params, distill_cfg.terms,
             prediction, distill_cfg.normalization,
         )
         loss.compiled_terms = distill_cfg.compiled_terms
@@ -131,6 +148,18 @@ class _RelationalLossBase(nn.Module):
         t_att = [teacher_out.attentions[j - 1] for j in self.layer_map] if self.attention_loss else []
         return [t.to(dtype) for t in t_hid], [t.to(dtype) for t in t_att], teacher_out.logits.to(dtype)
 
+    @staticmethod
+    def _place(level: str, value: torch.Tensor, levels: int) -> torch.Tensor:
+        """A layer-wise term's rows in the (L+1, K) level layout, zeros elsewhere (adding a zero is exact)."""
+        if level == "embedding":
+            return torch.cat([value, value.new_zeros(levels - 1, value.shape[-1])])
+        return torch.cat([value.new_zeros(1, value.shape[-1]), value])
+
+    @staticmethod
+    def _logged(level: str, value: torch.Tensor) -> torch.Tensor:
+        """The term as it is logged: (K,) for the embedding level, else as computed."""
+        return value[0] if level == "embedding" else value
+
 
 class RelationalDistillLoss(_RelationalLossBase):
     """Fused HRKD loss: no Python loop over domains; layers looped only where tensors are separate."""
@@ -142,38 +171,30 @@ class RelationalDistillLoss(_RelationalLossBase):
         dtype = student_out.embeddings.dtype
         t_hid, t_att, t_logits = self._teacher_layers(teacher_out, dtype)
         s_hid = [student_out.embeddings, *student_out.hidden_states]  # L+1 x (N, T, Hs)
-
-        tokens = token_mask(attention_mask, dtype)  # (N, T, 1), for the prototypes
         masks = loss_masks(attention_mask, dtype, K, self.normalization)  # what the MSEs count and divide by
-        hid_masks = without_first_token(masks, K) if self.skip_cls else masks
+        projected = [proj(h) for proj, h in zip(p.projections, s_hid)] if "hidden" in self.reads else None  # L+1 x (N, T, Ht)
+        ep = Episode(K, student_out, t_hid, t_att, t_logits, projected, masks,
+                     without_first_token(masks, K) if self.skip_cls else masks, labels, self.temperature, self.compiled_terms)
 
-        # embedding + hidden: projected student vs teacher, one fused masked-MSE over L+1 levels
-        projected = [proj(h) for proj, h in zip(p.projections, s_hid)]  # L+1 x (N, T, Ht)
-        Ht = projected[0].shape[-1]
-        sums = masked_squared_error_sums(projected, t_hid, hid_masks.tokens, K, compiled=self.compiled_terms)  # (L+1, K)
-        emb_hid = sums / (hid_masks.tokens_per_domain * Ht)
-        att = self._attention_terms(list(student_out.attentions), t_att, masks, K, self.compiled_terms) if self.attention_loss \
-            else emb_hid.new_zeros(len(s_hid) - 1, K)  # (L, K)
-        pred = soft_cross_entropy_per_domain(student_out.logits, t_logits, K, self.temperature) if self.prediction \
-            else emb_hid.new_zeros(K)  # (K,)
+        logs: dict[str, torch.Tensor] = {}
+        layer_terms, per_domain = None, []  # (L+1, K) sum_t w_t L_t,g,d; each t' as w_t' (1/K) sum_d L_t',d
+        for term, w in self.terms:
+            value = term.fused(ep)
+            logs[term.name] = self._logged(term.level, value)
+            if term.level == "domain":
+                per_domain.append(weighted(value.sum() / K, w))
+            else:
+                part = weighted(self._place(term.level, value, len(s_hid)), w)
+                layer_terms = part if layer_terms is None else layer_terms + part
 
-        weights, ratios = self._domain_weights(s_hid, tokens, K)  # (L+1, K), (L, K, L+1)
-        layer_terms = torch.cat([emb_hid[:1], att + emb_hid[1:]], dim=0)  # (L+1, K)
-        total = weighted_layer_sum(weights, layer_terms, p.objective, p.robust_temperature) + pred.sum() / K
-        terms = {"emb": emb_hid[0], "att": att, "hid": emb_hid[1:], "pred": pred, "weights": weights, "ratios": ratios}
+        weights, ratios = self._domain_weights(s_hid, token_mask(attention_mask, dtype), K)  # (L+1, K), (L, K, L+1)
+        total = weighted_layer_sum(weights, layer_terms, p.objective, p.robust_temperature) if layer_terms is not None \
+            else s_hid[0].new_zeros(())
+        for part in per_domain:
+            total = total + part
+        terms = {**logs, "weights": weights, "ratios": ratios}
         terms = {k: v.detach() for k, v in terms.items()}
         return DistillLossOutput(total=total, terms=terms, weights=terms["weights"], ratios=terms["ratios"])
-
-    @staticmethod
-    def _attention_terms(s_att, t_att, masks: LossMasks, K: int, compiled: bool = False) -> torch.Tensor:
-        """(L, K) attention MSEs of (N, h, T, T) maps over the entries `masks.pairs` counts."""
-        pairs = masks.pairs  # (N, 1, T, T)
-        heads = s_att[0].shape[1]
-        if heads != t_att[0].shape[1]:
-            s_att = [head_average(a, pairs) for a in s_att]
-            t_att = [head_average(a, pairs) for a in t_att]
-            heads = 1
-        return masked_squared_error_sums(s_att, t_att, pairs, K, compiled=compiled) / (masks.pairs_per_domain * heads)
 
     def prototypes(self, s_hid: list[torch.Tensor], tokens: torch.Tensor, K: int) -> torch.Tensor:
         """Domain prototypes F (L+1, K, Ht): mean of W_l H_S^l over the batch and tokens."""
@@ -188,10 +209,11 @@ class RelationalDistillLoss(_RelationalLossBase):
         return torch.stack([proj(m) for proj, m in zip(p.projections, means)])  # (L+1, K, Ht)
 
     def _domain_weights(self, s_hid: list[torch.Tensor], tokens: torch.Tensor, K: int):
-        """Prototypes -> graph weights (L+1, K), ratios (L, K, L+1); uniform 1/K when the graph is off."""
+        """Prototypes -> graph weights (L+1, K), ratios (L, K, L+1); uniform 1/K when the graph is
+        off or no term is graph-weighted."""
         p = self.params
         G = len(s_hid)
-        if p.graph is None:
+        if p.graph is None or not self.layer_terms:
             return s_hid[0].new_full((G, K), 1.0 / K), s_hid[0].new_zeros(G - 1, K, G)
         protos = self.prototypes(s_hid, tokens, K)
         if p.detach_prototypes:

@@ -23,7 +23,7 @@ from hrkd_ds.engine.evaluate import EVAL_BATCH_SIZE, SplitEval, evaluate_dev_tes
 from hrkd_ds.engine.logging_rows import Window, flat_for_wandb, step_row
 from hrkd_ds.engine.nonfinite import NonFiniteGuard
 from hrkd_ds.engine.preemption import EXIT_PREEMPTED, PreemptionFlag
-from hrkd_ds.engine.step import StepOutput, model_inputs
+from hrkd_ds.engine.step import StepOutput
 from hrkd_ds.io import atomic_write_json
 from hrkd_ds.tracking.metrics import MetricsLog
 from hrkd_ds.tracking.wandb_run import WandbRun
@@ -192,11 +192,7 @@ class Trainer:
     def _train_step(self, batch: dict[str, torch.Tensor], step: int) -> StepOutput | None:
         """Forward, backward, optimizer step; None when a non-finite loss made every rank skip it."""
         r, engine = self.run, self.run.engine
-        teacher_out = None
-        if r.teacher is not None:
-            with torch.no_grad():
-                teacher_out = r.teacher(**model_inputs(batch), output_internals=True)
-        out = engine(batch, teacher_out=teacher_out)
+        out = engine(batch, teacher=r.teacher)  # the module's forward is the whole step (distill/step.py)
         out.loss = self.guard.loss(out.loss, step)
         if not self.guard.step_ok(out.loss, step):
             return None

@@ -1,8 +1,9 @@
 """The contract between the training loop and the module a DeepSpeed engine wraps.
 
-`module(batch, teacher_out=...)` returns a `StepOutput`; `module(batch, predict=True)` returns
-logits. Logged tensors describe their own layout through the module's `log_layout`, so the
-generic loop formats any method's logs without knowing what they are.
+`module(batch, teacher=...)` returns a `StepOutput` (`teacher`: the stage's frozen teacher engine,
+or None; distill/step.py is the distilling modules' step); `module(batch, predict=True)` returns
+logits. Logged tensors describe their own layout through the module's `log_layout`, so the generic
+loop formats any method's logs without knowing what they are.
 """
 
 from __future__ import annotations

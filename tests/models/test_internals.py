@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from hrkd_ds.config import DistillConfig, GraphConfig, ModelConfig
+from hrkd_ds.config import DistillConfig, GraphConfig, ModelConfig, TermConfig
 from hrkd_ds.distill import RelationalDistillLoss
 from hrkd_ds.models import build_model
 
@@ -30,7 +30,7 @@ def setup(attention_loss=True):
     torch.manual_seed(0)
     teacher = build_model(small(32, 6, 4), K, C, V, 0, T, attention="probs").eval()
     student = build_model(small(16, 3, 4), K, C, V, 0, T, attention="probs").eval()
-    cfg = DistillConfig(attention_loss=attention_loss)
+    cfg = DistillConfig(terms={} if attention_loss else {"att": TermConfig(weight=0.0)})
     loss = RelationalDistillLoss.from_config(student, teacher, K, GraphConfig(dropout=0.0), cfg).eval()
     return teacher, student, loss
 
@@ -72,7 +72,7 @@ def test_attention_term_off_computes_no_maps_and_keeps_the_other_terms():
     s_out = student_off(**b, output_internals=True)
     assert all(a is None for a in t_out.attentions) and all(a is None for a in s_out.attentions)
     assert all(h is not None for h in s_out.hidden_states)
-    assert torch.count_nonzero(off.terms["att"]) == 0 and torch.count_nonzero(on.terms["att"]) > 0
+    assert "att" not in off.terms and torch.count_nonzero(on.terms["att"]) > 0  # weight 0: not computed, not logged
     for k in ("emb", "hid", "pred"):
         assert torch.allclose(on.terms[k], off.terms[k], rtol=1e-5, atol=1e-7), k
     weighted = (on.weights * torch.cat([on.terms["emb"][None], on.terms["hid"]])).sum() + on.terms["pred"].sum() / K
