@@ -7,21 +7,17 @@ data problem found an hour into a distributed run is far more expensive than one
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
 import html
 import io
-import json
-import zlib
 from pathlib import Path
 from typing import Iterable, TypedDict
 
 import datasets
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from hrkd_ds.errors import UserError
+from hrkd_ds.tables import SUFFIXES as TABLE_FILES, read_records, read_text
 
 AMAZON_LABELS = ["negative", "positive"]  # fixed: the reference's order depended on the hash seed
 MNLI_LABELS = ["contradiction", "entailment", "neutral"]
@@ -61,23 +57,6 @@ def check_labels(examples: list[Example], labels: list[str], source: str) -> Non
     bad = next((e["label"] for e in examples if e["label"] not in allowed), None)
     if bad is not None:
         raise UserError(f"{source}: unknown label {bad!r} (data.labels: {', '.join(labels)})")
-
-
-def read_text(path: Path) -> str:
-    """Whole file as UTF-8 text, gunzipped when named *.gz; a file that is neither is one line."""
-    try:
-        data = path.read_bytes()
-        if path.suffix == ".gz":
-            data = gzip.decompress(data)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
-        raise UserError(f"{path}: not a valid gzip file ({err})") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise UserError(f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); is it a binary file?") from None
 
 
 # ---------------------------------------------------------------- Amazon (Blitzer, pseudo-XML)
@@ -177,49 +156,7 @@ def read_mnli(path: str | Path, domains: list[str] | None = None, labels: list[s
 
 
 # ---------------------------------------------------------------- generic table
-TABLE_FILES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 SAVED_SPLITS = {"train": ("train",), "dev": ("validation", "dev"), "test": ("test",)}  # ours: names in a DatasetDict
-
-
-def _csv_records(p: Path) -> list[dict]:
-    """Strict CSV/TSV: an unterminated quote or a row of the wrong width names its line instead of
-    swallowing the rest of the file into one field."""
-    reader = csv.reader(io.StringIO(read_text(p), newline=""), delimiter="\t" if p.suffix.lower() == ".tsv" else ",", strict=True)
-    rows, start = [], 0
-    try:
-        header = next(reader, [])
-        start = reader.line_num
-        for row in reader:
-            if row and len(row) != len(header):
-                raise UserError(f"{p} line {start + 1}: {len(row)} fields, the header has {len(header)}")
-            if row:
-                rows.append(dict(zip(header, row)))
-            start = reader.line_num
-    except csv.Error as err:
-        raise UserError(f"{p} line {start + 1}: malformed CSV ({err}; an unterminated quote?)") from None
-    return rows
-
-
-def _jsonl_records(p: Path) -> list[dict]:
-    rows = []
-    for n, line in enumerate(read_text(p).split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{p} line {n}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{p} line {n}: a JSON {type(row).__name__}, expected an object with the data columns")
-        rows.append(row)
-    return rows
-
-
-def _parquet_records(p: Path) -> list[dict]:
-    try:
-        return pq.read_table(p).to_pylist()
-    except (pa.ArrowException, OSError) as err:
-        raise UserError(f"{p}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
 
 
 def _dataset_records(ds) -> list[dict]:
@@ -258,13 +195,9 @@ def _table_sources(p: Path) -> dict[str, list[dict]]:
     if p.is_dir():
         return _saved_splits(p)
     ext = p.suffix.lower()
-    if ext in (".csv", ".tsv"):
-        return {"train": _csv_records(p)}
-    if ext in (".jsonl", ".json"):
-        return {"train": _jsonl_records(p)}
-    if ext == ".parquet":
-        return {"train": _parquet_records(p)}
-    raise UserError(f"data.path: unsupported extension {ext!r} for format 'table' ({p}); use {', '.join(TABLE_FILES)} or a save_to_disk directory")
+    if ext not in TABLE_FILES:
+        raise UserError(f"data.path: unsupported extension {ext!r} for format 'table' ({p}); use {', '.join(TABLE_FILES)} or a save_to_disk directory")
+    return {"train": read_records(p)}
 
 
 def _table_examples(records: list[dict], cfg, where: str) -> list[Example]:

@@ -144,7 +144,7 @@ def test_parquet_reads_like_csv_and_bad_parquet_is_one_line(tmp_path):
     csv = load_splits(DataConfig(path=str(csv_file(tmp_path / "t.csv", records)), **TABLE))
     assert parquet.fingerprint == csv.fingerprint
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
-    one_line_error(DataConfig(path=str(tmp_path / "bad.parquet"), **TABLE), str(tmp_path / "bad.parquet"), "not a readable Parquet file")
+    one_line_error(DataConfig(path=str(tmp_path / "bad.parquet"), **TABLE), str(tmp_path / "bad.parquet"), "cannot read it as parquet")
 
 
 def test_saved_dataset_and_datasetdict(tmp_path):

@@ -37,7 +37,7 @@ def test_empty_and_unknown_files_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="no rows"):
         read_frame(tmp_path / "empty.csv")
     (tmp_path / "bad.jsonl").write_text("{not json\n")
-    with pytest.raises(UserError, match="cannot read it as jsonl"):
+    with pytest.raises(UserError, match="bad.jsonl line 1: not valid JSON"):
         read_frame(tmp_path / "bad.jsonl")
     with pytest.raises(UserError, match="unsupported file type '.txt'"):
         read_frame(tmp_path / "x.txt")
