@@ -30,16 +30,16 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from hrkd_ds.analysis.archive import sync_archive
+from hrkd_ds.analysis.duplicates import regenerate as regenerate_duplicates
+from hrkd_ds.analysis.grid import GridCell, check_phases, expand, load_spec, select
+from hrkd_ds.analysis.grid_progress import Progress
+from hrkd_ds.analysis.grid_schedule import STOPPED_EXIT, run_grid
+from hrkd_ds.analysis.results import write_results
+from hrkd_ds.errors import UserError, exit_on_user_error
+from hrkd_ds.io import atomic_write_json
 
-from hrkd_ds.analysis.archive import archived, sync_archive  # noqa: E402
-from hrkd_ds.analysis.duplicates import regenerate as regenerate_duplicates  # noqa: E402
-from hrkd_ds.analysis.grid import GridCell, check_phases, expand, load_spec, run_order, select  # noqa: E402
-from hrkd_ds.analysis.results import write_results  # noqa: E402
-from hrkd_ds.errors import UserError, exit_on_user_error  # noqa: E402
-from hrkd_ds.io import atomic_write_json  # noqa: E402
-
+REPO = Path(__file__).resolve().parents[1]  # the checkout: spec, docs/ and the trainer are found from here
 DEFAULT_SPEC = "configs/reproduce/grid.yaml"
 INTRO = REPO / "docs" / "results" / "intro.md"  # the hand-written part of docs/RESULTS.md (method, budget, findings)
 ARCHIVE = REPO / "docs" / "results" / "cells"  # finished student cells' records, committed
@@ -114,32 +114,6 @@ def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path, Path, d
     return cells, root, archive, spec
 
 
-class Progress:
-    """Which cells are done: finished in the live grid, or (student cells) recorded in the archive.
-    A teacher or general cell is wanted only while some selected student cell that needs it is not
-    done, or when no selected cell needs it at all (it was asked for by name)."""
-
-    def __init__(self, cells: list[GridCell], root: Path, archive: Path):
-        self.cells, self.root, self.archive = cells, root, archive
-
-    def done(self, cell: GridCell) -> bool:
-        return cell.finished(self.root) or (cell.stage == "distill" and archived(self.archive, cell.id))
-
-    def wanted(self, cell: GridCell) -> bool:
-        users = [c for c in self.cells if cell.id in c.needs]
-        return not self.done(cell) and (not users or any(not self.done(u) for u in users))
-
-    def state(self, cell: GridCell) -> str:
-        if cell.finished(self.root):
-            return "done"
-        if self.done(cell):
-            return "archived"
-        if not self.wanted(cell):
-            return "unneeded"
-        by_id = {c.id: c for c in self.cells}
-        return "ready" if all(by_id[n].finished(self.root) for n in cell.needs) else "waiting"
-
-
 STOP = {"requested": False}  # Ctrl-C / SIGTERM: the running cell checkpoints, then the grid stops
 
 
@@ -183,41 +157,6 @@ def run_cell(cell: GridCell, root: Path, wandb: bool) -> int:
                 signal.signal(s, handler)
 
 
-def last_line(path: Path) -> str:
-    lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()] if path.is_file() else []
-    return lines[-1][:300] if lines else ""
-
-
-def run_grid(cells: list[GridCell], root: Path, archive: Path, max_hours: float, wandb: bool) -> int:
-    by_id = {c.id: c for c in cells}
-    progress = Progress(cells, root, archive)
-    start, failed = time.monotonic(), []
-    for cell in run_order(cells, progress.done):
-        if not progress.wanted(cell):
-            continue
-        if any(not by_id[n].finished(root) for n in cell.needs):
-            print(f"[skip] {cell.id}: waits for {', '.join(n for n in cell.needs if not by_id[n].finished(root))}", flush=True)
-            continue
-        if max_hours and time.monotonic() - start > max_hours * 3600:
-            print(f"[stop] --max-hours {max_hours} reached; rerun to continue", flush=True)
-            break
-        t0 = time.monotonic()
-        print(f"[run ] {cell.id}", flush=True)
-        rc = run_cell(cell, root, wandb)
-        print(f"[{'done' if rc == 0 else 'FAIL'}] {cell.id} ({time.monotonic() - t0:.0f} s, exit {rc})", flush=True)
-        for cid in sync_archive(root, archive):
-            print(f"[arch] {cid} -> {archive}", flush=True)
-        if rc == 3 or STOP["requested"]:  # preempted or stopped: checkpointed, resumes on the next run
-            print("[stop] stopped; rerun the same command to continue", flush=True)
-            return 3
-        if rc != 0:
-            failed.append(cell.id)
-            print(f"       {last_line(cell.run_dir(root) / 'train.log')}", flush=True)
-    if failed:
-        print(f"{len(failed)} cell(s) failed: {', '.join(failed)}", flush=True)
-    return 1 if failed else 0
-
-
 def report_paths(root: Path, archive: Path, smoke: bool, report_dir: str | None) -> tuple[Path, Path, bool]:
     """(RESULTS.md, results folder, whether this is the project's report). Only the project's own
     archive writes docs/: another archive's report going there would replace the project's tables
@@ -259,14 +198,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         progress = Progress(cells, root, archive)
         if args.list:
-            for c in run_order(cells, progress.done):  # the order a run takes them in
-                print(f"{progress.state(c):8} {c.id}")
-            done = sum(progress.done(c) for c in cells)
-            print(f"{done}/{len(cells)} cells done in {root} or {archive}")
+            print("\n".join(progress.listing()))
             return 0
         if not args.report:
-            rc = run_grid(cells, root, archive, args.max_hours, args.wandb)
-            if rc == 3:
+            rc = run_grid(progress, lambda cell: run_cell(cell, root, args.wandb), args.max_hours,
+                          stop_requested=lambda: STOP["requested"], say=lambda line: print(line, flush=True))
+            if rc == STOPPED_EXIT:
                 return rc
         else:
             rc = 0
