@@ -26,8 +26,20 @@
 
 set -uo pipefail
 
+# The trainer's exit codes (hrkd_ds/errors.py; tests/slurm/test_exit_codes.py keeps them equal).
+EXIT_USAGE=2                # bad input: fix it, resubmit
+EXIT_PREEMPTED=3            # checkpointed on the time-limit warning / a signal: requeue
+EXIT_DIVERGED=4             # non-finite loss: change a setting, resubmit
+EXIT_COLLECTIVE_TIMEOUT=5   # a rank stopped answering (train.collective_timeout_s): requeue, it resumes
+EXIT_DISK_FULL=6            # no space for a checkpoint/export: free space, resubmit with RUN_DIR
+REQUEUE_CODES=($EXIT_PREEMPTED $EXIT_COLLECTIVE_TIMEOUT)
+# A hung rank never exits: srun ends the step this long after the first rank left (its survivors
+# exit on the collective timeout); the killed rank then sets srun's status, so the survivors' one
+# line in the rank logs tells a timeout from a crash.
+HUNG_RANK_GRACE=${HUNG_RANK_GRACE:-60}
+
 log() { echo "[distill.sh $(date +%H:%M:%S)] $*"; }
-die() { log "error: $*"; exit 2; }
+die() { log "error: $*"; exit $EXIT_USAGE; }
 
 [[ -n ${SLURM_JOB_ID:-} ]] || die "run me with sbatch (no SLURM_JOB_ID); for one machine use python hrkd_ds/train.py"
 
@@ -46,7 +58,7 @@ export REPO_DIR
 
 # --- what to run ---------------------------------------------------------------------------------
 STAGE=${STAGE:-all}
-if [[ $# -gt 0 && $1 =~ ^(all|teacher|distill|eval)$ ]]; then STAGE=$1; shift; fi
+if [[ $# -gt 0 && $1 =~ ^(all|general|teacher|distill|eval)$ ]]; then STAGE=$1; shift; fi  # the config's stages (tests/test_choices.py)
 PYTHON=${PYTHON:-python}
 TRAIN_SCRIPT=${TRAIN_SCRIPT:-hrkd_ds/train.py}
 CONFIG=${CONFIG:-}               # experiment YAML; empty = the trainer's embedded default
@@ -83,9 +95,7 @@ DS_CONFIG=$(from_submit_dir "$DS_CONFIG")
 
 case $STAGE in
     all) stage_args=() ;;
-    teacher) stage_args=(stages=teacher) ;;
-    distill) stage_args=(stages=distill) ;;
-    eval) stage_args=(stages=eval) ;;
+    *) stage_args=("stages=[$STAGE]") ;;
 esac
 [[ -n $TEACHER_FROM ]] && stage_args+=("teacher_from=$TEACHER_FROM")
 
@@ -142,7 +152,7 @@ forward() {
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM
 
-srun --kill-on-bad-exit=0 --open-mode=append --output="$RUN_DIR/logs/rank%t.log" \
+srun --kill-on-bad-exit=0 --wait="$HUNG_RANK_GRACE" --open-mode=append --output="$RUN_DIR/logs/rank%t.log" \
     "$REPO_DIR/slurm/launch_rank.sh" "${cmd[@]}" &
 SRUN_PID=$!
 SRUN_T0=$SECONDS
@@ -163,24 +173,36 @@ done
 SRUN_PID=
 if [[ -n $RESENDER_PID ]]; then kill "$RESENDER_PID" 2>/dev/null; wait "$RESENDER_PID" 2>/dev/null; fi
 
-if (( rc == 3 )); then
+# srun reports a killed (hung) rank's signal over the survivors' code: their last line says which
+if (( rc > 128 )) && tail -q -n 3 "$RUN_DIR"/logs/rank*.log 2>/dev/null | grep -q "hrkd_ds: error: collective timeout"; then
+    log "a rank stopped answering and was killed after the others timed out (srun status $rc)"
+    rc=$EXIT_COLLECTIVE_TIMEOUT
+fi
+
+requeueable=0
+for code in "${REQUEUE_CODES[@]}"; do (( rc == code )) && requeueable=1; done
+if (( requeueable )); then
     restarts=${SLURM_RESTART_COUNT:-0}
     # SIGTERM without the USR1 warning is Slurm killing the job: a `scancel` stays cancelled (the
     # checkpoint is kept), a kill at the time limit (warning missed) still requeues.
-    if [[ $GOT_USR1 == 0 && $GOT_TERM == 1 ]] && ! (( end_epoch > 0 && $(date +%s) >= end_epoch - 90 )); then
+    if (( rc == EXIT_PREEMPTED )) && [[ $GOT_USR1 == 0 && $GOT_TERM == 1 ]] && ! (( end_epoch > 0 && $(date +%s) >= end_epoch - 90 )); then
         log "job cancelled (SIGTERM before the time limit): checkpoint written, not requeueing; continue with RUN_DIR=$RUN_DIR sbatch slurm/distill.sh"
-        exit 3
+        exit $rc
     fi
     if (( restarts >= MAX_REQUEUES )); then
-        log "trainer preempted (exit 3) but job already requeued $restarts times (MAX_REQUEUES=$MAX_REQUEUES): giving up"
-        exit 3
+        log "trainer stopped with requeue-able exit $rc but job already requeued $restarts times (MAX_REQUEUES=$MAX_REQUEUES): giving up"
+        exit $rc
     fi
-    log "trainer checkpointed and exited for preemption (exit 3): requeueing job $SLURM_JOB_ID"
+    if (( rc == EXIT_PREEMPTED )); then
+        log "trainer checkpointed and exited for preemption (exit $rc): requeueing job $SLURM_JOB_ID"
+    else
+        log "a rank stopped answering (collective timeout, exit $rc): requeueing job $SLURM_JOB_ID to resume from the last checkpoint"
+    fi
     if scontrol requeue "$SLURM_JOB_ID"; then
         exit 0
     fi
     log "scontrol requeue failed (job cancelled or not requeueable?); resubmit with RUN_DIR=$RUN_DIR to resume"
-    exit 3
+    exit $rc
 fi
 if (( rc != 0 )); then
     log "training failed with exit code $rc (see $RUN_DIR/logs/rank*.log)"

@@ -1,6 +1,8 @@
 #!/bin/bash
 # One training rank inside an `srun` step: map Slurm's task ids to the torch/DeepSpeed launcher
 # variables (DeepSpeed does not read SLURM_*), then exec the trainer so it receives signals itself.
+# The mapping is hrkd_ds/engine/distributed.py's SLURM_TO_TORCH (a bare `srun python` gets it
+# there); tests/slurm/test_rank_env.py runs this script and holds the two equal.
 #   srun slurm/launch_rank.sh python hrkd_ds/train.py ...      (MASTER_ADDR/MASTER_PORT exported by the caller)
 set -euo pipefail
 : "${SLURM_PROCID:?launch_rank.sh must run inside an srun step}"

@@ -10,6 +10,11 @@ a truncated or altered checkpoint is renamed `damaged-<tag>` and the previous in
 used; a save that never finished (no manifest, not named by `LATEST`) is removed, so a kill
 during a stage's first save restarts that stage.
 Our own RNG state is stored without pickle (npz), so only DeepSpeed's files are ever unpickled.
+
+Disk space (engine/diskspace.py): a stage starts only if one checkpoint fits (and warns when the
+KEEP it holds plus the one being written will not); a save that runs out of space anyway is
+agreed on by every rank, its half-written tag removed, and ends the run with DiskFull naming the
+directory, the bytes needed and free, while LATEST and the previous checkpoint stay as they were.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from hrkd_ds.engine import diskspace, hang
 from hrkd_ds.engine.distributed import barrier
+from hrkd_ds.engine.where import NOW
 from hrkd_ds.errors import UserError
 from hrkd_ds.io import atomic_write_text
 
@@ -146,24 +153,102 @@ def _broadcast(obj: Any) -> Any:
     return box[0]
 
 
+def expected_bytes(engine, ckpt_dir: Path) -> int:
+    """The next checkpoint's size: the newest complete one's, else an estimate from the model."""
+    tag = latest_tag(ckpt_dir)
+    if tag is not None and (ckpt_dir / tag / MANIFEST).is_file():
+        return diskspace.tag_bytes(ckpt_dir / tag)
+    module = getattr(engine, "module", None)
+    if module is None:  # an engine that is not DeepSpeed's (a test's): nothing to size it by
+        return 0
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    return diskspace.checkpoint_bytes(module, world)
+
+
+def _all_ok(error: BaseException | None) -> int:
+    """0 when no rank failed, 1 when some rank ran out of space, 2 for any other failure (every rank alike)."""
+    code = 0 if error is None else (1 if diskspace.is_disk_full(error) else 2)
+    t = torch.tensor([float(code)])
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        t = t.to("cuda" if torch.cuda.is_available() else "cpu")
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return int(t.item())
+
+
+def _give_up(code: int, error: BaseException | None, ckpt_dir: Path, tag: str, need: int, rank: int) -> None:
+    """Every rank leaves together: the half-written tag goes (it held no committed progress)."""
+    if rank == 0:
+        shutil.rmtree(ckpt_dir / tag, ignore_errors=True)
+    if code == 1:
+        kept = latest_tag(ckpt_dir)
+        raise diskspace.DiskFull(diskspace.message(
+            f"checkpoint {tag}", ckpt_dir, need,
+            after=f" (LATEST still names {kept})" if kept else " (no earlier checkpoint: the stage restarts)"))
+    if error is not None:
+        raise error
+    raise RuntimeError(f"saving checkpoint {ckpt_dir / tag} failed on another rank (see its log)")
+
+
 def save(engine, ckpt_dir: str | Path, step: int, progress: dict[str, Any], rank: int) -> str:
-    """Save engine + progress (identical on all ranks) + this rank's RNG; manifest; then the pointer."""
+    """Save engine + progress (identical on all ranks) + this rank's RNG; manifest; then the pointer.
+
+    A rank whose DeepSpeed save fails has skipped the barrier that ends it on the others, so it
+    meets them there before they all compare outcomes (one all-reduce) and stop together.
+    """
     ckpt_dir = Path(ckpt_dir)
     tag = _broadcast(_fresh_tag(ckpt_dir, step) if rank == 0 else None)
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"progress": progress}, save_latest=False)
-    _save_rng(ckpt_dir / tag / f"rng_rank{rank}.npz")
-    barrier()
+    need = expected_bytes(engine, ckpt_dir)
+    NOW.start_writing(f"checkpoint {tag}", need, ckpt_dir)
+    error: BaseException | None = None
+    try:
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"progress": progress}, save_latest=False)
+    except Exception as err:  # noqa: BLE001  agreed on below, then re-raised on every rank
+        if hang.is_collective_timeout(err):
+            raise  # another rank stopped answering: there is no one to agree with
+        error = err
+        barrier()  # the one engine.save_checkpoint ends with on the ranks that did not fail
+    if error is None:
+        try:
+            _save_rng(ckpt_dir / tag / f"rng_rank{rank}.npz")
+        except Exception as err:  # noqa: BLE001
+            error = err
+    code = _all_ok(error)
+    if code:
+        _give_up(code, error, ckpt_dir, tag, need, rank)
     if rank == 0:
-        atomic_write_text(ckpt_dir / tag / "progress.json", json.dumps(progress))
-        write_manifest(ckpt_dir / tag)
-        atomic_write_text(ckpt_dir / POINTER, tag)
+        try:
+            atomic_write_text(ckpt_dir / tag / "progress.json", json.dumps(progress))
+            write_manifest(ckpt_dir / tag)
+            atomic_write_text(ckpt_dir / POINTER, tag)
+        except Exception as err:  # noqa: BLE001
+            error = err
+    code = _all_ok(error)  # also the barrier after rank 0's writes
+    if code:
+        _give_up(code, error, ckpt_dir, tag, need, rank)
+    if rank == 0:
         tags = sorted(p.name for p in ckpt_dir.glob("step*") if p.is_dir() and p.name != tag)
         complete = [t for t in tags if (ckpt_dir / t / MANIFEST).is_file()]
         # keep the newest complete ones; a tag without a manifest is a save that never finished
         for old in complete[:max(0, len(complete) - (KEEP - 1))] + [t for t in tags if t not in complete]:
             shutil.rmtree(ckpt_dir / old, ignore_errors=True)
     barrier()
+    NOW.done_writing()
     return tag
+
+
+def check_room(engine, ckpt_dir: Path) -> tuple[str | None, str | None]:
+    """(refusal, warning) for a stage about to train: refused when one checkpoint does not fit,
+    warned when the KEEP checkpoints it holds plus the one being written will not."""
+    need = expected_bytes(engine, ckpt_dir)
+    free = diskspace.free_bytes(ckpt_dir)
+    held = len([p for p in ckpt_dir.glob("step*") if p.is_dir()]) if ckpt_dir.is_dir() else 0
+    if free < need:
+        return diskspace.message("the first checkpoint of this stage", ckpt_dir, need, free), None
+    more = max(1, KEEP + 1 - held) * need
+    if free < more:
+        return None, (f"warning: {ckpt_dir} has {diskspace.human(free)} free; the {KEEP} checkpoints a stage keeps "
+                      f"plus the one being written need about {diskspace.human(more)} more: a later save may fail")
+    return None, None
 
 
 def choose_tag(ckpt_dir: Path) -> tuple[str | None, str | None]:
@@ -194,9 +279,16 @@ def choose_tag(ckpt_dir: Path) -> tuple[str | None, str | None]:
 
 
 def load(engine, ckpt_dir: str | Path, rank: int) -> dict[str, Any] | None:
-    """Restore the newest intact checkpoint; returns its progress dict, or None if there is none."""
+    """Restore the newest intact checkpoint; returns its progress dict, or None if there is none.
+    Called as a stage starts, so it is also where the stage is refused if no checkpoint would fit."""
     ckpt_dir = Path(ckpt_dir)
-    tag, problem = _broadcast(choose_tag(ckpt_dir) if rank == 0 and ckpt_dir.is_dir() else (None, None))
+    room = check_room(engine, ckpt_dir) if rank == 0 else (None, None)
+    tag, problem, (refusal, warning) = _broadcast(
+        (*(choose_tag(ckpt_dir) if rank == 0 and ckpt_dir.is_dir() else (None, None)), room))
+    if warning and rank == 0:
+        print(warning, file=sys.stderr, flush=True)
+    if refusal:
+        raise diskspace.DiskFull(refusal)
     if tag is None:
         if problem:
             raise UserError(f"no intact checkpoint left in {ckpt_dir} ({problem}); move it away to restart the stage")

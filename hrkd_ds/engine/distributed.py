@@ -3,6 +3,11 @@
 On a machine without a GPU DeepSpeed's CPU accelerator is chosen explicitly, gloo is the backend,
 and DeepSpeed's JIT-built shared-memory op (~30 s cold, only used by tensor-parallel inference,
 segfaults with 2 ranks here) is skipped, so nobody has to export variables by hand.
+
+Every collective, DeepSpeed's own included, gives up after `train.collective_timeout_s` instead of
+torch's 30 minutes: a rank that stopped answering ends the job in minutes (engine/hang.py says so).
+`SLURM_TO_TORCH` is the one mapping of Slurm's task variables; slurm/launch_rank.sh exports the
+same (tests/slurm/test_rank_env.py runs the script and compares).
 """
 
 from __future__ import annotations
@@ -12,8 +17,15 @@ import os
 import socket
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Mapping
 
 import torch
+
+# torch/DeepSpeed launcher variable <- the Slurm task variable it is taken from
+SLURM_TO_TORCH = {"RANK": "SLURM_PROCID", "WORLD_SIZE": "SLURM_NTASKS", "LOCAL_RANK": "SLURM_LOCALID",
+                  "NODE_RANK": "SLURM_NODEID", "LOCAL_WORLD_SIZE": "SLURM_NTASKS_PER_NODE"}
+SLURM_DEFAULTS = {"LOCAL_RANK": "0", "NODE_RANK": "0"}  # what a bare `srun python` may leave unset
 
 
 @dataclass(frozen=True)
@@ -36,13 +48,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def torch_env_from_slurm(env: Mapping[str, str]) -> dict[str, str]:
+    """The launcher variables a Slurm task's environment gives (empty outside a Slurm task).
+    SLURM_NTASKS_PER_NODE is used only when it is one number (it reads "2(x3)" on uneven jobs)."""
+    if "SLURM_PROCID" not in env or "SLURM_NTASKS" not in env:
+        return {}
+    out = {}
+    for var, slurm in SLURM_TO_TORCH.items():
+        value = env.get(slurm, SLURM_DEFAULTS.get(var))
+        if value is not None and value.isdigit():
+            out[var] = value
+    return out
+
+
 def _env_from_slurm() -> None:
     """Map Slurm's task variables when a launcher did not set torch's (e.g. bare `srun python`)."""
-    if "RANK" in os.environ or "SLURM_PROCID" not in os.environ or "SLURM_NTASKS" not in os.environ:
+    if "RANK" in os.environ:
         return
-    os.environ["RANK"] = os.environ["SLURM_PROCID"]
-    os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
-    os.environ.setdefault("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
+    for var, value in torch_env_from_slurm(os.environ).items():
+        if var in ("RANK", "WORLD_SIZE"):
+            os.environ[var] = value
+        else:
+            os.environ.setdefault(var, value)
 
 
 def _default_env() -> None:
@@ -58,8 +85,20 @@ def _default_env() -> None:
         os.environ["MASTER_PORT"] = str(_free_port())
 
 
-def init_distributed(local_rank_arg: int | None = None) -> DistInfo:
-    """Initialise torch.distributed through DeepSpeed for CPU or GPU, whatever started us."""
+def _with_timeout_everywhere(timeout: timedelta) -> None:
+    """torch gives every group made by `new_group` without a timeout its 30-minute default, not the
+    world group's; ZeRO reduces over DeepSpeed's clone of the world group, made that way on first
+    use and cached in `_WORLD_GROUP`. Making that clone here, with the timeout, covers ZeRO too."""
+    from deepspeed.utils import groups
+
+    if groups._WORLD_GROUP is None:
+        groups._WORLD_GROUP = torch.distributed.new_group(ranks=range(torch.distributed.get_world_size()),
+                                                          timeout=timeout)
+
+
+def init_distributed(local_rank_arg: int | None = None, timeout_s: float = 300.0) -> DistInfo:
+    """Initialise torch.distributed through DeepSpeed for CPU or GPU, whatever started us; every
+    collective gives up after `timeout_s` seconds (train.collective_timeout_s)."""
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     _default_env()
@@ -78,7 +117,9 @@ def init_distributed(local_rank_arg: int | None = None) -> DistInfo:
         device = torch.device("cpu")
         backend = "gloo"
     if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+        timeout = timedelta(seconds=timeout_s)
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=timeout)
+        _with_timeout_everywhere(timeout)
     return DistInfo(
         rank=torch.distributed.get_rank(),
         world_size=torch.distributed.get_world_size(),

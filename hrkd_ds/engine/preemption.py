@@ -1,10 +1,10 @@
-"""SIGUSR1/SIGTERM -> checkpoint at the next step boundary, then exit 3 so the job script requeues."""
+"""SIGUSR1/SIGTERM -> checkpoint at the next step boundary, then EXIT_PREEMPTED so the job script requeues."""
 
 from __future__ import annotations
 
 import signal
 
-EXIT_PREEMPTED = 3
+from hrkd_ds.errors import EXIT_PREEMPTED  # noqa: F401  re-exported: the loop raises it from here
 
 
 class PreemptionFlag:

@@ -12,6 +12,7 @@ from hrkd_ds.config.deepspeed import with_batch_sizes, zero_stage
 from hrkd_ds.distill.layer_map import resolve_layer_map
 from hrkd_ds.distill.methods import method
 from hrkd_ds.errors import UserError
+from hrkd_ds.models.checks import check_fit
 from hrkd_ds.models.student_init import check_teacher_layers_fit, check_teacher_select_fit, teacher_widths
 
 
@@ -62,9 +63,32 @@ def check_distill_shapes(cfg: Config, ds_cfg: dict, teacher_dir: Path | None, te
                         "ZeRO-3 student; use the fused loss or ZeRO 0-2")
 
 
+def model_sources(cfg: Config, teacher_dir: Path | None) -> list[tuple[str, Path]]:
+    """(config field, directory) of every pretrained model a stage about to run loads."""
+    out = []
+    builds_teacher = "general" in cfg.stages or ("teacher" in cfg.stages and teacher_dir is None)
+    if cfg.teacher.pretrained and builds_teacher:
+        out.append(("teacher.pretrained", Path(cfg.teacher.pretrained)))
+    if cfg.student.pretrained and ({"general", "distill"} & set(cfg.stages)) \
+            and cfg.student.init not in ("teacher_layers", "teacher_select"):
+        out.append(("student.pretrained", Path(cfg.student.pretrained)))
+    if teacher_dir is not None and "distill" in cfg.stages:
+        out.append(("teacher_from", teacher_dir))
+    return out
+
+
+def check_models_fit(cfg: Config, teacher_dir: Path | None, tokenizer) -> None:
+    """The models' position embeddings, vocabulary and padding id take this data and tokenizer
+    (the check the model builder makes, made before the run directory exists)."""
+    for field, src in model_sources(cfg, teacher_dir):
+        check_fit(AutoConfig.from_pretrained(str(src)), len(tokenizer), tokenizer.pad_token_id,
+                  cfg.data.max_seq_len, f"{field} {src}")
+
+
 def check_stages(ctx) -> None:
     """Reject a DeepSpeed JSON or a sampler setting that contradicts any stage about to train."""
     cfg = ctx.cfg
+    check_models_fit(cfg, ctx.teacher_dir, ctx.tokenizer)
     stages = [cfg.general_train] if "general" in cfg.stages else []
     stages += [cfg.teacher_train] if "teacher" in cfg.stages and ctx.teacher_dir is None else []
     stages += [cfg.distill_train] if "distill" in cfg.stages else []

@@ -9,11 +9,30 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from hrkd_ds.config import Config, save_config
+from hrkd_ds.errors import UserError
 from hrkd_ds.io import atomic_write_json, atomic_write_text
+
+
+def check_output_dir(path: str | Path) -> None:
+    """`output_dir` can be a run directory: an existing directory, or a new one whose nearest
+    existing parent is a writable directory. Checked before anything is written anywhere."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"config field 'output_dir': {p} is an existing file, not a directory")
+    parent = p
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"config field 'output_dir': {parent} (a parent of {p}) is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"config field 'output_dir': {parent} is not writable")
 
 
 def stage_finished(run_dir: str | Path, role: str) -> bool:

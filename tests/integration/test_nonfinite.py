@@ -1,5 +1,6 @@
 """A NaN loss with 2 real ranks: `skip` drops the step on both ranks and the run finishes with
-finite weights; `stop` ends the run with exit code 4, one line, and nothing written after it."""
+finite weights; `stop` ends the run with exit code 4, one line naming the settings that can cause
+it, and nothing written after it."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def test_stop_policy_exits_4_with_one_line_and_keeps_the_last_good_checkpoint(it
     assert res.rc != 0, res.tail()
     errors = [line for line in res.log.splitlines() if line.startswith("hrkd_ds: error:")]
     assert len(errors) == 1 and "teacher step 3" in errors[0] and "not finite" in errors[0], res.tail()
+    # the settings of this run that can cause it, with their values (TINY pins teacher_train.lr=1e-3)
+    assert errors[0].endswith("settings that can cause it: teacher_train.lr=0.001, precision fp32"), errors[0]
     assert f"exitcode  : {EXIT_DIVERGED}" in res.log or f"exit code {EXIT_DIVERGED}" in res.log or res.rc == EXIT_DIVERGED
     ckpt = out / "teacher" / "checkpoints"
     tag = (ckpt / "LATEST").read_text().strip()

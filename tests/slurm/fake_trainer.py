@@ -25,7 +25,7 @@ import time
 import torch
 import torch.distributed as dist
 
-EXIT_PREEMPTED = 3
+from hrkd_ds.errors import EXIT_PREEMPTED  # the trainer's code (stdlib-only module: cheap to import)
 _stop = False
 
 
