@@ -22,8 +22,11 @@ import torch
 from hrkd_ds.engine.where import NOW
 from hrkd_ds.errors import EXIT_COLLECTIVE_TIMEOUT, RunStopped
 
-TIMEOUT_PATTERNS = re.compile(r"Timed out waiting|timed out|Application timeout caused pair closure|"
-                              r"Watchdog caught collective operation timeout|Socket Timeout", re.IGNORECASE)
+# gloo's words for a peer that did not answer in time; NCCL's watchdog; any torch.distributed
+# error (backend or store) that says it timed out. A DataLoader's or a download's timeout is not one.
+GLOO_TIMEOUT = re.compile(r"Timed out waiting \d+ ?ms for (recv|send) operation|Application timeout caused pair closure|"
+                          r"Watchdog caught collective operation timeout")
+DIST_TIMEOUT = re.compile(r"time(d)? ?out", re.IGNORECASE)
 CHECK_IN_KEY = "hrkd/alive-after-timeout/{rank}"
 
 
@@ -38,7 +41,9 @@ def is_collective_timeout(exc: BaseException | None) -> bool:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, (RuntimeError, TimeoutError)) and TIMEOUT_PATTERNS.search(str(exc)):
+        if isinstance(exc, RuntimeError) and GLOO_TIMEOUT.search(str(exc)):
+            return True
+        if isinstance(exc, torch.distributed.DistError) and DIST_TIMEOUT.search(str(exc)):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
