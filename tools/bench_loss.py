@@ -21,19 +21,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from hrkd_ds.config import GraphConfig  # noqa: E402
-from hrkd_ds.distill.masked_sums import masked_squared_error_sums  # noqa: E402
-from hrkd_ds.distill.terms import attention_mse, hidden_mse, pair_mask, token_mask  # noqa: E402
-from hrkd_ds.distill.reference_loss import ReferenceDistillLoss  # noqa: E402
-from hrkd_ds.distill.relational_loss import RelationalDistillLoss  # noqa: E402
-from hrkd_ds.models.encoder import EncoderOutputs  # noqa: E402
+from hrkd_ds.config import GraphConfig
+from hrkd_ds.distill.masked_sums import masked_squared_error_sums
+from hrkd_ds.distill.terms import attention_mse, hidden_mse, pair_mask, token_mask
+from hrkd_ds.distill.reference_loss import ReferenceDistillLoss
+from hrkd_ds.distill.relational_loss import RelationalDistillLoss
+from hrkd_ds.models.encoder import EncoderOutputs
 
 
 def sync(device: torch.device) -> None:

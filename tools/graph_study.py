@@ -23,12 +23,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from hrkd_ds.analysis.domain_weights import SUMMARY_META, summarize_run
+from hrkd_ds.io import atomic_write_json, atomic_write_text
+from hrkd_ds.stages.run_dir import stage_finished
 
-from hrkd_ds.analysis.domain_weights import SUMMARY_META, summarize_run  # noqa: E402
-from hrkd_ds.io import atomic_write_json, atomic_write_text  # noqa: E402
-from hrkd_ds.stages.run_dir import stage_finished  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]  # the checkout: the trainer runs from here
 
 # dropout spelled out in every variant: the paper's 0.1 was the default when the study ran, 0 is now
 VARIANTS = {

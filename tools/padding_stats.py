@@ -13,16 +13,12 @@ per-token work (projections, FFN). Without arguments it reads the shipped Amazon
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
-import sys
 from collections import defaultdict
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from hrkd_ds.data import read_amazon, read_mnli, sample_dir  # noqa: E402
-from hrkd_ds.config.loader import resolve_package_path  # noqa: E402
+from hrkd_ds.data import read_amazon, read_mnli, sample_dir
+from hrkd_ds.config.loader import resolve_package_path
 
 
 def lengths_by_domain(examples, tokenizer, max_len: int, rows: int, rng: random.Random) -> dict[str, list[int]]:

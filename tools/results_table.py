@@ -12,9 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hrkd_ds.analysis.results import DEFAULT_COMPARE, write_results  # noqa: E402
+from hrkd_ds.analysis.results import DEFAULT_COMPARE, write_results
 
 
 def _pair(text: str) -> tuple[str, str]:

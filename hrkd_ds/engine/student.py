@@ -13,7 +13,8 @@ from hrkd_ds.config import StageConfig
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
-def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices, none on biases and norms (the trainer's and the benchmarks')."""
     decay, no_decay = [], []
     for name, p in module.named_parameters():
         if not p.requires_grad:
@@ -49,7 +50,7 @@ def build_student_engine(module: torch.nn.Module, ds_cfg: dict[str, Any], stage:
     """A DeepSpeed engine with a torch AdamW (no JIT op build) unless the JSON names its own optimizer."""
     optimizer = None
     if "optimizer" not in ds_cfg:
-        optimizer = adamw(_param_groups(module, stage.weight_decay), stage.lr)
+        optimizer = adamw(param_groups(module, stage.weight_decay), stage.lr)
     scheduler = None
     if "scheduler" not in ds_cfg:
         factor = linear_warmup_decay(total_steps, stage.warmup_ratio)
