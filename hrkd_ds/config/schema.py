@@ -1,13 +1,19 @@
 """The typed experiment configuration: one dataclass per YAML section.
 
-Each choice is declared once, as a `Literal` type; the loader (`loader.py`) rejects any other
-value, so no table of choices lives beside these classes.
+Each choice is declared once, as a `Literal` type (or a tuple the `Literal` is made of, where code
+elsewhere needs the list, e.g. the stages' order); the loader (`loader.py`) rejects any other value.
+Lists that live with the code that implements them (distill.method: distill/methods.py; data.format:
+data/splits.py) are tested equal to these (tests/test_choices.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+STAGES = ("general", "teacher", "distill", "eval")  # a run's stages, in the order they run
+FROM_TEACHER = ("teacher_layers", "teacher_select")  # student inits that copy or select teacher weights
+STUDENT_INITS = (*FROM_TEACHER, "general")  # inits only a student can have
 
 
 @dataclass
@@ -50,13 +56,18 @@ class ModelConfig:
     pretrained: str = ""  # local HF directory; "" -> random init from the sizes below
     # teacher_layers, teacher_select, general: student only; general = this run's general-distillation
     # export; teacher_select = a narrower student whose weights are selected from teacher layers
-    init: Literal["random", "pretrained", "teacher_layers", "teacher_select", "general"] = "random"
+    init: Literal[("random", "pretrained", *STUDENT_INITS)] = "random"
     teacher_layers: list[int] = field(default_factory=list)  # init=teacher_layers/teacher_select: 1-based
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
     intermediate_size: int = 512
     dropout: float = 0.1
+
+    @property
+    def from_teacher(self) -> bool:
+        """Built from the teacher's weights (its layers, or weights selected from them)."""
+        return self.init in FROM_TEACHER
 
 
 @dataclass
@@ -167,7 +178,7 @@ class TrackingConfig:
 class Config:
     """A whole run: stages run in order, each writing under output_dir."""
 
-    stages: list[Literal["general", "teacher", "distill", "eval"]] = field(default_factory=lambda: ["teacher", "distill"])
+    stages: list[Literal[STAGES]] = field(default_factory=lambda: ["teacher", "distill"])
     output_dir: str = "runs/default"
     seed: int = 42
     teacher_from: str = ""  # finished run dir or HF dir: skip the teacher stage's training

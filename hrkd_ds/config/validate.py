@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hrkd_ds.config.schema import Config, ModelConfig, StageConfig
+from hrkd_ds.config.schema import STAGES, STUDENT_INITS, Config, ModelConfig, StageConfig
 from hrkd_ds.errors import UserError
 
 
@@ -18,16 +18,15 @@ def validate(cfg: Config) -> Config:
     """Ranges and cross-field rules that types alone cannot express (choices are `Literal` types)."""
     if not cfg.stages:
         raise UserError("config field 'stages': at least one stage is required")
-    order = ["general", "teacher", "distill", "eval"]
-    if len(set(cfg.stages)) != len(cfg.stages) or cfg.stages != sorted(cfg.stages, key=order.index):
-        raise UserError(f"config field 'stages': {cfg.stages} must list each stage once, in the order {', '.join(order)}")
+    if len(set(cfg.stages)) != len(cfg.stages) or cfg.stages != sorted(cfg.stages, key=STAGES.index):
+        raise UserError(f"config field 'stages': {cfg.stages} must list each stage once, in the order {', '.join(STAGES)}")
     if "general" in cfg.stages and "distill" in cfg.stages and cfg.student.init != "general":
         raise UserError(f"config field 'student.init': {cfg.student.init!r} ignores the general stage's student; "
                         "set it to 'general' or run the general stage alone")
     if cfg.student.init == "general" and cfg.student.pretrained:
         raise UserError("config field 'student.pretrained': unused when student.init is 'general' (the student starts "
                         "from this run's general stage); leave it empty")
-    if cfg.teacher.init in ("teacher_layers", "teacher_select", "general"):
+    if cfg.teacher.init in STUDENT_INITS:
         raise UserError(f"config field 'teacher.init': {cfg.teacher.init!r} is for the student only")
     if "general" in cfg.stages and not cfg.teacher.pretrained:
         raise UserError("config field 'teacher.pretrained': the general stage distils a pretrained teacher; set it")

@@ -21,8 +21,7 @@ from hrkd_ds.config import DistillConfig, GraphConfig
 from hrkd_ds.distill.loss_terms.labels import per_domain_ce
 from hrkd_ds.distill.reference_loss import ReferenceDistillLoss
 from hrkd_ds.distill.relational_loss import RelationalDistillLoss
-from hrkd_ds.distill.step import distill_step
-from hrkd_ds.engine.step import RAW, StepOutput, model_inputs
+from hrkd_ds.distill.step import RAW, StepOutput, distill_step, model_inputs
 
 
 class SupervisedModule(nn.Module):

@@ -1,14 +1,41 @@
-"""One distillation step's forward, top to bottom: what every distilling stage computes per episode.
+"""One training step's forward, and the contract between the training loop and the module a
+DeepSpeed engine wraps.
 
-The generic loop (engine/loop.py) calls the student's engine, whose module (methods.DistillModule)
-runs this; the loop then does the backward, the optimizer step, evaluation and checkpoints.
+`module(batch, teacher=...)` returns a `StepOutput` (`teacher`: the stage's frozen teacher engine,
+or None); `module(batch, predict=True)` returns logits. Logged tensors describe their own layout
+through the module's `log_layout`, so the generic loop (engine/loop.py) formats any method's logs
+without knowing what they are. `distill_step` is the distilling modules' forward, top to bottom;
+the loop then does the backward, the optimizer step, evaluation and checkpoints.
 """
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
 
-from hrkd_ds.engine.step import StepOutput, model_inputs
+import torch
+from transformers.utils import ModelOutput
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "domain_ids")
+
+BY_DOMAIN = "by_domain"  # (K,) or (L, K): per-domain values, filed under the row's "terms"
+RAW = "raw"  # any shape: nested lists at the row's top level (e.g. graph weights, ratios)
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+
+
+@dataclass
+class StepOutput(ModelOutput):
+    """Scalar to backpropagate plus detached tensors for logging (a dict for ZeRO-3's hooks)."""
+
+    loss: torch.Tensor | None = None
+    logs: dict[str, torch.Tensor] | None = None
+
+
+def log_layout(module: torch.nn.Module, key: str) -> str:
+    """How the loop should file log `key` of `module` (BY_DOMAIN unless the module says otherwise)."""
+    return getattr(module, "log_layout", {}).get(key, BY_DOMAIN)
 
 
 def distill_step(student, teacher, loss, batch: dict[str, torch.Tensor], num_domains: int) -> StepOutput:

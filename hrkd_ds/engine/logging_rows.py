@@ -1,6 +1,6 @@
 """Step rows for metrics.jsonl and W&B: loss, per-domain terms, rates and memory, averaged over ranks.
 
-How each logged tensor is filed comes from the module's `log_layout` (engine/step.py), so this
+How each logged tensor is filed comes from the module's `log_layout` (distill/step.py), so this
 file knows no method's log keys.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from hrkd_ds.engine.distributed import DistInfo, all_reduce_sum
-from hrkd_ds.engine.step import RAW, log_layout
+from hrkd_ds.distill.step import RAW, log_layout
 
 
 @dataclass

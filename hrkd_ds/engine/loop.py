@@ -23,7 +23,7 @@ from hrkd_ds.engine.evaluate import EVAL_BATCH_SIZE, SplitEval, evaluate_dev_tes
 from hrkd_ds.engine.logging_rows import Window, flat_for_wandb, step_row
 from hrkd_ds.engine.nonfinite import NonFiniteGuard
 from hrkd_ds.engine.preemption import EXIT_PREEMPTED, PreemptionFlag
-from hrkd_ds.engine.step import StepOutput
+from hrkd_ds.distill.step import StepOutput
 from hrkd_ds.io import atomic_write_json
 from hrkd_ds.tracking.metrics import MetricsLog
 from hrkd_ds.tracking.wandb_run import WandbRun

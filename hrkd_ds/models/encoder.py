@@ -255,7 +255,7 @@ def build_model(
     domains = _names(domains, num_domains, "domain")
     labels = _names(labels, num_labels, "label")
     dropout = {"hidden_dropout_prob": model_cfg.dropout, "attention_probs_dropout_prob": model_cfg.dropout}
-    if model_cfg.init in ("teacher_layers", "teacher_select"):
+    if model_cfg.from_teacher:
         if teacher is None:
             raise UserError(f"student.init={model_cfg.init} needs the teacher model")
         t_cfg = teacher.config

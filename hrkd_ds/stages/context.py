@@ -1,14 +1,17 @@
 """What every stage of one invocation shares: config, process group, data, run directory, trackers.
 
 `StageContext.setup` does the checks that must pass before anything is written (resume
-compatibility, data, every stage's settings); `train_stage` builds an engine, sampler and loop
-for one stage and returns its accuracies.
+compatibility, data, every stage's settings) on a `PreparedRun`, then writes the run files and
+builds the complete context; `train_stage` builds an engine, sampler and loop for one stage and
+returns its accuracies.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +26,7 @@ from hrkd_ds.engine.evaluate import EVAL_BATCH_SIZE, evaluate_dev_test
 from hrkd_ds.engine.export import make_exporter
 from hrkd_ds.engine.loop import StageRun, Trainer
 from hrkd_ds.engine.preemption import PreemptionFlag
-from hrkd_ds.engine.step import model_inputs
+from hrkd_ds.distill.step import model_inputs
 from hrkd_ds.engine.student import build_student_engine
 from hrkd_ds.errors import UserError
 from hrkd_ds.models.checks import check_model_sources, check_tokenizer_matches
@@ -40,36 +43,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class StageContext:
-    """Shared state of one invocation; built by `setup`, used by every stage runner."""
+@dataclass
+class PreparedRun:
+    """What the checks and the stages read of one invocation, complete once the data is prepared:
+    config, process group, run directory, teacher source, tokenizer and tokenized data."""
 
-    def __init__(self, cfg: Config, ds_cfg: dict[str, Any], ds_source: str, dist: DistInfo) -> None:
-        self.cfg, self.ds_cfg, self.ds_source, self.dist = cfg, ds_cfg, ds_source, dist
-        self.run_dir = RunDir(cfg.output_dir, dist.is_main)
-        self.preempt = PreemptionFlag().install()
+    cfg: Config
+    ds_cfg: dict[str, Any]
+    ds_source: str  # where ds_cfg came from, for error messages
+    dist: DistInfo
+    run_dir: RunDir
+    preempt: PreemptionFlag
+    teacher_dir: Path | None  # teacher_from's model directory, if any
+    raw: Any  # data.RawSplits
+    tokenizer: Any
+    data: Any  # data.TokenizedSplits
 
-    @classmethod
-    def setup(cls, cfg: Config, ds_cfg: dict[str, Any], ds_source: str, dist: DistInfo) -> "StageContext":
-        """Checks, data and run files, in that order: bad input is refused before anything is written."""
-        ctx = cls(cfg, ds_cfg, ds_source, dist)
-        check_resume_config(cfg, ds_cfg, ctx.run_dir.saved_config)
-        ctx.teacher_dir = resolve_teacher_dir(cfg)
-        check_model_sources(cfg, ctx.teacher_dir)  # before any loader meets a bad directory
-        cache_dir = cfg.data.cache_dir or str(ctx.run_dir.path.resolve().parent / ".hrkd_cache")
-        ctx.raw, ctx.tokenizer, ctx.data = prepare_data(cfg, dist, ctx.teacher_dir, cache_dir)
-        ctx.domains, ctx.labels = list(ctx.raw.domains), list(ctx.raw.labels)
-        for field in ("teacher", "student"):
-            if getattr(cfg, field).pretrained:
-                check_tokenizer_matches(getattr(cfg, field).pretrained, ctx.tokenizer, f"{field}.pretrained")
-        check_stages(ctx)
-        barrier()  # every rank has compared configs before rank 0 overwrites
-        ctx.run_dir.write_run_files(cfg, ds_cfg, ctx.domains, ctx.labels)
-        ctx.metrics = MetricsLog(ctx.run_dir.path / "metrics.jsonl", enabled=dist.is_main)
-        ctx.results = ctx.run_dir.load_results()
-        ctx.tracker = WandbRun(dist.is_main, cfg.tracking.wandb_project, resolve_mode(cfg.tracking.wandb_mode),
-                               str(ctx.run_dir.path), ctx.run_dir.path.name, to_dict(cfg), ctx.run_dir.wandb_id())
-        ctx.run_dir.save_wandb_id(ctx.tracker.id)
-        return ctx
+    @property
+    def domains(self) -> list[str]:
+        return list(self.raw.domains)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.raw.labels)
 
     @property
     def K(self) -> int:
@@ -77,9 +73,6 @@ class StageContext:
 
     def micro_batch(self, stage: StageConfig) -> int:
         return stage.batch_per_domain * self.K
-
-    def save_results(self) -> None:
-        self.run_dir.save_results(self.results)
 
     def sampler(self, stage: StageConfig) -> EpisodicDomainSampler:
         epoch_domain = None
@@ -106,6 +99,42 @@ class StageContext:
 
     def split_sets(self, split: str) -> dict[str, Any]:
         return {d: self.data.splits[split][d] for d in self.domains}
+
+
+@dataclass
+class StageContext(PreparedRun):
+    """Shared state of one invocation, built complete by `setup` (checks, data, then the run files,
+    metrics, results and tracker), used by every stage runner."""
+
+    metrics: MetricsLog
+    results: dict[str, Any]  # results.json as far as it is written; stages add their role's entry
+    tracker: WandbRun
+
+    @classmethod
+    def setup(cls, cfg: Config, ds_cfg: dict[str, Any], ds_source: str, dist: DistInfo) -> "StageContext":
+        """Checks, data and run files, in that order: bad input is refused before anything is written."""
+        run_dir, preempt = RunDir(cfg.output_dir, dist.is_main), PreemptionFlag().install()
+        check_resume_config(cfg, ds_cfg, run_dir.saved_config)
+        teacher_dir = resolve_teacher_dir(cfg)
+        check_model_sources(cfg, teacher_dir)  # before any loader meets a bad directory
+        cache_dir = cfg.data.cache_dir or str(run_dir.path.resolve().parent / ".hrkd_cache")
+        raw, tokenizer, data = prepare_data(cfg, dist, teacher_dir, cache_dir)
+        prepared = PreparedRun(cfg, ds_cfg, ds_source, dist, run_dir, preempt, teacher_dir, raw, tokenizer, data)
+        for role in ("teacher", "student"):
+            if getattr(cfg, role).pretrained:
+                check_tokenizer_matches(getattr(cfg, role).pretrained, tokenizer, f"{role}.pretrained")
+        check_stages(prepared)
+        barrier()  # every rank has compared configs before rank 0 overwrites
+        run_dir.write_run_files(cfg, ds_cfg, prepared.domains, prepared.labels)
+        tracker = WandbRun(dist.is_main, cfg.tracking.wandb_project, resolve_mode(cfg.tracking.wandb_mode),
+                           str(run_dir.path), run_dir.path.name, to_dict(cfg), run_dir.wandb_id())
+        run_dir.save_wandb_id(tracker.id)
+        return cls(**{f.name: getattr(prepared, f.name) for f in fields(PreparedRun)},
+                   metrics=MetricsLog(run_dir.path / "metrics.jsonl", enabled=dist.is_main),
+                   results=run_dir.load_results(), tracker=tracker)
+
+    def save_results(self) -> None:
+        self.run_dir.save_results(self.results)
 
     def train_stage(self, role: str, module: torch.nn.Module, stage: StageConfig, teacher=None,
                     evaluate: bool = True) -> dict[str, Any]:

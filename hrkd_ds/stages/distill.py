@@ -88,7 +88,7 @@ def run_distill(ctx: StageContext) -> None:
     if ctx.run_dir.is_done("student", ctx.results):
         return
     cfg, stage, spec = ctx.cfg, ctx.cfg.distill_train, method(ctx.cfg.distill.method)
-    from_layers = cfg.student.init in ("teacher_layers", "teacher_select")
+    from_layers = cfg.student.from_teacher
     src = teacher_source(ctx) if spec.uses_teacher or from_layers else None
     layer_source = teacher = t_cfg = None
     if from_layers:  # a full copy in host memory, only while the student is built

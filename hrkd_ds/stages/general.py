@@ -30,7 +30,7 @@ def run_general(ctx: StageContext) -> None:
     teacher = build_model(cfg.teacher, **build)  # pretrained encoder; its fresh task head is never used
     seed_everything(cfg.seed + 2)
     s_cfg = with_selected_layers(general_student_config(cfg.student), cfg.distill.layer_map, teacher.num_layers)
-    student = build_model(s_cfg, teacher=teacher if s_cfg.init in ("teacher_layers", "teacher_select") else None, **build)
+    student = build_model(s_cfg, teacher=teacher if s_cfg.from_teacher else None, **build)
     module = build_step_module(ROLE, student, teacher, ctx.K, cfg.graph, cfg.distill)
     t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
     ctx.results[ROLE] = ctx.train_stage(ROLE, module, stage, teacher=build_teacher_engine(teacher, t_cfg), evaluate=False)
