@@ -173,8 +173,15 @@ done
 SRUN_PID=
 if [[ -n $RESENDER_PID ]]; then kill "$RESENDER_PID" 2>/dev/null; wait "$RESENDER_PID" 2>/dev/null; fi
 
-# srun reports a killed (hung) rank's signal over the survivors' code: their last line says which
-if (( rc > 128 )) && tail -q -n 3 "$RUN_DIR"/logs/rank*.log 2>/dev/null | grep -q "hrkd_ds: error: collective timeout"; then
+# srun reports a killed (hung) rank's signal over the survivors' code: their last lines of this
+# run (after its [launch_rank] line; the logs are appended across requeues) say which
+this_run_ends() { awk '/^\[launch_rank\]/ { n = 0 } { last[n++ % 3] = $0 } END { for (i = 0; i < 3 && i < n; i++) print last[i] }' "$1"; }
+timed_out_line() {
+    local f ends=
+    for f in "$RUN_DIR"/logs/rank*.log; do [[ -f $f ]] && ends+=$(this_run_ends "$f")$'\n'; done
+    [[ $ends == *"hrkd_ds: error: collective timeout"* ]]
+}
+if (( rc > 128 )) && timed_out_line; then
     log "a rank stopped answering and was killed after the others timed out (srun status $rc)"
     rc=$EXIT_COLLECTIVE_TIMEOUT
 fi

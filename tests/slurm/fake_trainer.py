@@ -8,7 +8,11 @@
 - every step: sleep, all_reduce, rank 0 appends {"stage","step",...} to metrics.jsonl;
 - SIGUSR1/SIGTERM: the flag is all-reduced at each step boundary so every rank stops after the
   same step; then checkpoint.json is written atomically and every rank exits 3;
-- relaunched, it resumes after the step recorded in checkpoint.json; results.json at the end.
+- relaunched, it resumes after the step recorded in checkpoint.json; results.json at the end;
+- `fake.hang_rank=R fake.hang_step=N` (first run only): rank R SIGSTOPs itself before step N's
+  all_reduce, as a wedged rank would; every step is then checkpointed, the process group's
+  timeout is `train.collective_timeout_s`, and the survivors leave as the trainer does
+  (hrkd_ds.engine.hang: one line, EXIT_COLLECTIVE_TIMEOUT).
 Other overrides are accepted and ignored.
 """
 
@@ -25,6 +29,7 @@ import time
 import torch
 import torch.distributed as dist
 
+from hrkd_ds.engine.where import NOW
 from hrkd_ds.errors import EXIT_PREEMPTED  # the trainer's code (stdlib-only module: cheap to import)
 _stop = False
 
@@ -74,7 +79,25 @@ def main(argv: list[str]) -> int:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29533")
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
+    restart = int(os.environ.get("SLURM_RESTART_COUNT", 0))
+    hang_rank = int(opts.get("fake.hang_rank", -1)) if restart == 0 else -1
+    hang_step = int(opts.get("fake.hang_step", 0))
+    timeout_s = float(opts.get("train.collective_timeout_s", 120))
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
+    try:
+        return _train(opts, out, stages, sleep, teacher_from, rank, world, restart, hang_rank, hang_step)
+    except RuntimeError as err:
+        from hrkd_ds.engine import hang
+        from hrkd_ds.errors import EXIT_COLLECTIVE_TIMEOUT
+
+        if not hang.is_collective_timeout(err):
+            raise
+        print(f"hrkd_ds: error: {hang.timeout_stop(rank, world, timeout_s).message}", file=sys.stderr, flush=True)
+        dist.destroy_process_group()
+        return EXIT_COLLECTIVE_TIMEOUT
+
+
+def _train(opts, out, stages, sleep, teacher_from, rank, world, restart, hang_rank, hang_step) -> int:
     os.makedirs(out, exist_ok=True)
     ckpt_path = os.path.join(out, "checkpoint.json")
     ckpt = {"stage_index": 0, "step": 0}
@@ -82,13 +105,17 @@ def main(argv: list[str]) -> int:
         with open(ckpt_path) as f:
             ckpt = json.load(f)
         print(f"[fake_trainer] rank {rank} resuming from {ckpt}", flush=True)
-    restart = int(os.environ.get("SLURM_RESTART_COUNT", 0))
     for si in range(ckpt["stage_index"], len(stages)):
         stage = stages[si]
         max_steps = int(opts.get(f"{stage}_train.max_steps", "5") or 5)
         start = ckpt["step"] if si == ckpt["stage_index"] else 0
+        NOW.enter_stage(stage)
         for step in range(start + 1, max_steps + 1):
+            NOW.step = step
             time.sleep(sleep)
+            if rank == hang_rank and step == hang_step:
+                print(f"[fake_trainer] rank {rank} hangs before {stage} step {step}", flush=True)
+                os.kill(os.getpid(), signal.SIGSTOP)
             t = torch.tensor([float(rank + step)])
             dist.all_reduce(t)
             if rank == 0:
@@ -98,6 +125,8 @@ def main(argv: list[str]) -> int:
                     f.write(json.dumps(line) + "\n")
                     f.flush()
                     os.fsync(f.fileno())
+            if hang_rank >= 0 and rank == 0:  # resume right after the last step every rank finished
+                _atomic_json(ckpt_path, {"stage_index": si, "step": step} if step < max_steps else {"stage_index": si + 1, "step": 0})
             flag = torch.tensor([1.0 if _stop else 0.0])
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             last = si == len(stages) - 1 and step == max_steps

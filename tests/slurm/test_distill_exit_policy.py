@@ -60,6 +60,12 @@ def test_a_killed_hung_rank_after_a_timeout_is_requeued(tmp_path):
     assert requeued and code == 0 and "stopped answering" in log, log
 
 
+def test_a_timeout_line_of_an_earlier_run_does_not_count(tmp_path):
+    earlier = f"[launch_rank] restart=0\n{TIMEOUT_LINE}\n[launch_rank] restart=1\nstep 1\n"
+    code, log, requeued = run_job(tmp_path, 137, rank0=earlier, rank1="[launch_rank] restart=1\n")
+    assert not requeued and code == 137, log
+
+
 @pytest.mark.parametrize("rc", [EXIT_USAGE, EXIT_DISK_FULL, 137, 1])
 def test_other_codes_fail_the_job_with_that_code(tmp_path, rc):
     code, log, requeued = run_job(tmp_path, rc, rank0="step 3\nTraceback: something else\n")
