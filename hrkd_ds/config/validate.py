@@ -15,7 +15,14 @@ def _check_range(name: str, ok: bool, value: Any, what: str) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    """Ranges and cross-field rules that types alone cannot express (choices are `Literal` types)."""
+    """Ranges and cross-field rules that types alone cannot express (choices are `Literal` types),
+    in a fixed order, so a config with several faults always names the same one first."""
+    for check in (_stages_and_inits, _data, _models, _graph, _train_and_distill, _schedules):
+        check(cfg)
+    return cfg
+
+
+def _stages_and_inits(cfg: Config) -> None:
     if not cfg.stages:
         raise UserError("config field 'stages': at least one stage is required")
     if len(set(cfg.stages)) != len(cfg.stages) or cfg.stages != sorted(cfg.stages, key=STAGES.index):
@@ -30,6 +37,9 @@ def validate(cfg: Config) -> Config:
         raise UserError(f"config field 'teacher.init': {cfg.teacher.init!r} is for the student only")
     if "general" in cfg.stages and not cfg.teacher.pretrained:
         raise UserError("config field 'teacher.pretrained': the general stage distils a pretrained teacher; set it")
+
+
+def _data(cfg: Config) -> None:
     d = cfg.data
     _check_range("data.max_seq_len", 8 <= d.max_seq_len <= 4096, d.max_seq_len, "8..4096")
     _check_range("data.train_fraction", 0.0 < d.train_fraction <= 1.0, d.train_fraction, "0 < x <= 1")
@@ -40,6 +50,9 @@ def validate(cfg: Config) -> Config:
     _check_range("tokenizer.vocab_size", 100 <= cfg.tokenizer.vocab_size <= 1_000_000, cfg.tokenizer.vocab_size, "100..1000000")
     if cfg.tokenizer.kind == "pretrained" and not cfg.tokenizer.path:
         raise UserError("config field 'tokenizer.path': required when tokenizer.kind is 'pretrained'")
+
+
+def _models(cfg: Config) -> None:
     for role in ("teacher", "student"):
         m: ModelConfig = getattr(cfg, role)
         for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
@@ -56,6 +69,9 @@ def validate(cfg: Config) -> Config:
         raise UserError("config field 'student.teacher_layers': required when student.init is 'teacher_layers'")
     if cfg.student.init == "teacher_layers" and not cfg.distill.layer_map:
         cfg.distill.layer_map = list(cfg.student.teacher_layers)  # distil each kept layer against itself
+
+
+def _graph(cfg: Config) -> None:
     g = cfg.graph
     _check_range("graph.heads", g.heads >= 1, g.heads, ">= 1")
     _check_range("graph.hidden_per_head", g.hidden_per_head >= 0, g.hidden_per_head, ">= 0 (0 = prototype width)")
@@ -69,6 +85,9 @@ def validate(cfg: Config) -> Config:
                                "the reversed gradient would reach the student through its prototypes")):
             if not ok:
                 raise UserError(f"config field '{name}': graph.objective=robust needs it true ({why})")
+
+
+def _train_and_distill(cfg: Config) -> None:
     _check_range("train.max_nonfinite_steps", cfg.train.max_nonfinite_steps >= 1, cfg.train.max_nonfinite_steps, ">= 1")
     _check_range("train.collective_timeout_s", cfg.train.collective_timeout_s > 0, cfg.train.collective_timeout_s, "> 0 (seconds)")
     _check_range("distill.temperature", cfg.distill.temperature > 0, cfg.distill.temperature, "> 0")
@@ -77,6 +96,9 @@ def validate(cfg: Config) -> Config:
     if cfg.distill.general_skip_cls and cfg.distill.normalization == "reference":
         raise UserError("config field 'distill.general_skip_cls': the reference normalization counts every position; "
                         "use distill.normalization=masked")
+
+
+def _schedules(cfg: Config) -> None:
     for key in ("teacher_train", "distill_train", "general_train"):
         s: StageConfig = getattr(cfg, key)
         _check_range(f"{key}.lr", s.lr > 0, s.lr, "> 0")
@@ -91,4 +113,3 @@ def validate(cfg: Config) -> Config:
             raise UserError(f"config field '{key}.epoch_domain': required when epoch_policy is 'domain'")
         if s.epoch_policy == "steps":
             _check_range(f"{key}.steps_per_epoch", s.steps_per_epoch >= 1, s.steps_per_epoch, ">= 1 when epoch_policy is 'steps'")
-    return cfg

@@ -46,7 +46,7 @@ def _hub_id(pretrained: str) -> str | None:
 
 
 def _base_model(ctx: StageContext, model_cfg) -> str | None:
-    source = model_cfg.pretrained or (ctx.cfg.teacher.pretrained if model_cfg.init in ("teacher_layers", "teacher_select") else "")
+    source = model_cfg.pretrained or (ctx.cfg.teacher.pretrained if model_cfg.from_teacher else "")
     return _hub_id(source) if source else None
 
 

@@ -30,6 +30,7 @@ from hrkd_ds.distill.step import model_inputs
 from hrkd_ds.engine.student import build_student_engine
 from hrkd_ds.errors import UserError
 from hrkd_ds.models.checks import check_model_sources, check_tokenizer_matches
+from hrkd_ds.models.encoder import MultiDomainClassifier, build_model
 from hrkd_ds.stages.checks import check_stages
 from hrkd_ds.stages.data_prep import prepare_data, resolve_teacher_dir
 from hrkd_ds.stages.run_dir import RunDir
@@ -99,6 +100,12 @@ class PreparedRun:
 
     def split_sets(self, split: str) -> dict[str, Any]:
         return {d: self.data.splits[split][d] for d in self.domains}
+
+    def build_model(self, model_cfg, teacher=None) -> MultiDomainClassifier:
+        """A teacher or student for this run's domains, labels, tokenizer and sequence length."""
+        return build_model(model_cfg, self.K, len(self.labels), len(self.tokenizer), self.tokenizer.pad_token_id,
+                           self.cfg.data.max_seq_len, attention=self.cfg.distill.attention, teacher=teacher,
+                           domains=self.domains, labels=self.labels)
 
 
 @dataclass

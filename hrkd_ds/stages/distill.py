@@ -16,7 +16,7 @@ from hrkd_ds.engine.distributed import any_rank
 from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config, write_partition_record
 from hrkd_ds.errors import UserError
 from hrkd_ds.io import recover_dir
-from hrkd_ds.models.encoder import MultiDomainClassifier, build_model
+from hrkd_ds.models.encoder import MultiDomainClassifier
 from hrkd_ds.models.loading import load_exported, load_partitioned
 from hrkd_ds.stages.artifacts import measure_compression, write_card, write_run_report
 from hrkd_ds.stages.checks import with_selected_layers
@@ -101,9 +101,7 @@ def run_distill(ctx: StageContext) -> None:
     s_cfg = student_config(ctx)
     if layer_source is not None:
         s_cfg = with_selected_layers(s_cfg, cfg.distill.layer_map, layer_source.num_layers)
-    student = build_model(s_cfg, ctx.K, len(ctx.labels), len(ctx.tokenizer), ctx.tokenizer.pad_token_id,
-                          cfg.data.max_seq_len, attention=cfg.distill.attention, teacher=layer_source,
-                          domains=ctx.domains, labels=ctx.labels)
+    student = ctx.build_model(s_cfg, teacher=layer_source)
     del layer_source
     module = build_step_module(cfg.distill.method, student, teacher, ctx.K, cfg.graph, cfg.distill)
     teacher_engine = None

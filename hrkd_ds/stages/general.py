@@ -12,7 +12,6 @@ from __future__ import annotations
 from hrkd_ds.config.deepspeed import read_ds_config
 from hrkd_ds.distill.methods import build_step_module
 from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config
-from hrkd_ds.models.encoder import build_model
 from hrkd_ds.stages.checks import general_student_config, with_selected_layers
 from hrkd_ds.stages.context import StageContext, seed_everything
 
@@ -23,14 +22,11 @@ def run_general(ctx: StageContext) -> None:
     if ctx.run_dir.is_done(ROLE, ctx.results):
         return
     cfg, stage = ctx.cfg, ctx.cfg.general_train
-    build = dict(num_domains=ctx.K, num_labels=len(ctx.labels), vocab_size=len(ctx.tokenizer),
-                 pad_id=ctx.tokenizer.pad_token_id, max_seq_len=cfg.data.max_seq_len,
-                 attention=cfg.distill.attention, domains=ctx.domains, labels=ctx.labels)
     seed_everything(cfg.seed)
-    teacher = build_model(cfg.teacher, **build)  # pretrained encoder; its fresh task head is never used
+    teacher = ctx.build_model(cfg.teacher)  # pretrained encoder; its fresh task head is never used
     seed_everything(cfg.seed + 2)
     s_cfg = with_selected_layers(general_student_config(cfg.student), cfg.distill.layer_map, teacher.num_layers)
-    student = build_model(s_cfg, teacher=teacher if s_cfg.from_teacher else None, **build)
+    student = ctx.build_model(s_cfg, teacher=teacher if s_cfg.from_teacher else None)
     module = build_step_module(ROLE, student, teacher, ctx.K, cfg.graph, cfg.distill)
     t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
     ctx.results[ROLE] = ctx.train_stage(ROLE, module, stage, teacher=build_teacher_engine(teacher, t_cfg), evaluate=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from hrkd_ds.distill.methods import SupervisedModule
-from hrkd_ds.models.encoder import build_model
 from hrkd_ds.stages.artifacts import write_card, write_run_report
 from hrkd_ds.stages.context import StageContext, seed_everything
 
@@ -14,8 +13,7 @@ def run_teacher(ctx: StageContext) -> None:
         return
     cfg = ctx.cfg
     seed_everything(cfg.seed)
-    model = build_model(cfg.teacher, ctx.K, len(ctx.labels), len(ctx.tokenizer), ctx.tokenizer.pad_token_id,
-                        cfg.data.max_seq_len, attention=cfg.distill.attention, domains=ctx.domains, labels=ctx.labels)
+    model = ctx.build_model(cfg.teacher)
     ctx.results["teacher"] = ctx.train_stage("teacher", SupervisedModule(model, ctx.K), cfg.teacher_train)
     ctx.save_results()
     write_card(ctx, "teacher", "supervised", cfg.teacher)

@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "integration"))
 
 from distill_inputs import graph_cfg, make_mask, make_outputs, student_tensors  # noqa: E402
-from integration_helpers import REPO, assert_ok, child_env, loss_rows, run, train_args  # noqa: E402
+from integration_helpers import assert_ok, child_env, loss_rows, run, train_args  # noqa: E402
 
 from hrkd_ds.config import Config, check_resume_config, load_config, save_config  # noqa: E402
 from hrkd_ds.distill import ReferenceDistillLoss, RelationalDistillLoss  # noqa: E402

@@ -1,0 +1,42 @@
+"""Each choice list lives in one place; where code elsewhere must list the same names (the stage
+runners, the methods, the data loaders, the Slurm script), it is held equal to the config's here."""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+
+from hrkd_ds.config.schema import STAGES, Config, DataConfig, DistillConfig
+from hrkd_ds.data.splits import _LOADERS
+from hrkd_ds.distill.methods import METHODS
+from hrkd_ds.train import STAGES as STAGE_RUNNERS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _choices(cls, name: str) -> tuple[str, ...]:
+    typ = typing.get_type_hints(cls)[name]
+    if typing.get_origin(typ) is list:
+        (typ,) = typing.get_args(typ)
+    return typing.get_args(typ)
+
+
+def test_stages_are_the_config_s_in_its_order():
+    assert _choices(Config, "stages") == STAGES
+    assert tuple(STAGE_RUNNERS) == STAGES
+
+
+def test_methods_a_run_can_choose_are_the_method_rows():
+    """`general` is a row too, but the general stage runs it, never distill.method."""
+    assert set(_choices(DistillConfig, "method")) == set(METHODS) - {"general"}
+
+
+def test_data_formats_have_one_loader_each():
+    assert set(_choices(DataConfig, "format")) == set(_LOADERS)
+
+
+def test_the_slurm_script_takes_every_stage():
+    script = (REPO / "slurm" / "distill.sh").read_text()
+    words = re.search(r"\$1 =~ \^\(([a-z|]+)\)\$", script).group(1).split("|")
+    assert set(words) == {"all", *STAGES}
