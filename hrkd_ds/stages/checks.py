@@ -70,7 +70,7 @@ def model_sources(cfg: Config, teacher_dir: Path | None) -> list[tuple[str, Path
     if cfg.teacher.pretrained and builds_teacher:
         out.append(("teacher.pretrained", Path(cfg.teacher.pretrained)))
     if cfg.student.pretrained and ({"general", "distill"} & set(cfg.stages)) \
-            and cfg.student.init not in ("teacher_layers", "teacher_select"):
+            and not cfg.student.from_teacher:
         out.append(("student.pretrained", Path(cfg.student.pretrained)))
     if teacher_dir is not None and "distill" in cfg.stages:
         out.append(("teacher_from", teacher_dir))
