@@ -112,6 +112,16 @@ def _stratum_means(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.n
     return out
 
 
+def _checked_pairs(pairs, n_boot: int, level: float, name: str):
+    """The seed-pairs as arrays, and whether every pair scored the same examples (labels, domains)."""
+    if not pairs:
+        raise ValueError(f"{name} needs at least one seed-pair")
+    if n_boot < 1 or not 0 < level < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < level < 1 (got {n_boot}, {level})")
+    arrays = [_as_pair(p, i) for i, p in enumerate(pairs)]
+    return arrays, all(np.array_equal(a[2], arrays[0][2]) and np.array_equal(a[3], arrays[0][3]) for a in arrays)
+
+
 def paired_bootstrap(
     pairs: Sequence[Pair],
     *,
@@ -125,12 +135,7 @@ def paired_bootstrap(
     `pairs`: one (pred_a, pred_b, label, domain) per seed-pair (runs of a and b with the same seed).
     `shared_examples`: None = detect (all pairs have identical label and domain arrays).
     """
-    if not pairs:
-        raise ValueError("paired_bootstrap needs at least one seed-pair")
-    if n_boot < 1 or not 0 < level < 1:
-        raise ValueError(f"need n_boot >= 1 and 0 < level < 1 (got {n_boot}, {level})")
-    arrays = [_as_pair(p, i) for i, p in enumerate(pairs)]
-    same = all(np.array_equal(a[2], arrays[0][2]) and np.array_equal(a[3], arrays[0][3]) for a in arrays)
+    arrays, same = _checked_pairs(pairs, n_boot, level, "paired_bootstrap")
     if shared_examples is None:
         shared_examples = same
     elif shared_examples and not same:
@@ -193,12 +198,7 @@ def hierarchical_bootstrap(
     domains. With no example noise it is the seed-only bootstrap of the per-seed differences; with
     one seed it is the example-only interval. Percentile interval at `level`; deterministic in `seed`.
     """
-    if not pairs:
-        raise ValueError("hierarchical_bootstrap needs at least one seed-pair")
-    if n_boot < 1 or not 0 < level < 1:
-        raise ValueError(f"need n_boot >= 1 and 0 < level < 1 (got {n_boot}, {level})")
-    arrays = [_as_pair(p, i) for i, p in enumerate(pairs)]
-    shared = all(np.array_equal(a[2], arrays[0][2]) and np.array_equal(a[3], arrays[0][3]) for a in arrays)
+    arrays, shared = _checked_pairs(pairs, n_boot, level, "hierarchical_bootstrap")
     rng = np.random.default_rng(seed)
     n_seeds = len(arrays)
     seed_w = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_boot) / n_seeds  # (B, S), rows sum to 1

@@ -59,3 +59,19 @@ def single_run(it_root, it_cache):
     res = run(single_cmd() + train_args(out, it_cache), it_root / "single.log")
     assert_ok(res, "single-process run")
     return out
+
+
+@pytest.fixture(scope="module")
+def test_split(single_run, tmp_path_factory):
+    """The single run's own test split as a labelled CSV (label names, one domain column)."""
+    import pandas as pd
+
+    from hrkd_ds.config import load_config
+    from hrkd_ds.data.splits import load_splits
+
+    raw = load_splits(load_config(str(single_run / "config.yaml")).data)
+    rows = [{"text": t, "label": raw.labels[y], "domain": d}
+            for d in raw.domains for t, y in zip(raw.splits["test"][d]["text"], raw.splits["test"][d]["label"])]
+    path = tmp_path_factory.mktemp("test-split") / "test.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path

@@ -16,23 +16,12 @@ import pandas as pd
 import pytest
 from integration_helpers import REPO, child_env, read_results
 
-from hrkd_ds.config import load_config
 from hrkd_ds.data.multidomain import tokenize_splits
-from hrkd_ds.data.splits import FEATURES, SPLITS, RawSplits, load_splits
+from hrkd_ds.data.splits import FEATURES, SPLITS, RawSplits
 from hrkd_ds.predict import encode, load_export, main
 
 DOMAINS = ["books", "dvd", "electronics", "kitchen"]
 
-
-@pytest.fixture(scope="module")
-def test_split(single_run, tmp_path_factory):
-    """The run's own test split as a labelled CSV (label names, one domain column)."""
-    raw = load_splits(load_config(str(single_run / "config.yaml")).data)
-    rows = [{"text": t, "label": raw.labels[y], "domain": d}
-            for d in raw.domains for t, y in zip(raw.splits["test"][d]["text"], raw.splits["test"][d]["label"])]
-    path = tmp_path_factory.mktemp("predict") / "test.csv"
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
 
 
 def _predict(*args: str) -> None:

@@ -18,15 +18,6 @@ from hrkd_ds.predict import main as predict_main
 DOMAINS = ["books", "dvd", "electronics", "kitchen"]
 
 
-@pytest.fixture(scope="module")
-def test_split(single_run, tmp_path_factory):
-    raw = load_splits(load_config(str(single_run / "config.yaml")).data)
-    rows = [{"text": t, "label": raw.labels[y], "domain": d}
-            for d in raw.domains for t, y in zip(raw.splits["test"][d]["text"], raw.splits["test"][d]["label"])]
-    path = tmp_path_factory.mktemp("serving") / "test.csv"
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
-
 
 @pytest.fixture(scope="module")
 def onnx_export(single_run, tmp_path_factory):
