@@ -27,6 +27,8 @@ INT8_DIR = "model-int8"  # beside the fp32 export: student/model-int8
 
 
 def _base(model_cfg) -> str:
+    if model_cfg.init == "general":
+        return "the general-distillation export of the same run (general/model)"
     if model_cfg.init == "teacher_layers":
         return f"teacher layers {list(model_cfg.teacher_layers)}"
     if model_cfg.init == "teacher_select":

@@ -122,6 +122,6 @@ def run_distill(ctx: StageContext) -> None:
     if compression is not None:
         ctx.results["student"]["compression"] = compression
     ctx.save_results()
-    write_card(ctx, "student", cfg.distill.method, student_config(ctx), compression)
+    write_card(ctx, "student", cfg.distill.method, cfg.student, compression)  # init=general named as such
     write_run_report(ctx)
     ctx.run_dir.mark_done("student")

@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
             print(f"fake_trainer: unexpected argument {a!r}", file=sys.stderr)
             return 2
     out = opts.get("output_dir", "runs/fake")
-    stages = [s for s in opts.get("stages", "teacher,distill").split(",") if s]
+    stages = [s.strip() for s in opts.get("stages", "teacher,distill").strip("[]").split(",") if s.strip()]  # as the trainer: a,b or [a,b]
     sleep = float(opts.get("fake.step_sleep", "0.5"))
     teacher_from = opts.get("teacher_from", "")
     if teacher_from and not os.path.isdir(teacher_from):
