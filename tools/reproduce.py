@@ -46,12 +46,13 @@ ARCHIVE = REPO / "docs" / "results" / "cells"  # finished student cells' records
 LEGACY = REPO / "docs" / "results" / "legacy"  # slice summaries from grids whose records were lost
 DUPLICATES = REPO / "docs" / "results" / "duplicates"  # train/test duplicate indices (duplicates.py), committed
 DOCS = REPO / "docs"
-# --smoke: the real grid's code path on the shipped sample, a few steps each: the three methods on
-# the student from teacher layers (a slice with its bootstrap), then hrkd on one student of each
-# other start (the general stage, weights selected from the teacher). The grid's other students
-# and methods differ from these in overrides only; each cell costs CI about 25 s
+# --smoke: the real grid's code path on the shipped sample, a few steps each: the three methods and
+# the two recipes on the student from teacher layers (a slice with its bootstrap), then hrkd on one
+# student of each other start (the general stage, weights selected from the teacher). The grid's
+# other students and methods differ from these in overrides only; each cell costs CI about 25 s
 SMOKE_PHASES = [
-    {"datasets": ["amazon"], "fractions": ["1.0"], "students": ["L3"], "methods": ["none", "kd", "hrkd"], "seeds": [1]},
+    {"datasets": ["amazon"], "fractions": ["1.0"], "students": ["L3"], "methods": ["none", "kd", "hrkd", "logit-kd", "two-stage"],
+     "seeds": [1]},
     {"datasets": ["amazon"], "fractions": ["1.0"], "students": ["L4H192", "L4H192sel"], "methods": ["hrkd"], "seeds": [1]},
 ]
 SMOKE_OVERRIDES = [

@@ -117,10 +117,11 @@ class TermConfig:
 class DistillConfig:
     """Which distillation method and which layer-wise terms."""
 
-    method: Literal["hrkd", "kd", "none"] = "hrkd"  # see distill/methods.py
+    method: Literal["hrkd", "kd", "logit-kd", "two-stage", "none"] = "hrkd"  # see distill/methods.py
     layer_map: list[int] = field(default_factory=list)  # [] -> uniform; teacher layer per student layer (1-based)
     attention: Literal["probs", "scores"] = "probs"  # post-softmax (bounded) | pre-softmax (the reference's)
-    temperature: float = 1.0
+    temperature: float = 1.0  # tau of the soft targets (pred, kl)
+    two_stage_split: float = 0.5  # two-stage: share of the stage's steps on the layer-wise terms, before pred
     # per-term weights over the registered terms' defaults (emb, att, hid, pred: 1; ce, the labels'
     # cross-entropy, which HRKD and TinyBERT do not use: 0), e.g. distill.terms.ce.weight=1
     terms: dict[str, TermConfig] = field(default_factory=dict)

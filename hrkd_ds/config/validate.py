@@ -91,6 +91,7 @@ def _train_and_distill(cfg: Config) -> None:
     _check_range("train.max_nonfinite_steps", cfg.train.max_nonfinite_steps >= 1, cfg.train.max_nonfinite_steps, ">= 1")
     _check_range("train.collective_timeout_s", cfg.train.collective_timeout_s > 0, cfg.train.collective_timeout_s, "> 0 (seconds)")
     _check_range("distill.temperature", cfg.distill.temperature > 0, cfg.distill.temperature, "> 0")
+    _check_range("distill.two_stage_split", 0 < cfg.distill.two_stage_split < 1, cfg.distill.two_stage_split, "in (0, 1)")
     for name, term in cfg.distill.terms.items():  # the names are checked against the registry (distill/term_registry.py)
         _check_range(f"distill.terms.{name}.weight", term.weight >= 0, term.weight, ">= 0 (0 = term off)")
     if cfg.distill.general_skip_cls and cfg.distill.normalization == "reference":

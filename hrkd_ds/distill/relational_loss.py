@@ -28,6 +28,7 @@ from hrkd_ds.distill.graph_objective import weighted_layer_sum
 from hrkd_ds.distill.layer_map import resolve_layer_map
 from hrkd_ds.distill.normalization import loss_masks, without_first_token
 from hrkd_ds.distill.term_registry import Episode, active_terms, weighted
+from hrkd_ds.errors import UserError
 from hrkd_ds.distill.terms import token_mask
 
 
@@ -80,6 +81,7 @@ class _RelationalLossBase(nn.Module):
         terms: dict | None = None,
         prediction: bool = True,
         normalization: str = "masked",
+        two_stage: bool = False,
     ):
         super().__init__()
         self.layer_map = resolve_layer_map(student_layers, teacher_layers, layer_map)
@@ -87,12 +89,24 @@ class _RelationalLossBase(nn.Module):
         # (term, weight) in summation order; `terms` overrides the registered defaults (distill.terms),
         # prediction=False drops the terms that read the task head (general distillation has none)
         self.terms = active_terms(terms or {}, task_head=prediction)
-        self.reads = frozenset().union(*(t.reads for t, _ in self.terms))
+        self.reads = frozenset().union(*(t.reads for t, _ in self.terms))  # every phase's: what the encoders compute
+        self.phases: list[list] = [self.terms]  # two_stage: [the layer-wise terms, the per-domain terms]
+        if two_stage:
+            self.phases = [[(t, w) for t, w in self.terms if t.level != "domain"],
+                           [(t, w) for t, w in self.terms if t.level == "domain"]]
+            if not all(self.phases):
+                raise UserError("distill.method=two-stage needs a layer-wise term (emb, att, hid) and a per-domain "
+                                "one (pred, ce, kl) with a non-zero weight in distill.terms")
         self.num_domains = num_domains
         self.normalization = normalization  # MSE denominators, hrkd_ds/distill/normalization.py
         self.compiled_terms = False  # set from distill.compiled_terms by from_config
         self.skip_cls = False  # the embedding/hidden MSEs leave out position 0 (distill.general_skip_cls)
         self.params = params or RelationalParams(student_hidden, teacher_hidden, student_layers, num_domains, graph_cfg)
+
+    def use_phase(self, index: int) -> None:
+        """Two-stage: train phase `index`'s terms from now on (the encoders still compute every
+        phase's internals, so the switch needs no new forward hooks)."""
+        self.terms = self.phases[index]
 
     @property
     def attention_loss(self) -> bool:
@@ -106,12 +120,12 @@ class _RelationalLossBase(nn.Module):
 
     @classmethod
     def from_config(cls, student, teacher, num_domains: int, graph_cfg, distill_cfg, params: RelationalParams | None = None,
-                    prediction: bool = True):
+                    prediction: bool = True, two_stage: bool = False):
         """Build from two MultiDomainClassifiers and the graph/distill config sections."""
         loss = cls(
             student.hidden_size, teacher.hidden_size, student.num_layers, teacher.num_layers, num_domains,
             graph_cfg, distill_cfg.layer_map or None, distill_cfg.temperature, params, distill_cfg.terms,
-            prediction, distill_cfg.normalization,
+            prediction, distill_cfg.normalization, two_stage,
         )
         loss.compiled_terms = distill_cfg.compiled_terms
         loss.skip_cls = distill_cfg.general_skip_cls and not prediction  # the task-agnostic stage only
@@ -172,7 +186,8 @@ class RelationalDistillLoss(_RelationalLossBase):
         t_hid, t_att, t_logits = self._teacher_layers(teacher_out, dtype)
         s_hid = [student_out.embeddings, *student_out.hidden_states]  # L+1 x (N, T, Hs)
         masks = loss_masks(attention_mask, dtype, K, self.normalization)  # what the MSEs count and divide by
-        projected = [proj(h) for proj, h in zip(p.projections, s_hid)] if "hidden" in self.reads else None  # L+1 x (N, T, Ht)
+        reading_hidden = any("hidden" in t.reads for t, _ in self.terms)  # this phase's terms
+        projected = [proj(h) for proj, h in zip(p.projections, s_hid)] if reading_hidden else None  # L+1 x (N, T, Ht)
         ep = Episode(K, student_out, t_hid, t_att, t_logits, projected, masks,
                      without_first_token(masks, K) if self.skip_cls else masks, labels, self.temperature, self.compiled_terms)
 

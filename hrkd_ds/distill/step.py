@@ -1,8 +1,9 @@
 """One training step's forward, and the contract between the training loop and the module a
 DeepSpeed engine wraps.
 
-`module(batch, teacher=...)` returns a `StepOutput` (`teacher`: the stage's frozen teacher engine,
-or None); `module(batch, predict=True)` returns logits. Logged tensors describe their own layout
+`module(batch, teacher=..., progress=...)` returns a `StepOutput` (`teacher`: the stage's frozen
+teacher engine, or None; `progress`: the share of the stage's optimizer steps already done, which
+a phased method such as two-stage reads); `module(batch, predict=True)` returns logits. Logged tensors describe their own layout
 through the module's `log_layout`, so the generic loop (engine/loop.py) formats any method's logs
 without knowing what they are. `distill_step` is the distilling modules' forward, top to bottom;
 the loop then does the backward, the optimizer step, evaluation and checkpoints.

@@ -192,7 +192,8 @@ class Trainer:
     def _train_step(self, batch: dict[str, torch.Tensor], step: int) -> StepOutput | None:
         """Forward, backward, optimizer step; None when a non-finite loss made every rank skip it."""
         r, engine = self.run, self.run.engine
-        out = engine(batch, teacher=r.teacher)  # the module's forward is the whole step (distill/step.py)
+        done = (step - 1) // self.gas * self.gas / r.total_steps  # share of the stage before this optimizer step
+        out = engine(batch, teacher=r.teacher, progress=done)  # the module's forward is the whole step (distill/step.py)
         out.loss = self.guard.loss(out.loss, step)
         if not self.guard.step_ok(out.loss, step):
             return None

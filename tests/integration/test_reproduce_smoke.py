@@ -24,8 +24,9 @@ def test_smoke_grid_then_rerun_skips_finished_cells(tmp_path):
     first = _reproduce(out)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     ran = [line.split()[-1] for line in first.stdout.splitlines() if line.startswith("[run ]")]
-    assert len(ran) == 7, first.stdout  # teacher, 3 methods on L3, general stage, hrkd on 2 more students
-    for student, method in [("L3", "none"), ("L3", "kd"), ("L3", "hrkd"), ("L4H192", "hrkd"), ("L4H192sel", "hrkd")]:
+    assert len(ran) == 9, first.stdout  # teacher, 5 methods on L3, general stage, hrkd on 2 more students
+    for student, method in [("L3", "none"), ("L3", "kd"), ("L3", "hrkd"), ("L3", "logit-kd"), ("L3", "two-stage"),
+                            ("L4H192", "hrkd"), ("L4H192sel", "hrkd")]:
         cell = out / "amazon" / "f1.0" / student / method / "s1"
         results = json.loads((cell / "results.json").read_text())
         assert results["student"]["method"] == method
@@ -41,7 +42,7 @@ def test_smoke_grid_then_rerun_skips_finished_cells(tmp_path):
     assert again.returncode == 0, again.stdout[-2000:]
     assert "[run ]" not in again.stdout, again.stdout  # every cell was finished: nothing reruns
     listed = _reproduce(out, "--list")
-    assert "7/7 cells done" in listed.stdout
+    assert "9/9 cells done" in listed.stdout
 
     # a new machine: the grid directory is gone, the archive (committed in a real grid) is not
     fresh = tmp_path / "fresh"
@@ -54,4 +55,4 @@ def test_smoke_grid_then_rerun_skips_finished_cells(tmp_path):
         assert a["rows"] == b["rows"] and a["comparisons"] == b["comparisons"] and a["cells"] == b["cells"]
     assert "student L4H192" in md2
     listed = _reproduce(fresh, "--list", "--archive", str(tmp_path / "grid-archive"))
-    assert "5/7 cells done" in listed.stdout and listed.stdout.count("unneeded") == 2, listed.stdout
+    assert "7/9 cells done" in listed.stdout and listed.stdout.count("unneeded") == 2, listed.stdout
