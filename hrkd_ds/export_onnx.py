@@ -7,7 +7,7 @@ then ONNX Runtime runs it on real examples (the run's dev split, read through RU
 or `--examples`) beside the trainer's own forward: the file is kept only if the largest logit
 difference is within `--atol` and the row's predicted label is the same on at least
 `--min-agreement` of them. Latency of PyTorch fp32, PyTorch int8 and ONNX Runtime is measured
-with the compression report's protocol (analysis/compression.py). Bad input: one line, exit 2;
+with the compression report's protocol (engine/compression.py). Bad input: one line, exit 2;
 a failed check: one line, exit 1; nothing is written in either case.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from transformers.utils import logging as hf_logging
 
-from hrkd_ds.analysis.compression import DEFAULT_BATCH_SIZES, measure_latency, measure_onnx_latency
+from hrkd_ds.engine.compression import DEFAULT_BATCH_SIZES, measure_latency, measure_onnx_latency
 from hrkd_ds.engine.onnx_export import export_onnx
 from hrkd_ds.errors import UserError, exit_on_user_error
 from hrkd_ds.io import atomic_output, atomic_write_json

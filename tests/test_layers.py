@@ -12,13 +12,8 @@ import_layers = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(import_layers)
 
 
-# The one upward arrow left (issue 31, "rooms"): the distill stage measures the student's
-# compression with analysis/compression.py, which belongs beside export in engine/.
-KNOWN = ["hrkd_ds/stages/artifacts.py:15: stages (layer 6) imports hrkd_ds.analysis.compression (layer 7)"]
-
-
 def test_no_module_imports_from_a_higher_layer():
-    assert [p for p in import_layers.upward_imports() if p not in KNOWN] == []
+    assert import_layers.upward_imports() == []
 
 
 def test_an_upward_import_is_reported(tmp_path):

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from hrkd_ds.analysis.compression import compression_report
+from hrkd_ds.engine.compression import compression_report
 from hrkd_ds.engine.evaluate import EVAL_BATCH_SIZE, eval_batch
 from hrkd_ds.engine.export import export_int8
 from hrkd_ds.models.loading import load_exported

@@ -212,7 +212,7 @@ def write_model_card(model_dir: str | Path, info: dict[str, Any]) -> Path:
       teacher      the teacher's shape for a student: {"layers", "hidden", "heads", "intermediate"}
       results      a results.json block: {"dev": {domain: acc, ..., "average": acc}, "test": {...}}
                    (for an int8 export: the accuracy measured on the int8 model)
-      compression  {"params" | "size_bytes" | "latency_ms": (this model, teacher)}; from the compression report (analysis/compression.py)
+      compression  {"params" | "size_bytes" | "latency_ms": (this model, teacher)}; from the compression report (engine/compression.py)
       int8         the int8 export beside this fp32 one: {"path" (relative), "size_bytes", "latency_ms": {batch: ms},
                    "test": {...}, "fp32": {"size_bytes", "latency_ms", "test"}}
       max_seq_len  data.max_seq_len (the example truncates to it; default 128)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from hrkd_ds.analysis.compression import accuracy_retained, compression_report, count_parameters, main
+from hrkd_ds.engine.compression import accuracy_retained, compression_report, count_parameters, main
 from hrkd_ds.models.encoder import annotate_config
 
 

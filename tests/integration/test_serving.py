@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from integration_helpers import read_results
 
-from hrkd_ds.analysis.compression import main as compression_main
+from hrkd_ds.engine.compression import main as compression_main
 from hrkd_ds.config import load_config
 from hrkd_ds.data.splits import load_splits
 from hrkd_ds.export_onnx import main as export_main

@@ -249,7 +249,7 @@ def _default_results(student_dir: Path) -> Path | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hrkd_ds.analysis.compression", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m hrkd_ds.engine.compression", description=__doc__.splitlines()[0])
     ap.add_argument("student_dir", type=Path)
     ap.add_argument("teacher_dir", type=Path)
     ap.add_argument("--seq-len", type=int, default=128)
