@@ -41,21 +41,39 @@ def parse_comparison(text: str) -> tuple[str, str]:
     return a.strip(), b.strip()
 
 
+def phase_label(phase: Mapping[str, Any], seeds: Sequence[int]) -> str:
+    """A registered phase named by what it runs ('amazon 1.0 L4H192sel+L3 none+kd+hrkd seeds 4+5'),
+    not by its position in the spec, so a phase inserted before it leaves the report unchanged."""
+    parts = [phase.get("datasets"), phase.get("fractions"), phase.get("students"), phase.get("methods")]
+    return " ".join("+".join(str(x) for x in p or []) for p in parts) + " seeds " + "+".join(str(s) for s in seeds)
+
+
 def registered_phases(spec: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """Each phase with a `registered` key, with its rule (the spec's `preregistration` entry)."""
     if not spec:
         return []
     rules = spec.get("preregistration") or {}
     out = []
-    for i, phase in enumerate(spec.get("phases") or []):
+    for phase in spec.get("phases") or []:
         reg = phase.get("registered")
         if not isinstance(reg, Mapping):
             continue
-        out.append({"phase": i, "date": str(reg.get("date", "")), "rule_name": str(reg.get("rule", "")),
-                    "rule": rules.get(reg.get("rule")) or {}, "compare": [parse_comparison(c) for c in reg.get("compare") or []],
+        seeds = [int(s) for s in phase.get("seeds", spec.get("seeds") or [])]
+        out.append({"phase": phase_label(phase, seeds), "date": str(reg.get("date", "")),
+                    "rule_name": str(reg.get("rule", "")), "rule": rules.get(reg.get("rule")) or {},
+                    "compare": [parse_comparison(c) for c in reg.get("compare") or []],
                     "datasets": list(phase.get("datasets") or []), "fractions": [float(f) for f in phase.get("fractions") or []],
                     "students": list(phase.get("students") or []), "methods": list(phase.get("methods") or []),
-                    "seeds": [int(s) for s in phase.get("seeds", spec.get("seeds") or [])]})
+                    "seeds": seeds})
+    return out
+
+
+def registered_compare(phases: Sequence[Mapping[str, Any]], compare: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`compare` followed by every pair a registered phase names that it lacks (logit-kd - none, ...),
+    in spec order: a comparison registered before its cells ran is always read."""
+    out = list(compare)
+    for ph in phases:
+        out += [pair for pair in ph["compare"] if pair not in out]
     return out
 
 

@@ -23,7 +23,7 @@ from hrkd_ds.analysis.compression_summary import summarize_compression
 from hrkd_ds.analysis.domain_weights import mean_over_runs
 from hrkd_ds.analysis.bootstrap import DEFAULT_N_BOOT, hierarchical_bootstrap, pair_from_predictions, paired_bootstrap
 from hrkd_ds.analysis.duplicates import dedup_average, load_index
-from hrkd_ds.analysis.protocol import degenerate_domains, registered_phases, registration
+from hrkd_ds.analysis.protocol import degenerate_domains, registered_compare, registered_phases, registration
 from hrkd_ds.analysis.results_render import plot_slice, render_markdown, slice_slug
 from hrkd_ds.io import atomic_write_json, atomic_write_text
 
@@ -159,8 +159,10 @@ def build_slices(cells: list[Cell], *, compare: Sequence[tuple[str, str]] = DEFA
                  n_boot: int = DEFAULT_N_BOOT, seed: int = 0, spec: dict[str, Any] | None = None,
                  duplicates_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """One summary dict per (dataset, fraction, student), sorted by that key. `spec`: the grid spec
-    whose registered phases mark comparisons; `duplicates_dir`: the duplicate indices (duplicates.py)."""
+    whose registered phases mark comparisons (and add theirs to `compare`); `duplicates_dir`: the
+    duplicate indices (duplicates.py)."""
     phases = registered_phases(spec)
+    compare = registered_compare(phases, compare)
     groups: dict[tuple[str, float, str], list[Cell]] = {}
     for c in cells:
         groups.setdefault(c.slice_key, []).append(c)

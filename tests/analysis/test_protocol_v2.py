@@ -11,7 +11,8 @@ import pytest
 
 from hrkd_ds.analysis.duplicates import dedup_average, find_duplicates, index_path, label_digest, normalise
 from hrkd_ds.analysis.grid import load_spec
-from hrkd_ds.analysis.protocol import degenerate_domains, parse_comparison, registered_phases, registration
+from hrkd_ds.analysis.protocol import (degenerate_domains, parse_comparison, registered_compare, registered_phases,
+                                       registration)
 from hrkd_ds.analysis.results import build_slices, scan_grid, write_results
 from hrkd_ds.io import atomic_write_json
 
@@ -158,10 +159,26 @@ def test_registration_needs_every_cell_of_the_registered_phase():
         parse_comparison("hrkd-kd")
 
 
+def test_a_registered_phase_is_named_by_what_it_runs_not_where_it_stands():
+    (before,) = registered_phases(SPEC)
+    inserted = {**SPEC, "phases": [SPEC["phases"][0], {"datasets": ["mnli"], "fractions": ["0.1"], "students": ["L3"],
+                                                       "methods": ["none"]}, *SPEC["phases"][1:]]}
+    (after,) = registered_phases(inserted)
+    assert before["phase"] == after["phase"] == "amazon 1.0 L4 kd+hrkd+x-y seeds 4+5"
+
+
+def test_every_registered_pair_is_read_after_the_default_ones():
+    phases = registered_phases(SPEC)
+    assert registered_compare(phases, [("hrkd", "kd"), ("kd", "none")]) == [("hrkd", "kd"), ("kd", "none"), ("x-y", "kd")]
+
+
 def test_the_grid_spec_registers_its_v2_phases():
     phases = registered_phases(load_spec(REPO / "configs" / "reproduce" / "grid.yaml"))
-    assert phases and all(p["rule"].get("seeds") == 5 and p["seeds"] == [4, 5] for p in phases)
-    assert any(("hrkd", "kd") in p["compare"] and "amazon" in p["datasets"] and 1.0 in p["fractions"] for p in phases)
+    assert phases and all(p["rule"].get("seeds") == 5 for p in phases)  # every registered reading waits for 5 seeds
+    report = [p for p in phases if p["rule_name"] == "v2-report"]  # seeds 4-5 of the slices the README states
+    assert report and all(p["seeds"] == [4, 5] for p in report)
+    assert any(("hrkd", "kd") in p["compare"] and "amazon" in p["datasets"] and 1.0 in p["fractions"] for p in report)
+    assert len({p["phase"] for p in phases}) == len(phases)  # the labels tell the phases apart
 
 
 def test_report_marks_registered_comparisons(tmp_path):
@@ -172,7 +189,8 @@ def test_report_marks_registered_comparisons(tmp_path):
     out = write_results(root, tmp_path / "R.md", tmp_path / "r", n_boot=100, charts=False, spec=SPEC,
                         compare=[("hrkd", "kd"), ("kd", "hrkd")])
     reg = {(c["a"], c["b"]): c["registration"]["status"] for c in out["slices"][0]["comparisons"]}
-    assert reg == {("hrkd", "kd"): "pre-registered", ("kd", "hrkd"): "earlier protocol"}
+    # x-y - kd is read because the phase registers it, though `compare` does not name it
+    assert reg == {("hrkd", "kd"): "pre-registered", ("kd", "hrkd"): "earlier protocol", ("x-y", "kd"): "pre-registered"}
     md = (tmp_path / "R.md").read_text()
     assert "pre-registered (r1, 2026-12-07)" in md and "| earlier protocol |" in md
 
