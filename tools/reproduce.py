@@ -3,7 +3,7 @@
     python tools/reproduce.py --list                          # every cell and its state
     python tools/reproduce.py --max-hours 2                   # run pending cells for up to 2 h
     python tools/reproduce.py --only 'amazon/f1.0/L3/*' --seeds 1,2
-    python tools/reproduce.py --report                        # docs/RESULTS.md + docs/results/*
+    python tools/reproduce.py --report                        # docs/RESULTS.md + docs/results/* + README's tables
     python tools/reproduce.py --report --archive A --out G    # another grid: <A>-report/ (or --report-dir)
     python tools/reproduce.py --duplicates                    # rebuild docs/results/duplicates/ from the data
     python tools/reproduce.py --smoke --out /tmp/smoke        # same code path, shipped sample, minutes
@@ -35,9 +35,10 @@ from hrkd_ds.analysis.duplicates import regenerate as regenerate_duplicates
 from hrkd_ds.analysis.grid import GridCell, check_phases, expand, load_spec, select
 from hrkd_ds.analysis.grid_progress import Progress
 from hrkd_ds.analysis.grid_schedule import STOPPED_EXIT, run_grid
+from hrkd_ds.analysis.readme_table import update_readme
 from hrkd_ds.analysis.results import write_results
 from hrkd_ds.errors import UserError, exit_on_user_error
-from hrkd_ds.io import atomic_write_json
+from hrkd_ds.io import atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]  # the checkout: spec, docs/ and the trainer are found from here
 DEFAULT_SPEC = "configs/reproduce/grid.yaml"
@@ -46,6 +47,7 @@ ARCHIVE = REPO / "docs" / "results" / "cells"  # finished student cells' records
 LEGACY = REPO / "docs" / "results" / "legacy"  # slice summaries from grids whose records were lost
 DUPLICATES = REPO / "docs" / "results" / "duplicates"  # train/test duplicate indices (duplicates.py), committed
 DOCS = REPO / "docs"
+README = REPO / "README.md"  # its generated block (analysis/readme_table.py) is rewritten by the project's report
 # --smoke: the real grid's code path on the shipped sample, a few steps each: the three methods and
 # the two recipes on the student from teacher layers (a slice with its bootstrap), then hrkd on one
 # student of each other start (the general stage, weights selected from the teacher). The grid's
@@ -186,6 +188,9 @@ def report(root: Path, archive: Path, smoke: bool, spec: dict, report_dir: str |
     out = write_results([root, archive], md, json_dir, intro=intro, legacy_dir=LEGACY if own else None, spec=spec,
                         duplicates_dir=DUPLICATES, source=", ".join(_shown(r) for r in (root, archive)))
     print(f"wrote {md} ({len(out.get('slices', []))} slices, {len(out.get('missing', []))} missing cells)")
+    if own and md.parent == DOCS.resolve():  # the README states the project's own numbers, nobody else's
+        atomic_write_text(README, update_readme(README.read_text(), out.get("slices", [])))
+        print(f"wrote {README} (its generated tables)")
     return md
 
 
