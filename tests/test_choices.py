@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hrkd_ds.config.schema import STAGES, Config, DataConfig, DistillConfig
 from hrkd_ds.data.splits import _LOADERS
+from hrkd_ds.analysis.cells import METHOD_ORDER
 from hrkd_ds.distill.methods import METHODS
 from hrkd_ds.train import STAGES as STAGE_RUNNERS
 
@@ -28,8 +29,9 @@ def test_stages_are_the_config_s_in_its_order():
 
 
 def test_methods_a_run_can_choose_are_the_method_rows():
-    """`general` is a row too, but the general stage runs it, never distill.method."""
-    assert set(_choices(DistillConfig, "method")) == set(METHODS) - {"general"}
+    """`general` is a row too, but the general stage runs it, never distill.method; the reports'
+    method order lists the same methods."""
+    assert set(_choices(DistillConfig, "method")) == set(METHODS) - {"general"} == set(METHOD_ORDER)
 
 
 def test_data_formats_have_one_loader_each():

@@ -21,7 +21,8 @@ from typing import Any, Sequence
 from hrkd_ds.analysis.domain_weights import SUMMARY_FILE, summarize_run
 
 REQUIRED_KEYS = ("dataset", "fraction", "method", "seed", "student")
-METHOD_ORDER = ("none", "kd", "hrkd")
+# the methods a run can choose (distill/methods.py; tests/test_choices.py holds them equal), in table order
+METHOD_ORDER = ("none", "kd", "hrkd", "logit-kd", "two-stage")
 
 
 @dataclass
