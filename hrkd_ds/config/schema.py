@@ -137,6 +137,23 @@ class DistillConfig:
 
 
 @dataclass
+class TransferConfig:
+    """The distill stage's teacher-labelled transfer set and its teacher targets (docs/METHOD.md,
+    "Transfer set and cached teacher targets"); the teacher stage and `none` never see it."""
+
+    augment_factor: int = 0  # augmented copies per training example; 0: the labelled rows only
+    seed: int = 0  # the augmentation's own seed (not the run's): every seed and method reuses one set
+    replace_prob: float = 0.4  # per token: a nearest neighbour in the teacher's input embeddings (TinyBERT's p_t)
+    neighbours: int = 15  # the k nearest tokens (cosine) a replacement is drawn from (TinyBERT's K)
+    mask_prob: float = 0.1  # per copy: one span replaced by the mask token (deleted when there is none)
+    delete_prob: float = 0.1  # per copy: one span deleted
+    max_span: int = 3  # span length drawn from 1..max_span
+    # online: the teacher forward in every step; cached: the teacher's logits computed once, stored
+    # under the data cache; used when every active term reads only the logits (else online)
+    teacher_targets: Literal["online", "cached"] = "online"
+
+
+@dataclass
 class StageConfig:
     """Optimisation schedule of one training stage (teacher or distill)."""
 
@@ -189,6 +206,7 @@ class Config:
     student: StudentConfig = field(default_factory=lambda: StudentConfig(hidden_size=64, num_layers=1, num_heads=4, intermediate_size=256))
     graph: GraphConfig = field(default_factory=GraphConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     # The embedded default trains small models from scratch on the shipped sample in a few CPU
     # minutes; the paper's BERT-scale settings (lr 5e-5, 3 epochs, batch 8) are in configs/.
     teacher_train: StageConfig = field(default_factory=lambda: StageConfig(lr=2e-3, epochs=5, batch_per_domain=16))

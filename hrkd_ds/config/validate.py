@@ -17,7 +17,7 @@ def _check_range(name: str, ok: bool, value: Any, what: str) -> None:
 def validate(cfg: Config) -> Config:
     """Ranges and cross-field rules that types alone cannot express (choices are `Literal` types),
     in a fixed order, so a config with several faults always names the same one first."""
-    for check in (_stages_and_inits, _data, _models, _graph, _train_and_distill, _schedules):
+    for check in (_stages_and_inits, _data, _models, _graph, _train_and_distill, _transfer, _schedules):
         check(cfg)
     return cfg
 
@@ -98,6 +98,15 @@ def _train_and_distill(cfg: Config) -> None:
         raise UserError("config field 'distill.general_skip_cls': the reference normalization counts every position; "
                         "use distill.normalization=masked")
 
+
+
+def _transfer(cfg: Config) -> None:
+    t = cfg.transfer  # the transfer set (data/augment.py) and its cached targets (distill/teacher_targets.py)
+    _check_range("transfer.augment_factor", 0 <= t.augment_factor <= 1000, t.augment_factor, "0..1000 (0 = off)")
+    for name in ("replace_prob", "mask_prob", "delete_prob"):
+        _check_range(f"transfer.{name}", 0.0 <= getattr(t, name) <= 1.0, getattr(t, name), "0 <= p <= 1")
+    _check_range("transfer.neighbours", t.neighbours >= 1, t.neighbours, ">= 1")
+    _check_range("transfer.max_span", t.max_span >= 1, t.max_span, ">= 1")
 
 def _schedules(cfg: Config) -> None:
     for key in ("teacher_train", "distill_train", "general_train"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Literal, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
@@ -37,8 +38,11 @@ def _gather(dataset, indices: Sequence[int]) -> dict[str, list]:
 
 
 def collate_episode(per_domain_datasets: Sequence, episode: Sequence[Sequence[int]], pad_id: int,
-                    pad_to: Literal["longest", "max_length"] = "longest", max_seq_len: int | None = None) -> dict[str, torch.Tensor]:
-    """episode[k] indexes per_domain_datasets[k]; rows are domain-major, domain_ids says whose."""
+                    pad_to: Literal["longest", "max_length"] = "longest", max_seq_len: int | None = None,
+                    targets: Sequence[np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+    """episode[k] indexes per_domain_datasets[k]; rows are domain-major, domain_ids says whose.
+    `targets[k]` (n_k, C), the cached teacher logits of domain k's rows (distill/teacher_targets.py),
+    adds `teacher_logits` (K*B, C) float32, read from the memory map at the episode's rows."""
     if pad_to == "max_length" and not max_seq_len:
         raise ValueError("pad_to='max_length' needs max_seq_len")
     parts = [_gather(ds, idx) for ds, idx in zip(per_domain_datasets, episode, strict=True)]
@@ -46,4 +50,7 @@ def collate_episode(per_domain_datasets: Sequence, episode: Sequence[Sequence[in
     batch = pad_rows(rows, pad_id, max_seq_len if pad_to == "max_length" else None)
     batch["labels"] = torch.tensor(rows["label"], dtype=torch.long)
     batch["domain_ids"] = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor([len(idx) for idx in episode]))
+    if targets is not None:
+        rows = [np.asarray(t[np.asarray(idx, dtype=np.int64)], dtype=np.float32) for t, idx in zip(targets, episode, strict=True)]
+        batch["teacher_logits"] = torch.from_numpy(np.concatenate(rows))
     return batch

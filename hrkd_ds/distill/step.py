@@ -39,14 +39,35 @@ def log_layout(module: torch.nn.Module, key: str) -> str:
     return getattr(module, "log_layout", {}).get(key, BY_DOMAIN)
 
 
+class _NoInternals(tuple):
+    """Stands for the teacher's hidden states and maps where only its logits are cached: indexing
+    gives an empty placeholder a logit-only loss converts but never reads."""
+
+    def __getitem__(self, index):
+        return torch.zeros(1)
+
+
+class CachedTeacherOutput:
+    """The teacher's output as a logit-only loss reads it: `logits` from the cache, no internals."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits
+        self.embeddings = torch.zeros(1)
+        self.hidden_states = self.attentions = _NoInternals()
+
+
 def distill_step(student, teacher, loss, batch: dict[str, torch.Tensor], num_domains: int) -> StepOutput:
     """Teacher forward, student forward, the registered loss terms, the log record."""
     inputs = model_inputs(batch)
     # 1. the frozen teacher: no graph kept; a ZeRO-3 teacher gathers its layers here, a collective,
     #    so every rank runs it every step. It returns only the internals the loss asked for
-    #    (RelationalDistillLoss.request_internals)
-    with torch.no_grad():
-        teacher_out = teacher(**inputs, output_internals=True)
+    #    (RelationalDistillLoss.request_internals). With cached targets (a logit-only recipe,
+    #    distill/teacher_targets.py) there is no teacher: its logits come with the batch
+    if teacher is None:
+        teacher_out = CachedTeacherOutput(batch["teacher_logits"])
+    else:
+        with torch.no_grad():
+            teacher_out = teacher(**inputs, output_internals=True)
     # 2. the student, with its embeddings, hidden states and (when a term reads them) attention maps
     student_out = student(**inputs, output_internals=True)
     # 3. every active term (distill.terms), graph-weighted where it is layer-wise (docs/METHOD.md, "Total loss")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 from pathlib import Path
 
@@ -11,8 +12,11 @@ import yaml
 
 from hrkd_ds.config import to_dict
 from hrkd_ds.config.deepspeed import read_ds_config, zero_stage
-from hrkd_ds.distill.methods import build_step_module, method
-from hrkd_ds.engine.distributed import any_rank
+from hrkd_ds.data.augment import with_transfer_set
+from hrkd_ds.data.collate import collate_episode
+from hrkd_ds.distill.methods import build_step_module, method, term_weights
+from hrkd_ds.distill.teacher_targets import label_rows, load_or_build, logit_only, targets_key, teacher_fingerprint
+from hrkd_ds.engine.distributed import any_rank, barrier
 from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config, write_partition_record
 from hrkd_ds.errors import UserError
 from hrkd_ds.io import recover_dir
@@ -84,6 +88,111 @@ def student_config(ctx: StageContext):
     return dataclasses.replace(s, init="pretrained", pretrained=str(ctx.run_dir.stage_dir("general") / "model"))
 
 
+class TeacherShape:
+    """What the loss's constructor reads of a teacher (width, depth, internals switches), from its
+    config.json alone: with cached targets no teacher weights are loaded for the stage."""
+
+    padding_free = False
+
+    def __init__(self, src: Path) -> None:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(src))
+        self.hidden_size, self.num_layers = config.hidden_size, config.num_hidden_layers
+
+    def select_internals(self, *args, **kwargs) -> None:
+        pass
+
+
+@dataclasses.dataclass
+class TransferContext(StageContext):
+    """The distill stage's view of the run: training rows with the transfer set's augmented copies
+    (data/augment.py) and, with cached targets, the teacher's logits for each row in every batch."""
+
+    targets: list | None = None  # per domain (n_d, C) memory maps (distill/teacher_targets.py)
+
+    def collate_fn(self):
+        train = [self.data.splits["train"][d] for d in self.domains]
+        pad_id, device, targets = self.tokenizer.pad_token_id, self.dist.device, self.targets
+
+        def collate(episode):
+            batch = collate_episode(train, episode, pad_id, self.cfg.data.pad_to, self.cfg.data.max_seq_len, targets)
+            return {k: v.to(device) for k, v in batch.items()}
+
+        return collate
+
+
+def cache_root(ctx: StageContext) -> str:
+    """The data cache directory (as StageContext.setup resolves it)."""
+    return ctx.cfg.data.cache_dir or str(ctx.run_dir.path.resolve().parent / ".hrkd_cache")
+
+
+def cached_targets(cfg, spec) -> bool:
+    """`transfer.teacher_targets: cached` and a logit-only recipe; a layer-wise one stays online."""
+    if not spec.uses_teacher or cfg.transfer.teacher_targets != "cached":
+        return False
+    return logit_only(term_weights(spec, cfg.distill), task_head=spec.prediction)
+
+
+def _replaced(ctx: StageContext, **changes) -> TransferContext:
+    return TransferContext(**{**{f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)}, **changes})
+
+
+def transfer_context(ctx: StageContext, src: Path) -> TransferContext:
+    """The training rows plus their augmented copies; rank 0 builds (or checks) the cache first."""
+    specials, mask_id = set(ctx.tokenizer.all_special_ids), ctx.tokenizer.mask_token_id
+    data = None
+    for turn in (0, 1):
+        error = None
+        if ctx.dist.is_main == (turn == 0):
+            try:
+                data = with_transfer_set(ctx.data, src, ctx.cfg.transfer, specials, mask_id, cache_root(ctx))
+            except Exception as err:  # noqa: BLE001 - re-raised below, after every rank has heard of it
+                error = err
+        if any_rank(error is not None, ctx.dist.device):
+            raise error or UserError("transfer set preparation failed on another rank (see its message)")
+    return _replaced(ctx, data=data)
+
+
+def with_cached_targets(ctx: TransferContext, src: Path, stage) -> TransferContext:
+    """The teacher's logits for every training row, from the cache or computed now (rank-sharded
+    through a teacher engine that is dropped afterwards); the teacher's accuracies are measured
+    here when the run does not have them yet."""
+    cfg = ctx.cfg
+    t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
+    precision = "bf16" if (t_cfg.get("bf16") or {}).get("enabled") else "fp16" if (t_cfg.get("fp16") or {}).get("enabled") else "fp32"
+    train = [ctx.data.splits["train"][d] for d in ctx.domains]
+    final = Path(cache_root(ctx)) / "teacher_targets" / targets_key(teacher_fingerprint(src), train, cfg.data.max_seq_len,
+                                                                     cfg.data.pad_to, precision)
+    engine = None
+
+    def teacher_engine():
+        nonlocal engine
+        if engine is None:
+            engine = build_teacher_engine(load_teacher(ctx, src, t_cfg), t_cfg)
+        return engine
+
+    def build():
+        e = teacher_engine()
+        pad = cfg.data.max_seq_len if cfg.data.pad_to == "max_length" else None
+        return label_rows(lambda inputs: e(**inputs).logits, train, ctx.tokenizer.pad_token_id, ctx.dist.rank,
+                          ctx.dist.world_size, ctx.dist.device, pad)
+
+    targets, built = load_or_build(final, train, build, ctx.dist.rank, lambda flag: any_rank(flag, ctx.dist.device), barrier)
+    if ctx.dist.is_main:
+        print(f"[hrkd] teacher targets {'computed and cached' if built else 'read from the cache'}: {final} "
+              f"({sum(len(t) for t in targets)} rows); no teacher forward in the distill steps", flush=True)
+    if "teacher" not in ctx.results:  # as run_distill does for an online teacher
+        found = teacher_run_results(ctx)
+        if any_rank(found is None, ctx.dist.device):
+            found = evaluate_teacher(ctx, teacher_engine())
+        ctx.results["teacher"] = found
+        ctx.save_results()
+    del engine
+    gc.collect()
+    return _replaced(ctx, targets=targets)
+
+
 def run_distill(ctx: StageContext) -> None:
     if ctx.run_dir.is_done("student", ctx.results):
         return
@@ -91,10 +200,18 @@ def run_distill(ctx: StageContext) -> None:
     from_layers = cfg.student.from_teacher
     src = teacher_source(ctx) if spec.uses_teacher or from_layers else None
     layer_source = teacher = t_cfg = None
+    cached = cached_targets(cfg, spec)  # logit-only + transfer.teacher_targets=cached: no teacher engine
+    train_ctx = ctx
+    if spec.uses_teacher and (cfg.transfer.augment_factor or cached):  # the teacher stage and `none` never see it
+        train_ctx = transfer_context(ctx, src)
+    if cached:
+        train_ctx = with_cached_targets(train_ctx, src, stage)
+    elif spec.uses_teacher and cfg.transfer.teacher_targets == "cached" and ctx.dist.is_main:
+        print("[hrkd] transfer.teacher_targets=cached: this recipe has layer-wise terms, the teacher runs online", flush=True)
     if from_layers:  # a full copy in host memory, only while the student is built
         layer_source = load_exported(src, cfg.distill.attention)
         check_teacher_matches(layer_source, ctx.domains, ctx.labels, src)
-    if spec.uses_teacher:
+    if spec.uses_teacher and not cached:
         t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
         teacher = load_teacher(ctx, src, t_cfg)
     seed_everything(cfg.seed + 1)
@@ -103,9 +220,9 @@ def run_distill(ctx: StageContext) -> None:
         s_cfg = with_selected_layers(s_cfg, cfg.distill.layer_map, layer_source.num_layers)
     student = ctx.build_model(s_cfg, teacher=layer_source)
     del layer_source
-    module = build_step_module(cfg.distill.method, student, teacher, ctx.K, cfg.graph, cfg.distill)
+    module = build_step_module(cfg.distill.method, student, TeacherShape(src) if cached else teacher, ctx.K, cfg.graph, cfg.distill)
     teacher_engine = None
-    if spec.uses_teacher:
+    if spec.uses_teacher and not cached:
         teacher_engine = build_teacher_engine(teacher, t_cfg)
         write_partition_record(teacher_engine, ctx.run_dir.stage_dir("student"), ctx.dist.rank, ctx.dist.world_size)
     if "teacher" not in ctx.results:  # teacher came from elsewhere: report it too
@@ -115,7 +232,7 @@ def run_distill(ctx: StageContext) -> None:
         if found is not None:
             ctx.results["teacher"] = found
             ctx.save_results()  # a relaunch of a preempted student stage does not evaluate it again
-    ctx.results["student"] = ctx.train_stage("student", module, stage, teacher=teacher_engine)
+    ctx.results["student"] = train_ctx.train_stage("student", module, stage, teacher=teacher_engine)
     ctx.results["student"]["method"] = cfg.distill.method
     teacher_dir = src or teacher_export(ctx)  # the `none` baseline is compared with the teacher too
     compression = measure_compression(ctx, ctx.run_dir.stage_dir("student") / "model", teacher_dir) if teacher_dir else None
