@@ -96,12 +96,25 @@ class GraphConfig:
     dropout: float = 0.0
     leaky_relu_slope: float = 0.2
     residual: bool = False  # add each node's own projection in the GAT layers (the release: no; see graph.py)
+    # the graph attention (distill/graph.py): `gat` (the release's; static, so on the complete domain
+    # graph the weights sit at 1/K whenever a level's scores share a sign) | `gatv2` (dynamic: the
+    # LeakyReLU before the attention vector, distinct prototypes give distinct weights). The default
+    # stays `gat` until dev evidence (issue 29): gatv2 under objective=loss collapses as residual did
+    attention: Literal["gat", "gatv2"] = "gat"
     # what the graph's parameters are trained on (distill/graph_objective.py): `loss` (the paper's)
     # minimises the sum it weights, whose optimum is all weight on the smallest term; `robust`
     # maximises it plus robust_temperature x (mean term) x entropy, a soft lean towards the domains
-    # the student matches worst. `robust` needs residual (else the weights cannot leave 1/K)
-    objective: Literal["loss", "robust"] = "loss"
+    # the student matches worst. `robust` needs residual (else the weights cannot leave 1/K);
+    # `meta` (distill/graph_meta.py) weights each (level, domain) by how well its distillation
+    # gradient aligns with a held-out batch's label gradient (needs gatv2 or residual)
+    objective: Literal["loss", "robust", "meta"] = "loss"
     robust_temperature: float = 1.0
+    # objective=meta: the last meta_rows rows of each domain's block in every episode are the held-out
+    # rows (a slice of the training data), the alignment is re-measured every meta_every steps, by a
+    # central difference of relative step meta_step along the held-out gradient
+    meta_rows: int = 2
+    meta_every: int = 1
+    meta_step: float = 1e-3
     scale_scores: bool = True  # divide compare-aggregate bilinear scores by sqrt(D); reference: False
     init: Literal["ours", "reference"] = "ours"  # Xavier bounds of U, V and the GAT (docs/METHOD.md)
 

@@ -85,6 +85,21 @@ def _graph(cfg: Config) -> None:
                                "the reversed gradient would reach the student through its prototypes")):
             if not ok:
                 raise UserError(f"config field '{name}': graph.objective=robust needs it true ({why})")
+    if g.objective == "meta":  # distill/graph_meta.py
+        _check_range("graph.meta_every", g.meta_every >= 1, g.meta_every, ">= 1")
+        _check_range("graph.meta_step", 0 < g.meta_step < 1, g.meta_step, "in (0, 1)")
+        per_domain = cfg.distill_train.batch_per_domain
+        _check_range("graph.meta_rows", 1 <= g.meta_rows < per_domain, g.meta_rows,
+                     f">= 1 and < distill_train.batch_per_domain={per_domain} (the other rows carry the layer terms)")
+        for name, ok, why in (("graph.trainable", g.trainable, "a frozen graph has no objective"),
+                              ("graph.detach_prototypes", g.detach_prototypes,
+                               "the graph's surrogate would reach the student through its prototypes"),
+                              ("distill.fused", cfg.distill.fused, "the per-domain loop does not implement it")):
+            if not ok:
+                raise UserError(f"config field '{name}': graph.objective=meta needs it true ({why})")
+        if g.attention != "gatv2" and not g.residual:
+            raise UserError("config field 'graph.attention': graph.objective=meta needs gatv2 or graph.residual=true "
+                            "(the release's GAT keeps the weights at 1/K with zero gradient)")
 
 
 def _train_and_distill(cfg: Config) -> None:

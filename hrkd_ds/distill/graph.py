@@ -21,6 +21,20 @@ and for V the fans PyTorch computes over the release's (K, D, D) tensor per leve
 connection). Without it, while the attention logits keep one sign every node gets the same
 attention row, hence the same output, and the weights sit at exactly 1/K with zero gradient
 (docs/RESULTS.md, "The domain graph"); with it a node's output depends on its own prototype.
+
+`graph.attention=gatv2` (Brody et al., ICLR 2022) puts the LeakyReLU before the attention vector:
+e_ij = a . LeakyReLU(W_dst h_i + W_src h_j) is not a sum of a term in i and a term in j, so the
+rows differ per querying node and distinct prototypes give distinct outputs. Its second layer
+scores in an O-wide space (its output is one scalar per node, and a one-wide GATv2 score
+a LeakyReLU(x_i + x_j) is monotone in x_j, i.e. static again); its values are W2 h_j as in `gat`.
+Both layers score the node features standardised over the domains (`standardised`): a component
+every node shares puts every pair W_dst h_i + W_src h_j in one linear piece of the LeakyReLU, where
+the score splits into a term in i plus a term in j and GATv2 is static again (prototypes of real
+domains share most of their norm, and the first layer's near-uniform mixing hands the second a
+large shared part); and with the LeakyReLU homogeneous, small differences give scores that small,
+so the weights' spread would shrink with the square of the prototypes' differences (below float32
+resolution at the std-0.02 projections' initial scale). The values stay unstandardised.
+`gat` (the release's) keeps its parameters and numbers exactly.
 """
 
 from __future__ import annotations
@@ -38,6 +52,19 @@ REFERENCE_GAIN = 1.414  # the release's literal; ours is sqrt(2)
 def _xavier(*shape: int, fan_in: int, fan_out: int, gain: float = 1.0) -> nn.Parameter:
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+
+
+def standardised(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Node features less their mean over the nodes (`dim`), divided by the result's RMS over the
+    nodes and features, so GATv2's scores see how the domains differ at any prototype scale.
+    Differences below 1e-6 of the features' own RMS (rounding in the mean of identical nodes) give
+    zeros: identical nodes stay exactly identical."""
+    c = x - x.mean(dim=dim, keepdim=True)
+    dims = (dim, -1)
+    spread = c.pow(2).mean(dim=dims, keepdim=True).sqrt()
+    size = x.pow(2).mean(dim=dims, keepdim=True).sqrt()
+    inverse = torch.where(spread > 1e-6 * size, 1.0 / spread.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(spread))
+    return c * inverse
 
 
 def compare_aggregate_fans(K: int, D: int, reference: bool) -> tuple[tuple[int, int, float], tuple[int, int, float]]:
@@ -59,6 +86,7 @@ class DomainGraph(nn.Module):
         self.dropout = cfg.dropout
         self.slope = cfg.leaky_relu_slope
         self.residual = cfg.residual
+        self.dynamic = cfg.attention == "gatv2"
         self.score_scale = 1.0 / math.sqrt(D) if cfg.scale_scores else 1.0
         L = G - 1
         # compare-aggregate, levels 1..L
@@ -69,13 +97,26 @@ class DomainGraph(nn.Module):
         # GAT layer 1: H heads of width O; layer 2: one output per node (pyGAT layout, same fans as the release)
         gain = REFERENCE_GAIN if reference else math.sqrt(2.0)
         self.W1 = _xavier(G, H, D, O, fan_in=D, fan_out=O, gain=gain)  # (G, H, D, O)
-        self.a1_src = _xavier(G, H, O, fan_in=2 * O, fan_out=1, gain=gain)  # (G, H, O)
-        self.a1_dst = _xavier(G, H, O, fan_in=2 * O, fan_out=1, gain=gain)  # (G, H, O)
+        if self.dynamic:  # GATv2: target projections, the attention vector after the nonlinearity
+            self.W1_dst = _xavier(G, H, D, O, fan_in=D, fan_out=O, gain=gain)  # (G, H, D, O)
+            self.a1 = _xavier(G, H, O, fan_in=O, fan_out=1, gain=gain)  # (G, H, O)
+        else:  # the release's draws, in its order
+            self.a1_src = _xavier(G, H, O, fan_in=2 * O, fan_out=1, gain=gain)  # (G, H, O)
+            self.a1_dst = _xavier(G, H, O, fan_in=2 * O, fan_out=1, gain=gain)  # (G, H, O)
         self.W2 = _xavier(G, H * O, 1, fan_in=H * O, fan_out=1, gain=gain)  # (G, H*O, 1)
-        self.a2_src = _xavier(G, 1, fan_in=2, fan_out=1, gain=gain)  # (G, 1)
-        self.a2_dst = _xavier(G, 1, fan_in=2, fan_out=1, gain=gain)  # (G, 1)
+        if self.dynamic:  # layer 2 scores in an O-wide space (a one-wide GATv2 score is static)
+            self.W2_src = _xavier(G, H * O, O, fan_in=H * O, fan_out=O, gain=gain)  # (G, H*O, O)
+            self.W2_dst = _xavier(G, H * O, O, fan_in=H * O, fan_out=O, gain=gain)  # (G, H*O, O)
+            self.a2 = _xavier(G, O, fan_in=O, fan_out=1, gain=gain)  # (G, O)
+        else:
+            self.a2_src = _xavier(G, 1, fan_in=2, fan_out=1, gain=gain)  # (G, 1)
+            self.a2_dst = _xavier(G, 1, fan_in=2, fan_out=1, gain=gain)  # (G, 1)
         if not cfg.trainable:
             self.requires_grad_(False)
+        if cfg.objective == "meta":  # distill/graph_meta.py: the last measured alignment, and when to measure
+            self.meta_rows, self.meta_every, self.meta_step = cfg.meta_rows, cfg.meta_every, cfg.meta_step
+            self.register_buffer("alignment", torch.zeros(G, K))  # (G, K) A_(g,d), saved with the module
+            self.register_buffer("meta_calls", torch.zeros((), dtype=torch.long))  # training calls so far
 
     # ---- batched (fused) path -------------------------------------------------------------
     def compare_aggregate(self, protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,13 +147,23 @@ class DomainGraph(nn.Module):
         p, train = self.dropout, self.training
         x = F.dropout(x, p, train)
         Wh = x.unsqueeze(1) @ self.W1  # (G, H, K, O)
-        e = Wh @ self.a1_src[..., None] + (Wh @ self.a1_dst[..., None]).transpose(-1, -2)  # (G, H, K, K)
-        att = F.dropout(torch.softmax(F.leaky_relu(e, self.slope), dim=-1), p, train)  # (G, H, K, K)
+        if self.dynamic:  # e_ij = a . LeakyReLU(W_dst c_i + W_src c_j), c = x centred over the nodes
+            c = standardised(x, dim=1).unsqueeze(1)  # (G, 1, K, D)
+            pair = F.leaky_relu((c @ self.W1_dst).unsqueeze(-2) + (c @ self.W1).unsqueeze(-3), self.slope)  # (G, H, K, K, O)
+            e = (pair @ self.a1[:, :, None, :, None]).squeeze(-1)  # (G, H, K, K)
+        else:
+            e = F.leaky_relu(Wh @ self.a1_src[..., None] + (Wh @ self.a1_dst[..., None]).transpose(-1, -2), self.slope)
+        att = F.dropout(torch.softmax(e, dim=-1), p, train)  # (G, H, K, K)
         h = F.elu(self._aggregate(att, Wh))  # (G, H, K, O)
         h = F.dropout(h.permute(0, 2, 1, 3).flatten(2), p, train)  # (G, K, H*O)
         Wh2 = h @ self.W2  # (G, K, 1)
-        e2 = Wh2 * self.a2_src[:, None] + (Wh2 * self.a2_dst[:, None]).transpose(1, 2)  # (G, K, K)
-        att2 = F.dropout(torch.softmax(F.leaky_relu(e2, self.slope), dim=-1), p, train)
+        if self.dynamic:
+            c2 = standardised(h, dim=1)  # (G, K, H*O)
+            pair2 = F.leaky_relu((c2 @ self.W2_dst).unsqueeze(2) + (c2 @ self.W2_src).unsqueeze(1), self.slope)  # (G, K, K, O)
+            e2 = (pair2 @ self.a2[:, None, :, None]).squeeze(-1)  # (G, K, K)
+        else:
+            e2 = F.leaky_relu(Wh2 * self.a2_src[:, None] + (Wh2 * self.a2_dst[:, None]).transpose(1, 2), self.slope)  # (G, K, K)
+        att2 = F.dropout(torch.softmax(e2, dim=-1), p, train)
         return F.elu(self._aggregate(att2, Wh2)).squeeze(-1)  # (G, K)
 
     def forward(self, protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,11 +201,23 @@ class DomainGraph(nn.Module):
         heads = []
         for h in range(self.heads):
             Wh = x @ self.W1[g, h]  # (K, O)
-            e = (Wh @ self.a1_src[g, h])[:, None] + (Wh @ self.a1_dst[g, h])[None, :]  # (K, K)
-            att = F.dropout(torch.softmax(F.leaky_relu(e, self.slope), dim=1), p, train)
+            if self.dynamic:
+                c = standardised(x, dim=0)
+                dst, src = c @ self.W1_dst[g, h], c @ self.W1[g, h]  # (K, O)
+                e = torch.stack([torch.stack([F.leaky_relu(dst[i] + src[j], self.slope) @ self.a1[g, h]
+                                              for j in range(len(x))]) for i in range(len(x))])  # (K, K)
+            else:
+                e = F.leaky_relu((Wh @ self.a1_src[g, h])[:, None] + (Wh @ self.a1_dst[g, h])[None, :], self.slope)
+            att = F.dropout(torch.softmax(e, dim=1), p, train)
             heads.append(F.elu(self._aggregate(att, Wh)))
         x2 = F.dropout(torch.cat(heads, dim=1), p, train)  # (K, H*O)
         Wh2 = x2 @ self.W2[g]  # (K, 1)
-        e2 = Wh2 * self.a2_src[g] + (Wh2 * self.a2_dst[g]).T  # (K, K)
-        att2 = F.dropout(torch.softmax(F.leaky_relu(e2, self.slope), dim=1), p, train)
+        if self.dynamic:
+            c = standardised(x2, dim=0)
+            dst, src = c @ self.W2_dst[g], c @ self.W2_src[g]  # (K, O)
+            e2 = torch.stack([torch.stack([F.leaky_relu(dst[i] + src[j], self.slope) @ self.a2[g]
+                                           for j in range(len(x2))]) for i in range(len(x2))])  # (K, K)
+        else:
+            e2 = F.leaky_relu(Wh2 * self.a2_src[g] + (Wh2 * self.a2_dst[g]).T, self.slope)  # (K, K)
+        att2 = F.dropout(torch.softmax(e2, dim=1), p, train)
         return F.elu(self._aggregate(att2, Wh2)).squeeze(-1)

@@ -13,6 +13,11 @@ and scaling tau by the level's mean term makes tau free of the terms' units. The
 `2 r.detach() - r`, the value r exactly (Sterbenz) and the gradient negated, so the loss's value
 and the student's gradient are the same as under `loss`; the entropy bonus is added as
 `bonus - bonus.detach()`, zero in value. No custom autograd function: torch.compile traces it.
+
+`meta`: the student still minimises sum r T (r detached there), while the graph descends
+-sum r A, A (G, K) the alignment of each level's and domain's distillation gradient with a held-out
+batch's gradient (graph_meta.py, which measures it into the graph's `alignment` buffer), added as
+`s - s.detach()`, zero in value: the loss's value and the student's gradient are those of `loss`.
 """
 
 from __future__ import annotations
@@ -33,9 +38,19 @@ def entropy_bonus(weights: torch.Tensor, layer_terms: torch.Tensor, temperature:
     return bonus - bonus.detach()
 
 
-def weighted_layer_sum(weights: torch.Tensor, layer_terms: torch.Tensor, objective: str, temperature: float) -> torch.Tensor:
-    """sum_(g,d) r T under the graph objective `objective` (the value is the same for both)."""
+def alignment_surrogate(weights: torch.Tensor, alignment: torch.Tensor) -> torch.Tensor:
+    """Zero-valued term whose gradient makes the graph descend -sum r A (raise the aligned weights)."""
+    s = -(weights * alignment.to(weights.dtype)).sum()
+    return s - s.detach()
+
+
+def weighted_layer_sum(weights: torch.Tensor, layer_terms: torch.Tensor, objective: str, temperature: float,
+                       graph=None) -> torch.Tensor:
+    """sum_(g,d) r T under the graph objective `objective` (the value is the same for all);
+    `graph`: the DomainGraph, whose alignment buffer `meta` reads."""
     if objective == "loss":
         return (weights * layer_terms).sum()
+    if objective == "meta":
+        return (weights.detach() * layer_terms).sum() + alignment_surrogate(weights, graph.alignment)
     rev = reversed_for_graph(weights)
     return (rev * layer_terms).sum() + entropy_bonus(rev, layer_terms, temperature)

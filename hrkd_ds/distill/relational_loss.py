@@ -203,7 +203,7 @@ class RelationalDistillLoss(_RelationalLossBase):
                 layer_terms = part if layer_terms is None else layer_terms + part
 
         weights, ratios = self._domain_weights(s_hid, token_mask(attention_mask, dtype), K)  # (L+1, K), (L, K, L+1)
-        total = weighted_layer_sum(weights, layer_terms, p.objective, p.robust_temperature) if layer_terms is not None \
+        total = weighted_layer_sum(weights, layer_terms, p.objective, p.robust_temperature, p.graph) if layer_terms is not None \
             else s_hid[0].new_zeros(())
         for part in per_domain:
             total = total + part

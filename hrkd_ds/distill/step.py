@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from transformers.utils import ModelOutput
 
+from hrkd_ds.distill.graph_meta import refresh_alignment
+
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "domain_ids")
 
 BY_DOMAIN = "by_domain"  # (K,) or (L, K): per-domain values, filed under the row's "terms"
@@ -70,6 +72,9 @@ def distill_step(student, teacher, loss, batch: dict[str, torch.Tensor], num_dom
             teacher_out = teacher(**inputs, output_internals=True)
     # 2. the student, with its embeddings, hidden states and (when a term reads them) attention maps
     student_out = student(**inputs, output_internals=True)
+    # 2b. graph.objective=meta only (issue 29, helper D): re-measure the graph's held-out gradient
+    #     alignment when due (distill/graph_meta.py); a no-op for every other objective
+    refresh_alignment(student, loss, teacher_out, batch, num_domains)
     # 3. every active term (distill.terms), graph-weighted where it is layer-wise (docs/METHOD.md, "Total loss")
     result = loss(student_out, teacher_out, batch["attention_mask"], num_domains, labels=batch.get("labels"))
     # 4. the log record: each term per domain (and layer), the domain weights and ratios, detached

@@ -58,6 +58,12 @@ def check_distill_shapes(cfg: Config, ds_cfg: dict, teacher_dir: Path | None, te
     else:
         s_layers = s.num_layers
     resolve_layer_map(s_layers, t_layers, cfg.distill.layer_map or None)
+    if cfg.graph.objective == "meta" and cfg.distill.method == "hrkd" and zero_stage(ds_cfg) == 3:  # docs/METHOD.md
+        raise UserError("config field 'graph.objective': meta does not run under a ZeRO-3 student (zero_optimization.stage "
+                        "3 partitions the weights its held-out step moves); use ZeRO 0-2 or another objective")
+    if cfg.graph.objective == "meta" and cfg.distill.method == "hrkd" and any((ds_cfg.get(k) or {}).get("enabled") for k in ("bf16", "fp16")):
+        raise UserError("config field 'graph.objective': meta measures a relative weight step of graph.meta_step, below "
+                        "bf16/fp16 weight resolution; use an fp32 DeepSpeed config or another objective")
     if not cfg.distill.fused and zero_stage(ds_cfg) == 3:
         raise UserError("config field 'distill.fused': the per-domain loop reference (false) does not run under a "
                         "ZeRO-3 student; use the fused loss or ZeRO 0-2")

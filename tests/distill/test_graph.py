@@ -83,10 +83,11 @@ def test_mask_padding_switch_changes_prototypes():
     assert torch.allclose(masked.prototypes(bumped, tok, 4), a.detach(), atol=1e-6)
 
 
+@pytest.mark.parametrize("attention", ["gat", "gatv2"])
 @pytest.mark.parametrize("residual", [False, True])
-def test_graph_batched_equals_loop(residual):
+def test_graph_batched_equals_loop(residual, attention):
     torch.manual_seed(0)
-    g = DomainGraph(5, 4, 16, graph_cfg(residual=residual)).double().eval()
+    g = DomainGraph(5, 4, 16, graph_cfg(residual=residual, attention=attention)).double().eval()
     protos = torch.randn(4, 5, 16, dtype=torch.float64) * 3
     (w1, r1), (w2, r2) = g(protos), g.forward_loop(protos)
     assert torch.allclose(w1, w2, rtol=1e-12) and torch.allclose(r1, r2, rtol=1e-12)
@@ -109,11 +110,12 @@ def test_small_prototypes_pin_the_weights_at_uniform_unless_residual(residual):
         assert spread < 1e-12 and grad < 1e-12
 
 
-def test_torch_compile_fused_loss():
+@pytest.mark.parametrize("attention", ["gat", "gatv2"])
+def test_torch_compile_fused_loss(attention):
     """The fused loss (custom autograd Function included) compiles to one graph and matches eager."""
     if not hasattr(torch, "compile"):
         pytest.skip("torch.compile unavailable")
-    so, to, mask, loss = setup(K=2, detach_prototypes=False)
+    so, to, mask, loss = setup(K=2, detach_prototypes=False, attention=attention)
     eager = loss(so, to, mask, 2)
     g_eager = torch.autograd.grad(eager.total, [so.embeddings, *so.attentions])
     compiled = torch.compile(loss, backend="eager", fullgraph=True)
@@ -139,6 +141,55 @@ def test_torch_compile_inductor_fused_loss():
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def _spread_and_grad(attention, protos):
+    """(max |r - 1/K|, largest graph-parameter gradient) of a fresh graph on `protos`."""
+    torch.manual_seed(0)
+    G, K, D = protos.shape
+    g = DomainGraph(K, G, D, graph_cfg(attention=attention)).double().train()
+    w, _ = g(protos)
+    (w * torch.arange(float(K), dtype=torch.float64)).sum().backward()
+    return (w - 1.0 / K).abs().max().item(), max(p.grad.abs().max().item() for p in g.parameters())
+
+
+@pytest.mark.parametrize("offset", [0.0, 1.0])
+def test_gatv2_tells_distinct_domains_apart_at_initialisation(offset):
+    """Distinct prototypes, small (the std-0.02 projections' scale) or sharing a large common part as
+    real domains do: GATv2's weights leave 1/K and its parameters get a gradient. The release's GAT
+    at the small scale: exactly 1/K and no gradient."""
+    torch.manual_seed(1)
+    protos = torch.randn(3, 4, 16, dtype=torch.float64) * 0.01 + offset * torch.randn(3, 1, 16, dtype=torch.float64)
+    spread, grad = _spread_and_grad("gatv2", protos)
+    assert spread > 1e-4 and grad > 1e-4, (spread, grad)  # standardised scores: the spread does not vanish with the scale
+    if offset == 0.0:
+        assert _spread_and_grad("gat", protos) == (0.0, pytest.approx(0.0, abs=1e-15))
+    protos = torch.randn(3, 4, 16, dtype=torch.float64)  # O(1) prototypes: clearly non-uniform
+    spread, grad = _spread_and_grad("gatv2", protos)
+    assert spread > 1e-3 and grad > 1e-3, (spread, grad)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_gatv2_identical_prototypes_give_exactly_uniform_weights(residual):
+    """K identical nodes are indistinguishable: every weight exactly 1/K (5 domains: 1/5 rounded)."""
+    torch.manual_seed(0)
+    g = DomainGraph(5, 3, 16, graph_cfg(attention="gatv2", hierarchical=False, residual=residual))
+    protos = torch.randn(3, 1, 16).expand(3, 5, 16) * 3
+    w, _ = g(protos)
+    assert torch.equal(w, torch.full((3, 5), 1.0 / 5)), w
+    assert torch.allclose(g.forward_loop(protos)[0], torch.full((3, 5), 1.0 / 5), rtol=0, atol=1e-6)  # the loop: BLAS rounding per row
+
+
+def test_gat_keeps_the_release_parameters():
+    """`gat` has the release's parameters (names, shapes, draws); gatv2 has its own."""
+    torch.manual_seed(0)
+    gat = DomainGraph(4, 3, 16, graph_cfg())
+    torch.manual_seed(0)
+    again = DomainGraph(4, 3, 16, graph_cfg(attention="gat"))
+    assert {n for n, _ in gat.named_parameters()} == {"U", "V", "W1", "a1_src", "a1_dst", "W2", "a2_src", "a2_dst"}
+    assert all(torch.equal(a, b) for a, b in zip(gat.parameters(), again.parameters()))
+    v2 = DomainGraph(4, 3, 16, graph_cfg(attention="gatv2"))
+    assert {n for n, _ in v2.named_parameters()} == {"U", "V", "W1", "W1_dst", "a1", "W2", "W2_src", "W2_dst", "a2"}
+
+
 def _bound(fan_in, fan_out, gain):
     return gain * (6.0 / (fan_in + fan_out)) ** 0.5
 
@@ -159,3 +210,20 @@ def test_reference_init_bounds():
             assert w.abs().max() > 0.99 * bound and abs(w.std() / (bound / 3**0.5) - 1) < 0.05, name
     ours = DomainGraph(K, G, D, graph_cfg())
     assert ours.V.abs().max() > 4 * expected["V"]  # ours: per-(D, D) fans, gain 1 (x4.2 at D=64, x14 at 768)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_gatv2_fused_loss_matches_loop_float64(residual):
+    """Under gatv2 the fused loss and the per-domain loop (reference_loss.py) agree in the total,
+    the weights and every gradient, the graph's parameters included."""
+    from test_losses import SHAPES, build_pair, grads_of  # noqa: E402
+
+    shape = SHAPES[2]
+    so, to, mask, fused, loop = build_pair(*shape, dtype=torch.float64, attention="gatv2", residual=residual)
+    (a, ga), (b, gb) = grads_of(fused, so, to, mask, shape[0]), grads_of(loop, so, to, mask, shape[0])
+    assert torch.allclose(a.total, b.total, rtol=1e-12) and torch.allclose(a.weights, b.weights, rtol=1e-12)
+    assert (a.weights - 1.0 / shape[0]).abs().max() > 1e-4  # the graph is not at 1/K here
+    graph = [k for k in gb if k.startswith("graph.")]
+    assert "graph.W1_dst" in graph and max(gb[k].abs().max() for k in graph) > 1e-6
+    for k in gb:
+        assert ga[k] is not None and torch.allclose(ga[k], gb[k], rtol=1e-9, atol=1e-12), k
