@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -178,10 +179,12 @@ def with_cached_targets(ctx: TransferContext, src: Path, stage) -> TransferConte
         return label_rows(lambda inputs: e(**inputs).logits, train, ctx.tokenizer.pad_token_id, ctx.dist.rank,
                           ctx.dist.world_size, ctx.dist.device, pad)
 
+    t0 = time.perf_counter()
     targets, built = load_or_build(final, train, build, ctx.dist.rank, lambda flag: any_rank(flag, ctx.dist.device), barrier)
     if ctx.dist.is_main:
         print(f"[hrkd] teacher targets {'computed and cached' if built else 'read from the cache'}: {final} "
-              f"({sum(len(t) for t in targets)} rows); no teacher forward in the distill steps", flush=True)
+              f"({sum(len(t) for t in targets)} rows, {time.perf_counter() - t0:.1f} s); no teacher forward in the distill steps",
+              flush=True)
     if "teacher" not in ctx.results:  # as run_distill does for an online teacher
         found = teacher_run_results(ctx)
         if any_rank(found is None, ctx.dist.device):
