@@ -158,7 +158,8 @@ class _RelationalLossBase(nn.Module):
 
         A bf16 teacher's outputs are upcast here, so the loss is computed at the student's precision.
         """
-        t_hid = [teacher_out.embeddings, *(teacher_out.hidden_states[j - 1] for j in self.layer_map)]
+        reads_hidden = "hidden" in self.reads  # else (a logit-only loss) the teacher may have no internals at all
+        t_hid = [teacher_out.embeddings, *(teacher_out.hidden_states[j - 1] for j in self.layer_map)] if reads_hidden else []
         t_att = [teacher_out.attentions[j - 1] for j in self.layer_map] if self.attention_loss else []
         return [t.to(dtype) for t in t_hid], [t.to(dtype) for t in t_att], teacher_out.logits.to(dtype)
 

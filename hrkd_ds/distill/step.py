@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from transformers.utils import ModelOutput
 
+from hrkd_ds.models.encoder import EncoderOutputs
+
 from hrkd_ds.distill.graph_meta import refresh_alignment
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "domain_ids")
@@ -41,21 +43,10 @@ def log_layout(module: torch.nn.Module, key: str) -> str:
     return getattr(module, "log_layout", {}).get(key, BY_DOMAIN)
 
 
-class _NoInternals(tuple):
-    """Stands for the teacher's hidden states and maps where only its logits are cached: indexing
-    gives an empty placeholder a logit-only loss converts but never reads."""
-
-    def __getitem__(self, index):
-        return torch.zeros(1)
-
-
-class CachedTeacherOutput:
-    """The teacher's output as a logit-only loss reads it: `logits` from the cache, no internals."""
-
-    def __init__(self, logits: torch.Tensor) -> None:
-        self.logits = logits
-        self.embeddings = torch.zeros(1)
-        self.hidden_states = self.attentions = _NoInternals()
+def cached_teacher_output(logits: torch.Tensor):
+    """The teacher's output as a logit-only loss reads it: `logits` from the cache, no internals
+    (the loss gathers teacher states only when a term reads them, RelationalDistillLoss._teacher_layers)."""
+    return EncoderOutputs(logits=logits, embeddings=None, hidden_states=(), attentions=())
 
 
 def distill_step(student, teacher, loss, batch: dict[str, torch.Tensor], num_domains: int) -> StepOutput:
@@ -66,7 +57,7 @@ def distill_step(student, teacher, loss, batch: dict[str, torch.Tensor], num_dom
     #    (RelationalDistillLoss.request_internals). With cached targets (a logit-only recipe,
     #    distill/teacher_targets.py) there is no teacher: its logits come with the batch
     if teacher is None:
-        teacher_out = CachedTeacherOutput(batch["teacher_logits"])
+        teacher_out = cached_teacher_output(batch["teacher_logits"])
     else:
         with torch.no_grad():
             teacher_out = teacher(**inputs, output_internals=True)
