@@ -43,6 +43,7 @@ setup(
             "hrkd-train=hrkd_ds.train:main",
             "hrkd-predict=hrkd_ds.predict:main",
             "hrkd-export-onnx=hrkd_ds.export_onnx:main",
+            "hrkd-plan=hrkd_ds.plan:main",
         ],
     },
 )
