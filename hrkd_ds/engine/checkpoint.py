@@ -9,7 +9,7 @@ On resume the manifest is checked before anything is loaded (DeepSpeed unpickles
 a truncated or altered checkpoint is renamed `damaged-<tag>` and the previous intact one is
 used; a save that never finished (no manifest, not named by `LATEST`) is removed, so a kill
 during a stage's first save restarts that stage.
-Our own RNG state is stored without pickle (npz), so only DeepSpeed's files are ever unpickled.
+Our own RNG state is stored without pickle (engine/rng_state.py), so only DeepSpeed's files are ever unpickled.
 
 Disk space (engine/diskspace.py): a stage starts only if one checkpoint fits (and warns when the
 KEEP it holds plus the one being written will not); a save that runs out of space anyway is
@@ -20,19 +20,17 @@ directory, the bytes needed and free, while LATEST and the previous checkpoint s
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import random
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from hrkd_ds.engine import diskspace, hang
+from hrkd_ds.engine.rng_state import load_rng, save_rng
 from hrkd_ds.engine.distributed import barrier
 from hrkd_ds.engine.where import NOW
 from hrkd_ds.errors import UserError
@@ -42,45 +40,6 @@ POINTER = "LATEST"
 MANIFEST = "MANIFEST.json"
 KEEP = 2
 DAMAGED_PREFIX = "damaged-"
-
-
-# ---------------------------------------------------------------- RNG state without pickle
-def rng_arrays() -> dict[str, np.ndarray]:
-    """Python, numpy, torch (and CUDA) generator states as plain arrays."""
-    version, py_state, gauss = random.getstate()
-    _, keys, pos, has_gauss, cached = np.random.get_state()  # always MT19937 for the legacy global generator
-    arrays = {
-        "python": np.array([version, *py_state], dtype=np.int64),
-        "python_gauss": np.array([] if gauss is None else [gauss], dtype=np.float64),
-        "numpy_keys": np.asarray(keys, dtype=np.uint32),
-        "numpy_rest": np.array([pos, has_gauss, cached], dtype=np.float64),
-        "torch": torch.get_rng_state().numpy(),
-    }
-    if torch.cuda.is_available():
-        arrays["cuda"] = torch.cuda.get_rng_state().numpy()
-    return arrays
-
-
-def set_rng_arrays(a: dict[str, np.ndarray]) -> None:
-    py = [int(x) for x in a["python"]]
-    gauss = float(a["python_gauss"][0]) if a["python_gauss"].size else None
-    random.setstate((py[0], tuple(py[1:]), gauss))
-    pos, has_gauss, cached = a["numpy_rest"]
-    np.random.set_state(("MT19937", a["numpy_keys"], int(pos), int(has_gauss), float(cached)))
-    torch.set_rng_state(torch.from_numpy(np.array(a["torch"], dtype=np.uint8)))
-    if "cuda" in a and torch.cuda.is_available():
-        torch.cuda.set_rng_state(torch.from_numpy(np.array(a["cuda"], dtype=np.uint8)))
-
-
-def _save_rng(path: Path) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **rng_arrays())
-    path.write_bytes(buf.getvalue())
-
-
-def _load_rng(path: Path) -> None:
-    with np.load(path, allow_pickle=False) as f:
-        set_rng_arrays({k: f[k] for k in f.files})
 
 
 # ---------------------------------------------------------------- manifest
@@ -209,7 +168,7 @@ def save(engine, ckpt_dir: str | Path, step: int, progress: dict[str, Any], rank
         barrier()  # the one engine.save_checkpoint ends with on the ranks that did not fail
     if error is None:
         try:
-            _save_rng(ckpt_dir / tag / f"rng_rank{rank}.npz")
+            save_rng(ckpt_dir / tag / f"rng_rank{rank}.npz")
         except Exception as err:  # noqa: BLE001
             error = err
     code = _all_ok(error)
@@ -298,5 +257,5 @@ def load(engine, ckpt_dir: str | Path, rank: int) -> dict[str, Any] | None:
         raise RuntimeError(f"checkpoint {ckpt_dir / tag} could not be loaded")
     rng_file = ckpt_dir / tag / f"rng_rank{rank}.npz"
     if rng_file.is_file():
-        _load_rng(rng_file)
+        load_rng(rng_file)
     return client["progress"]

@@ -230,6 +230,30 @@ def _names(names: list[str] | None, count: int, prefix: str) -> list[str]:
     return list(names)
 
 
+def _from_teacher(model_cfg, teacher, vocab_size: int, pad_id: int, max_seq_len: int, dropout: dict, domains: list[str],
+                  labels: list[str], impl: str):
+    """A student built from the teacher: its layers at the teacher's widths (teacher_layers), or
+    weights selected from them at the configured, narrower sizes (teacher_select)."""
+    if teacher is None:
+        raise UserError(f"student.init={model_cfg.init} needs the teacher model")
+    t_cfg = teacher.config
+    check_fit(t_cfg, vocab_size, pad_id, max_seq_len, f"student.init={model_cfg.init}")
+    hf_config = copy.deepcopy(t_cfg)
+    if model_cfg.init == "teacher_layers":  # the teacher's widths, fewer layers
+        check_teacher_layers_fit(model_cfg, t_cfg.num_hidden_layers, teacher_widths(t_cfg))
+        shape = {"num_hidden_layers": len(model_cfg.teacher_layers)}
+    else:  # the configured, narrower sizes
+        check_teacher_select_fit(model_cfg, t_cfg.num_hidden_layers, teacher_widths(t_cfg))
+        shape = {"num_hidden_layers": model_cfg.num_layers, "hidden_size": model_cfg.hidden_size,
+                 "num_attention_heads": model_cfg.num_heads, "intermediate_size": model_cfg.intermediate_size}
+    hf_config.update({**dropout, **shape})
+    annotate_config(hf_config, domains, labels)
+    hf = AutoModelForSequenceClassification.from_config(hf_config, attn_implementation=impl)
+    fill = copy_teacher_layers if model_cfg.init == "teacher_layers" else select_teacher_weights
+    fill(hf, teacher.hf_model, model_cfg.teacher_layers)
+    return hf
+
+
 def build_model(
     model_cfg,
     num_domains: int,
@@ -256,23 +280,7 @@ def build_model(
     labels = _names(labels, num_labels, "label")
     dropout = {"hidden_dropout_prob": model_cfg.dropout, "attention_probs_dropout_prob": model_cfg.dropout}
     if model_cfg.from_teacher:
-        if teacher is None:
-            raise UserError(f"student.init={model_cfg.init} needs the teacher model")
-        t_cfg = teacher.config
-        check_fit(t_cfg, vocab_size, pad_id, max_seq_len, f"student.init={model_cfg.init}")
-        hf_config = copy.deepcopy(t_cfg)
-        if model_cfg.init == "teacher_layers":  # the teacher's widths, fewer layers
-            check_teacher_layers_fit(model_cfg, t_cfg.num_hidden_layers, teacher_widths(t_cfg))
-            shape = {"num_hidden_layers": len(model_cfg.teacher_layers)}
-        else:  # the configured, narrower sizes
-            check_teacher_select_fit(model_cfg, t_cfg.num_hidden_layers, teacher_widths(t_cfg))
-            shape = {"num_hidden_layers": model_cfg.num_layers, "hidden_size": model_cfg.hidden_size,
-                     "num_attention_heads": model_cfg.num_heads, "intermediate_size": model_cfg.intermediate_size}
-        hf_config.update({**dropout, **shape})
-        annotate_config(hf_config, domains, labels)
-        hf = AutoModelForSequenceClassification.from_config(hf_config, attn_implementation=impl)
-        fill = copy_teacher_layers if model_cfg.init == "teacher_layers" else select_teacher_weights
-        fill(hf, teacher.hf_model, model_cfg.teacher_layers)
+        hf = _from_teacher(model_cfg, teacher, vocab_size, pad_id, max_seq_len, dropout, domains, labels, impl)
     elif model_cfg.pretrained:
         check_model_dir(model_cfg.pretrained, "teacher/student.pretrained")  # train.py names the exact field earlier
         hf_config = AutoConfig.from_pretrained(model_cfg.pretrained, **dropout)
