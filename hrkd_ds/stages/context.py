@@ -108,6 +108,11 @@ class PreparedRun:
                            domains=self.domains, labels=self.labels)
 
 
+def data_cache_dir(cfg: Config, run_dir: RunDir) -> str:
+    """`data.cache_dir`, or `.hrkd_cache` beside the run directory (shared between runs)."""
+    return cfg.data.cache_dir or str(run_dir.path.resolve().parent / ".hrkd_cache")
+
+
 @dataclass
 class StageContext(PreparedRun):
     """Shared state of one invocation, built complete by `setup` (checks, data, then the run files,
@@ -124,7 +129,7 @@ class StageContext(PreparedRun):
         check_resume_config(cfg, ds_cfg, run_dir.saved_config)
         teacher_dir = resolve_teacher_dir(cfg)
         check_model_sources(cfg, teacher_dir)  # before any loader meets a bad directory
-        cache_dir = cfg.data.cache_dir or str(run_dir.path.resolve().parent / ".hrkd_cache")
+        cache_dir = data_cache_dir(cfg, run_dir)
         raw, tokenizer, data = prepare_data(cfg, dist, teacher_dir, cache_dir)
         prepared = PreparedRun(cfg, ds_cfg, ds_source, dist, run_dir, preempt, teacher_dir, raw, tokenizer, data)
         for role in ("teacher", "student"):

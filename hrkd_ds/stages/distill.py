@@ -25,7 +25,7 @@ from hrkd_ds.models.encoder import MultiDomainClassifier
 from hrkd_ds.models.loading import load_exported, load_partitioned
 from hrkd_ds.stages.artifacts import measure_compression, write_card, write_run_report
 from hrkd_ds.stages.checks import with_selected_layers
-from hrkd_ds.stages.context import StageContext, seed_everything
+from hrkd_ds.stages.context import StageContext, data_cache_dir, seed_everything
 
 
 def teacher_export(ctx: StageContext) -> Path | None:
@@ -123,11 +123,6 @@ class TransferContext(StageContext):
         return collate
 
 
-def cache_root(ctx: StageContext) -> str:
-    """The data cache directory (as StageContext.setup resolves it)."""
-    return ctx.cfg.data.cache_dir or str(ctx.run_dir.path.resolve().parent / ".hrkd_cache")
-
-
 def cached_targets(cfg, spec) -> bool:
     """`transfer.teacher_targets: cached` and a logit-only recipe; a layer-wise one stays online."""
     if not spec.uses_teacher or cfg.transfer.teacher_targets != "cached":
@@ -147,7 +142,7 @@ def transfer_context(ctx: StageContext, src: Path) -> TransferContext:
         error = None
         if ctx.dist.is_main == (turn == 0):
             try:
-                data = with_transfer_set(ctx.data, src, ctx.cfg.transfer, specials, mask_id, cache_root(ctx))
+                data = with_transfer_set(ctx.data, src, ctx.cfg.transfer, specials, mask_id, data_cache_dir(ctx.cfg, ctx.run_dir))
             except Exception as err:  # noqa: BLE001 - re-raised below, after every rank has heard of it
                 error = err
         if any_rank(error is not None, ctx.dist.device):
@@ -163,7 +158,7 @@ def with_cached_targets(ctx: TransferContext, src: Path, stage) -> TransferConte
     t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
     precision = "bf16" if (t_cfg.get("bf16") or {}).get("enabled") else "fp16" if (t_cfg.get("fp16") or {}).get("enabled") else "fp32"
     train = [ctx.data.splits["train"][d] for d in ctx.domains]
-    final = Path(cache_root(ctx)) / "teacher_targets" / targets_key(teacher_fingerprint(src), train, cfg.data.max_seq_len,
+    final = Path(data_cache_dir(ctx.cfg, ctx.run_dir)) / "teacher_targets" / targets_key(teacher_fingerprint(src), train, cfg.data.max_seq_len,
                                                                      cfg.data.pad_to, precision)
     engine = None
 

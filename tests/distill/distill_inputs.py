@@ -56,3 +56,16 @@ def graph_cfg(**kw) -> GraphConfig:
     """GraphConfig with dropout off by default (deterministic parity)."""
     kw.setdefault("dropout", 0.0)
     return GraphConfig(**kw)
+
+
+def assert_compiles_like_eager(loss, so, to, mask, K: int) -> None:
+    """torch.compile(fullgraph) of `loss` gives the eager value and gradients (student inputs and
+    graph parameters)."""
+    inputs = [so.embeddings, *so.attentions, *loss.params.graph.parameters()]
+    eager = loss(so, to, mask, K)
+    g_eager = torch.autograd.grad(eager.total, inputs)
+    out = torch.compile(loss, backend="eager", fullgraph=True)(so, to, mask, K)
+    g_comp = torch.autograd.grad(out.total, inputs)
+    assert torch.allclose(out.total, eager.total, rtol=1e-6)
+    for a, b in zip(g_comp, g_eager):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)

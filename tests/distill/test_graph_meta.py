@@ -13,7 +13,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "integration"))
 
-from distill_inputs import graph_cfg  # noqa: E402
+from distill_inputs import assert_compiles_like_eager, graph_cfg  # noqa: E402
 from integration_helpers import assert_ok, free_port, loss_rows, run, single_cmd, torchrun_cmd, train_args  # noqa: E402
 from test_losses import SHAPES, build_pair, grads_of  # noqa: E402
 
@@ -162,14 +162,7 @@ def test_meta_fused_loss_compiles_to_one_graph():
     shape = SHAPES[0]
     so, to, mask, loss, _ = build_pair(*shape, **META)
     loss.params.graph.alignment.normal_()
-    inputs = [so.embeddings, *so.attentions, *loss.params.graph.parameters()]
-    eager = loss(so, to, mask, shape[0])
-    g_eager = torch.autograd.grad(eager.total, inputs)
-    out = torch.compile(loss, backend="eager", fullgraph=True)(so, to, mask, shape[0])
-    g_comp = torch.autograd.grad(out.total, inputs)
-    assert torch.allclose(out.total, eager.total, rtol=1e-6)
-    for a, b in zip(g_comp, g_eager):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)
+    assert_compiles_like_eager(loss, so, to, mask, shape[0])
 
 
 REPO = Path(__file__).resolve().parents[2]
