@@ -20,7 +20,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file by the deepspeed launcher
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
 import transformers
 
 from hrkd_ds.config import Config, load_config
@@ -28,7 +27,7 @@ from hrkd_ds.config.deepspeed import read_ds_config
 from hrkd_ds.distill.methods import method
 from hrkd_ds.distill.term_registry import check_terms
 from hrkd_ds.engine import diskspace, hang
-from hrkd_ds.engine.distributed import DistInfo, init_distributed, silence_known_warnings
+from hrkd_ds.engine.distributed import DistInfo, close_process_group, init_distributed, silence_known_warnings
 from hrkd_ds.engine.loop import Preempted
 from hrkd_ds.engine.nonfinite import Diverged, likely_causes
 from hrkd_ds.engine.where import NOW
@@ -128,26 +127,7 @@ def cleanup(ctx: StageContext, dist: DistInfo) -> None:
     if dist.is_main:
         print(json.dumps({role: {s: ctx.results[role].get(s, {}).get("average") for s in ("dev", "test")}
                           for role in ("teacher", "student") if role in ctx.results}), flush=True)
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
-
-
-def close_process_group(together: bool) -> None:
-    """Close the process group before leaving on an error path. Exiting with it open lets the
-    interpreter's teardown meet gloo's worker threads, which can abort the rank (SIGABRT), and
-    the launcher then reports that instead of our exit code. `together`: every rank decided this
-    stop in step (Preempted, a RunStopped made `together`), so they meet once more and leave at the
-    same time."""
-    if not torch.distributed.is_initialized():
-        return
-    if together:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-        return
-    try:
-        torch.distributed.destroy_process_group()
-    except Exception:  # noqa: BLE001  the error that brought us here is the one to report
-        pass
+    close_process_group(together=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,6 +128,24 @@ def init_distributed(local_rank_arg: int | None = None, timeout_s: float = 300.0
     )
 
 
+def close_process_group(together: bool) -> None:
+    """Close the process group before leaving on an error path. Exiting with it open lets the
+    interpreter's teardown meet gloo's worker threads, which can abort the rank (SIGABRT), and
+    the launcher then reports that instead of our exit code. `together`: every rank decided this
+    stop in step (Preempted, a RunStopped made `together`), so they meet once more and leave at the
+    same time."""
+    if not torch.distributed.is_initialized():
+        return
+    if together:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+        return
+    try:
+        torch.distributed.destroy_process_group()
+    except Exception:  # noqa: BLE001  the error that brought us here is the one to report
+        pass
+
+
 def silence_known_warnings() -> None:
     """torch deprecates `all_gather_into_tensor` and `reduce_scatter_tensor`, which DeepSpeed's ZeRO calls on every rank;
     nothing for a user to act on. Only that message, from the module torch attributes it to."""

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from hrkd_ds.engine import checkpoint  # noqa: E402
-from hrkd_ds.engine.distributed import init_distributed  # noqa: E402
+from hrkd_ds.engine.distributed import close_process_group, init_distributed  # noqa: E402
 from hrkd_ds.errors import UserError  # noqa: E402
 
 DS = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1, "zero_optimization": {"stage": 2},
@@ -44,6 +44,15 @@ def draws() -> list[float]:
 
 def main(out: Path, mode: str) -> None:
     dist = init_distributed()
+    try:
+        run(out, mode, dist)
+    except BaseException:
+        close_process_group(together=False)
+        raise
+    close_process_group(together=True)  # leaving with the group open can abort a rank in gloo's teardown (CI met it)
+
+
+def run(out: Path, mode: str, dist) -> None:
     ckpt = out / "checkpoints"
     if mode == "save":
         eng = engine(0, dist.world_size)
