@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     ratio = {r: statistics.median(x[r] / x["kd"] for x in rounds) for r in RECIPES}
     print(f"student {args.student}, teacher 6 x 384, {args.domains} domains x {args.batch} rows x {args.seq} tokens, "
           f"{torch.get_num_threads()} thread(s), median of {args.repeats} rounds")
-    print(f"| recipe | s per step | vs kd (median of within-round ratios) |\n|---|---:|---:|")
+    print("| recipe | s per step | vs kd (median of within-round ratios) |\n|---|---:|---:|")
     for r in RECIPES:
         print(f"| {r} | {med[r]:.3f} | {ratio[r]:.2f}x |")
     print(f"logit_kd_cached_vs_kd: {ratio['logit-kd cached']:.3f}")

@@ -43,12 +43,16 @@ def _specials(tok):
     return set(tok.all_special_ids), tok.mask_token_id
 
 
-def test_same_seed_same_set_other_seed_different(tokenized, sample_tokenizer, teacher_dir):
+@pytest.fixture(scope="module")
+def inputs(tokenized, sample_tokenizer, teacher_dir):
+    """What build_arrays reads: the teacher's embedding table, 40 training rows per domain, the special ids."""
     from hrkd_ds.data.augment import teacher_input_embeddings
 
-    table = teacher_input_embeddings(teacher_dir)
-    train = _train(tokenized)
-    specials, mask = _specials(sample_tokenizer)
+    return (teacher_input_embeddings(teacher_dir), _train(tokenized), *_specials(sample_tokenizer))
+
+
+def test_same_seed_same_set_other_seed_different(inputs):
+    table, train, specials, mask = inputs
     cfg = TransferConfig(augment_factor=3)
     a = build_arrays(train, table, cfg, specials, mask)
     b = build_arrays(train, table, cfg, specials, mask)
@@ -64,12 +68,8 @@ def test_same_seed_same_set_other_seed_different(tokenized, sample_tokenizer, te
             assert np.array_equal(a["ids0"][off3[r3]:off3[r3 + 1]], two["ids0"][off2[r2]:off2[r2 + 1]])
 
 
-def test_copies_keep_the_special_tokens_and_change_some_words(tokenized, sample_tokenizer, teacher_dir):
-    from hrkd_ds.data.augment import teacher_input_embeddings
-
-    table = teacher_input_embeddings(teacher_dir)
-    train = _train(tokenized)
-    specials, mask = _specials(sample_tokenizer)
+def test_copies_keep_the_special_tokens_and_change_some_words(inputs, sample_tokenizer):
+    table, train, specials, mask = inputs
     arrays = build_arrays(train, table, TransferConfig(augment_factor=2), specials, mask)
     ids, off = arrays["ids0"], arrays["offsets0"]
     changed = 0
@@ -91,12 +91,8 @@ def test_nearest_neighbours_are_by_cosine_and_never_self_or_special():
     assert nbrs[1].tolist() == [4, 1]
 
 
-def test_cache_key_follows_teacher_table_and_settings(tokenized, sample_tokenizer, teacher_dir):
-    from hrkd_ds.data.augment import teacher_input_embeddings
-
-    table = teacher_input_embeddings(teacher_dir)
-    train = _train(tokenized)
-    specials, mask = _specials(sample_tokenizer)
+def test_cache_key_follows_teacher_table_and_settings(inputs):
+    table, train, specials, mask = inputs
     cfg = TransferConfig(augment_factor=2)
     key = transfer_key(train, table, cfg, specials, mask)
     assert key == transfer_key(train, table.copy(), cfg, specials, mask)

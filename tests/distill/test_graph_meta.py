@@ -13,7 +13,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "integration"))
 
-from distill_inputs import assert_compiles_like_eager, graph_cfg  # noqa: E402
+from distill_inputs import assert_compiles_like_eager  # noqa: E402
 from integration_helpers import assert_ok, free_port, loss_rows, run, single_cmd, torchrun_cmd, train_args  # noqa: E402
 from test_losses import SHAPES, build_pair, grads_of  # noqa: E402
 
