@@ -204,6 +204,15 @@ class Cluster:
         root.chmod(0o755)  # munged runs as user munge and must reach its directory
         for sub in ("state", "run", "log", "spool"):
             (root / sub).mkdir(exist_ok=True)
+        ctld_port, node_ports = self._ports()
+        tag_env = dict(os.environ, **{TAG_VAR: str(root), "SLURM_CONF": str(self.conf)})
+        self._start_munge(tag_env)
+        self._write_conf(ctld_port, node_ports)
+        self._start_daemons(tag_env)
+        log(f"slurm_cluster: started {self.nodes} nodes in {root} (slurmctld port {ctld_port}, slurmd {node_ports})")
+
+    def _ports(self) -> tuple[int, list[int]]:
+        """slurmctld's port and one per node: from --port-base (refused when busy) or free ones."""
         if self.port_base:
             ports = list(range(self.port_base, self.port_base + 1 + self.nodes))
             busy = [p for p in ports if not _port_free(p)]
@@ -211,10 +220,10 @@ class Cluster:
                 raise RuntimeError(f"ports {busy} are in use; pick another --port-base")
         else:
             ports = _free_ports(1 + self.nodes)
-        ctld_port, node_ports = ports[0], ports[1:]
-        tag_env = dict(os.environ, **{TAG_VAR: str(root), "SLURM_CONF": str(self.conf)})
+        return ports[0], ports[1:]
 
-        # --- munge: private key, socket, pid and log, owned by the munge user
+    def _start_munge(self, tag_env: dict[str, str]) -> None:
+        """munged with a private key, socket, pid and log, owned by the munge user."""
         self.munge_dir.mkdir(exist_ok=True)
         key = self.munge_dir / "munge.key"
         if not key.exists():
@@ -238,7 +247,8 @@ class Cluster:
         if res.returncode != 0:
             raise RuntimeError(f"munged failed: {res.stdout}{res.stderr}")
 
-        # --- slurm.conf
+    def _write_conf(self, ctld_port: int, node_ports: list[int]) -> None:
+        """slurm.conf for this throwaway cluster, and cluster.json saying where it listens."""
         lines = [
             f"ClusterName={self.name}",
             "SlurmctldHost=localhost",
@@ -249,10 +259,10 @@ class Cluster:
             # cred_expire: a requeued job is held this long (default 120 s); short for a test cluster
             f"AuthInfo=socket={self.munge_socket},cred_expire={self.cred_expire}",
             "CredType=cred/munge",
-            f"StateSaveLocation={root / 'state'}",
-            f"SlurmdSpoolDir={root / 'spool'}/%n",
-            f"SlurmctldPidFile={root / 'run' / 'slurmctld.pid'}",
-            f"SlurmdPidFile={root / 'run'}/slurmd-%n.pid",
+            f"StateSaveLocation={self.root / 'state'}",
+            f"SlurmdSpoolDir={self.root / 'spool'}/%n",
+            f"SlurmctldPidFile={self.root / 'run' / 'slurmctld.pid'}",
+            f"SlurmdPidFile={self.root / 'run'}/slurmd-%n.pid",
             f"SlurmctldLogFile={self.log_dir / 'slurmctld.log'}",
             f"SlurmdLogFile={self.log_dir}/slurmd-%n.log",
             "SlurmctldDebug=info",
@@ -283,10 +293,12 @@ class Cluster:
                          f"CPUs={self.cpus_per_node} RealMemory=1000 State=UNKNOWN")
         lines.append(f"PartitionName=debug Nodes={','.join(self.node_names)} Default=YES MaxTime=INFINITE State=UP")
         self.conf.write_text("\n".join(lines) + "\n")
-        (root / "cluster.json").write_text(json.dumps({
-            "root": str(root), "conf": str(self.conf), "nodes": self.nodes, "node_names": self.node_names,
+        (self.root / "cluster.json").write_text(json.dumps({
+            "root": str(self.root), "conf": str(self.conf), "nodes": self.nodes, "node_names": self.node_names,
             "ctld_port": ctld_port, "node_ports": node_ports}, indent=2) + "\n")
 
+    def _start_daemons(self, tag_env: dict[str, str]) -> None:
+        """slurmctld, then one slurmd per node; a failure shows the daemon's log tail."""
         sbin = os.environ.get("PATH", "") + ":/usr/sbin"
         res = subprocess.run([shutil.which("slurmctld", path=sbin), "-f", str(self.conf), "-i"],
                              env=tag_env, capture_output=True, text=True, timeout=30)
@@ -297,7 +309,6 @@ class Cluster:
                                  env=tag_env, capture_output=True, text=True, timeout=30)
             if res.returncode != 0:
                 raise RuntimeError(f"slurmd {name} failed: {res.stdout}{res.stderr}\n{self._tail(f'slurmd-{name}.log')}")
-        log(f"slurm_cluster: started {self.nodes} nodes in {root} (slurmctld port {ctld_port}, slurmd {node_ports})")
 
     def _tail(self, logname: str, n: int = 20) -> str:
         try:
