@@ -9,7 +9,9 @@ and whether they followed the domains' losses, and must answer it with the same 
 - max_weight: mean of the largest weight (1/K when uniform);
 - easiest: share of steps whose largest weight sits on the level's smallest-loss domain, over
   the steps where one domain has the largest weight (undefined when the weights stay uniform);
-- corr: mean Spearman correlation over steps between r_d and the domain's loss (ties share ranks).
+- corr: mean Spearman correlation over steps between r_d and the domain's loss (ties share ranks);
+- align_corr (graph.objective=meta runs, which log the held-out alignment A): the same between r_d
+  and A_d, i.e. whether the weights went where the held-out gradient said a domain helps.
 """
 
 from __future__ import annotations
@@ -73,13 +75,22 @@ def weight_stats(rows: list[dict], domains: list[str], level: int = 0) -> dict[s
     # a step whose largest weight is shared picks no domain: it counts in neither the share nor its base
     picked = (np.abs(w - w.max(1, keepdims=True)) <= _TIE).sum(1) == 1
     on_easiest = (w.argmax(1) == loss.argmin(1))[picked]
-    return {
+    out = {
         "jump": float(np.abs(np.diff(w, axis=0)).mean()),
         "entropy": float(ent.mean()),
         "max_weight": float(w.max(1).mean()),
         "easiest": float(on_easiest.mean()) if len(on_easiest) else float("nan"),
-        "corr": float(np.nanmean(corr)) if not all(math.isnan(c) for c in corr) else float("nan"),
+        "corr": _mean_defined(corr),
     }
+    if all("alignment" in r for r in rows):
+        align = np.array([r["alignment"][level] for r in rows])  # (S, K)
+        out["align_corr"] = _mean_defined([_spearman(w[i], align[i]) for i in range(len(rows))])
+    return out
+
+
+def _mean_defined(values: list[float]) -> float:
+    """The mean of the defined (non-NaN) values; NaN when none is."""
+    return float(np.nanmean(values)) if not all(math.isnan(v) for v in values) else float("nan")
 
 
 def run_stats(rows: list[dict], domains: list[str]) -> dict[str, float]:

@@ -135,17 +135,24 @@ def render_slice(sl: dict[str, Any], chart: str | None = None) -> str:
 
 _WEIGHT_COLUMNS = (("entropy", "entropy r_0"), ("top_entropy", "top: entropy"), ("top_max_weight", "top: max weight"),
                    ("top_easiest", "top: easiest"), ("top_jump", "top: jump"))
+# graph.objective=meta runs log the held-out alignment A: Spearman of r with A (analysis/domain_weights.py)
+_ALIGN_COLUMNS = (("align_corr", "r_0 ~ A"), ("top_align_corr", "top: r ~ A"))
 
 
 def render_domain_weights(by_method: dict[str, dict[str, Any]]) -> list[str]:
-    """What the graph did in each run that has one (tools/graph_study.py's measures, mean over seeds)."""
+    """What the graph did in each run that has one (tools/graph_study.py's measures, mean over seeds);
+    where a run logged the meta objective's alignment A, how well the weights' ranking of domains follows A's."""
+    aligned = any(w.get(k) is not None for w in by_method.values() for k, _ in _ALIGN_COLUMNS)
+    columns = _WEIGHT_COLUMNS + (_ALIGN_COLUMNS if aligned else ())
     lines = ["Domain weights over the run (student stage, logged steps; mean over seeds): entropy / log K "
              "(1 = uniform 1/K), the top level's largest weight, the share of steps it sits on that "
              "level's easiest domain (over the steps where one domain holds it; – when the weights stay "
-             "uniform), and its mean change between logged steps.", "",
-             "| model | " + " | ".join(h for _, h in _WEIGHT_COLUMNS) + " |", "|---|" + "---:|" * len(_WEIGHT_COLUMNS)]
+             "uniform), and its mean change between logged steps."
+             + (" r ~ A: Spearman correlation over steps of the weights with the held-out alignment A that "
+                "graph.objective=meta trains them on (+1: the weights rank the domains as A does)." if aligned else ""), "",
+             "| model | " + " | ".join(h for _, h in columns) + " |", "|---|" + "---:|" * len(columns)]
     for m, w in by_method.items():
-        cells = ["–" if w.get(k) is None else f"{w[k]:.4f}" for k, _ in _WEIGHT_COLUMNS]
+        cells = ["–" if w.get(k) is None else f"{w[k]:.4f}" for k, _ in columns]
         lines.append(f"| {m} (n={w['n']}) | " + " | ".join(cells) + " |")
     return lines
 

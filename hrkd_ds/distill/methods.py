@@ -52,7 +52,7 @@ class DistillModule(nn.Module):
     per call, never held as a submodule: it is its own (ZeRO-3 inference) engine.
     """
 
-    log_layout = {"weights": RAW, "ratios": RAW}
+    log_layout = {"weights": RAW, "ratios": RAW, "alignment": RAW}  # alignment: graph.objective=meta only
 
     def __init__(self, student: nn.Module, loss: nn.Module, num_domains: int, switch: float | None = None) -> None:
         super().__init__()

@@ -209,6 +209,9 @@ class RelationalDistillLoss(_RelationalLossBase):
         for part in per_domain:
             total = total + part
         terms = {**logs, "weights": weights, "ratios": ratios}
+        alignment = getattr(p.graph, "alignment", None)
+        if alignment is not None:  # graph.objective=meta: the last measured A the weights follow (graph_meta.py)
+            terms["alignment"] = alignment.float()
         terms = {k: v.detach() for k, v in terms.items()}
         return DistillLossOutput(total=total, terms=terms, weights=terms["weights"], ratios=terms["ratios"])
 

@@ -47,6 +47,18 @@ def test_top_level_collapse_onto_the_easiest_domain_of_its_own_loss():
     assert stats["top_corr"] < 0 and stats["entropy"] == pytest.approx(1.0)
 
 
+def test_align_corr_follows_the_logged_alignment_and_only_meta_runs_have_it():
+    """A meta run logs A (G, K): weights ranked as A give +1, against it -1; runs without A have no key."""
+    rows = [_row([[0.2, 0.3, 0.5], [0.5, 0.3, 0.2]], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) for _ in range(3)]
+    for r in rows:
+        r["alignment"] = [[-1.0, 0.0, 2.0], [-1.0, 0.0, 2.0]]
+    stats = run_stats(rows, DOMAINS)
+    assert stats["align_corr"] == pytest.approx(1.0) and stats["top_align_corr"] == pytest.approx(-1.0)
+    for r in rows:
+        del r["alignment"]
+    assert "align_corr" not in run_stats(rows, DOMAINS)
+
+
 def test_summarize_run_reads_the_student_stage_only_and_none_without_weights(tmp_path):
     u = [1 / 3] * 3
     student = [_row([u, [0.0, 0.0, 1.0]], [1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) for _ in range(3)]
@@ -60,3 +72,13 @@ def test_summarize_run_reads_the_student_stage_only_and_none_without_weights(tmp
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"stage": "student", "terms": {"emb": {}}}) + "\n")
     assert summarize_run(tmp_path) is None
     assert summarize_run(tmp_path / "absent") is None
+
+
+def test_the_report_shows_the_alignment_columns_only_when_a_run_logged_a():
+    from hrkd_ds.analysis.results_render import render_domain_weights
+
+    plain = {"hrkd": {"n": 2, "entropy": 1.0, "top_entropy": 0.9}}
+    assert "r ~ A" not in "\n".join(render_domain_weights(plain))
+    meta = {**plain, "hrkd-meta": {"n": 2, "entropy": 0.8, "align_corr": 0.5, "top_align_corr": 0.25}}
+    table = render_domain_weights(meta)
+    assert "| top: r ~ A |" in table[2] and table[-1].endswith("| 0.5000 | 0.2500 |") and table[-2].endswith("| – | – |")

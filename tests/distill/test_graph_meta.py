@@ -186,6 +186,9 @@ def test_meta_trains_on_two_ranks_under_zero2(tmp_path):
     assert all(r["loss"] == r["loss"] and abs(r["loss"]) < 1e6 for r in rows)
     last = torch.tensor(rows[-1]["weights"])
     assert (last - 1.0 / last.shape[1]).abs().max() > 1e-6, last
+    # the rows carry the held-out alignment the weights are trained on, one (G, K) entry per level and domain
+    align = torch.tensor(rows[-1]["alignment"])
+    assert align.shape == last.shape and align.abs().sum() > 0
 
 
 def test_meta_under_zero3_is_one_line_naming_the_field(tmp_path):
