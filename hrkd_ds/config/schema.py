@@ -71,6 +71,16 @@ class ModelConfig:
 
 
 @dataclass
+class TeacherConfig(ModelConfig):
+    """The teacher's encoder, plus the tokenizer it reads the text with."""
+
+    # "" -> the run's tokenizer (tokenizer.*); a local directory -> the teacher encodes the raw text
+    # with that tokenizer, the student with the run's (a teacher export holds its own). Logit-level
+    # terms only: token positions do not correspond across tokenizers (docs/METHOD.md, "Cross-tokenizer")
+    tokenizer: str = ""
+
+
+@dataclass
 class StudentConfig(ModelConfig):
     """The student's encoder, plus where the general stage starts it."""
 
@@ -215,7 +225,7 @@ class Config:
     teacher_from: str = ""  # finished run dir or HF dir: skip the teacher stage's training
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    teacher: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=lambda: StudentConfig(hidden_size=64, num_layers=1, num_heads=4, intermediate_size=256))
     graph: GraphConfig = field(default_factory=GraphConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)

@@ -17,7 +17,7 @@ def _check_range(name: str, ok: bool, value: Any, what: str) -> None:
 def validate(cfg: Config) -> Config:
     """Ranges and cross-field rules that types alone cannot express (choices are `Literal` types),
     in a fixed order, so a config with several faults always names the same one first."""
-    for check in (_stages_and_inits, _data, _models, _graph, _train_and_distill, _transfer, _schedules):
+    for check in (_stages_and_inits, _data, _models, _graph, _train_and_distill, _transfer, _cross_tokenizer, _schedules):
         check(cfg)
     return cfg
 
@@ -122,6 +122,26 @@ def _transfer(cfg: Config) -> None:
         _check_range(f"transfer.{name}", 0.0 <= getattr(t, name) <= 1.0, getattr(t, name), "0 <= p <= 1")
     _check_range("transfer.neighbours", t.neighbours >= 1, t.neighbours, ">= 1")
     _check_range("transfer.max_span", t.max_span >= 1, t.max_span, ">= 1")
+
+
+def _cross_tokenizer(cfg: Config) -> None:
+    """teacher.tokenizer: only what reads the teacher's class logits crosses tokenizers (the loss
+    terms are checked against the registry, stages/checks.py); what would feed one model the
+    other's token ids is refused here."""
+    if not cfg.teacher.tokenizer:
+        return
+    why = None
+    if not cfg.teacher_from:
+        why = "needs teacher_from (a teacher trained with that tokenizer, in its own run)"
+    elif {"general", "eval"} & set(cfg.stages):
+        why = f"stages {sorted({'general', 'eval'} & set(cfg.stages))} would feed the teacher the student's token ids; run the distill stage alone"
+    elif cfg.student.from_teacher:
+        why = f"student.init={cfg.student.init} copies the teacher's embeddings, which index the teacher's vocabulary"
+    elif cfg.transfer.augment_factor:
+        why = "transfer.augment_factor edits token ids with the teacher's embedding neighbours, which index the teacher's vocabulary"
+    if why:
+        raise UserError(f"config field 'teacher.tokenizer': {why}")
+
 
 def _schedules(cfg: Config) -> None:
     for key in ("teacher_train", "distill_train", "general_train"):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 _PADDED = (("input_ids", None), ("attention_mask", 0), ("token_type_ids", 0))  # None -> pad_id
+TEACHER_PREFIX = "teacher_"  # the teacher's own encoding's keys in a batch (teacher.tokenizer)
 
 
 def pad_rows(rows: dict[str, list], pad_id: int, length: int | None = None) -> dict[str, torch.Tensor]:
@@ -39,10 +40,13 @@ def _gather(dataset, indices: Sequence[int]) -> dict[str, list]:
 
 def collate_episode(per_domain_datasets: Sequence, episode: Sequence[Sequence[int]], pad_id: int,
                     pad_to: Literal["longest", "max_length"] = "longest", max_seq_len: int | None = None,
-                    targets: Sequence[np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+                    targets: Sequence[np.ndarray] | None = None,
+                    teacher: tuple[Sequence, int] | None = None) -> dict[str, torch.Tensor]:
     """episode[k] indexes per_domain_datasets[k]; rows are domain-major, domain_ids says whose.
     `targets[k]` (n_k, C), the cached teacher logits of domain k's rows (distill/teacher_targets.py),
-    adds `teacher_logits` (K*B, C) float32, read from the memory map at the episode's rows."""
+    adds `teacher_logits` (K*B, C) float32, read from the memory map at the episode's rows.
+    `teacher` (its per-domain datasets, its pad id): the teacher's own encoding of the same rows
+    (data/teacher_encoding.py), added as `teacher_input_ids` / `_attention_mask` / `_token_type_ids`."""
     if pad_to == "max_length" and not max_seq_len:
         raise ValueError("pad_to='max_length' needs max_seq_len")
     parts = [_gather(ds, idx) for ds, idx in zip(per_domain_datasets, episode, strict=True)]
@@ -50,6 +54,10 @@ def collate_episode(per_domain_datasets: Sequence, episode: Sequence[Sequence[in
     batch = pad_rows(rows, pad_id, max_seq_len if pad_to == "max_length" else None)
     batch["labels"] = torch.tensor(rows["label"], dtype=torch.long)
     batch["domain_ids"] = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor([len(idx) for idx in episode]))
+    if teacher is not None:
+        t_parts = [_gather(ds, idx) for ds, idx in zip(teacher[0], episode, strict=True)]
+        t_rows = {key: [row for p in t_parts for row in p[key]] for key, _ in _PADDED}
+        batch.update({f"{TEACHER_PREFIX}{k}": v for k, v in pad_rows(t_rows, teacher[1], max_seq_len if pad_to == "max_length" else None).items()})
     if targets is not None:
         rows = [np.asarray(t[np.asarray(idx, dtype=np.int64)], dtype=np.float32) for t, idx in zip(targets, episode, strict=True)]
         batch["teacher_logits"] = torch.from_numpy(np.concatenate(rows))

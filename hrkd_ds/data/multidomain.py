@@ -10,7 +10,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import datasets
 from transformers import PreTrainedTokenizerBase
@@ -29,6 +29,8 @@ class TokenizedSplits:
     labels: list[str]
     splits: dict[str, dict[str, datasets.Dataset]]
     cache_path: str = ""  # where it was loaded from ("" when not cached)
+    # teacher.tokenizer: the teacher's own encoding of the same rows (data/teacher_encoding.py), else None
+    teacher: Any = None
 
     @property
     def train_sizes(self) -> list[int]:

@@ -133,13 +133,13 @@ def build_tokenizer(tok_cfg, raw: RawSplits, cache_dir: str) -> PreTrainedTokeni
     return load_pretrained(final)
 
 
-def load_pretrained(path: str | Path) -> PreTrainedTokenizerBase:
-    """Local directory only: the cluster nodes have no internet."""
-    p = check_model_dir(path, "tokenizer.path", weights=False, tokenizer=True)
+def load_pretrained(path: str | Path, field: str = "tokenizer.path") -> PreTrainedTokenizerBase:
+    """Local directory only: the cluster nodes have no internet. `field` names the setting in errors."""
+    p = check_model_dir(path, field, weights=False, tokenizer=True)
     try:
         tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
     except (OSError, ValueError) as err:
-        raise UserError(f"tokenizer.path: cannot load a tokenizer from {p}: {str(err).splitlines()[0]}") from None
+        raise UserError(f"{field}: cannot load a tokenizer from {p}: {str(err).splitlines()[0]}") from None
     if tok.pad_token_id is None:
-        raise UserError(f"tokenizer.path: tokenizer in {p} has no pad token")
+        raise UserError(f"{field}: tokenizer in {p} has no pad token")
     return tok

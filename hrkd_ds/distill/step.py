@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers.utils import ModelOutput
 
+from hrkd_ds.data.collate import TEACHER_PREFIX
 from hrkd_ds.models.encoder import EncoderOutputs
 
 from hrkd_ds.distill.graph_meta import refresh_alignment
@@ -28,6 +29,14 @@ RAW = "raw"  # any shape: nested lists at the row's top level (e.g. graph weight
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+
+
+def teacher_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The teacher's own encoding of the rows when it has its own tokenizer (teacher.tokenizer:
+    `teacher_*` keys, data/collate.py), else the student's; domain_ids are the same rows'."""
+    if TEACHER_PREFIX + "input_ids" not in batch:
+        return model_inputs(batch)
+    return {k: batch[TEACHER_PREFIX + k] if k != "domain_ids" else batch[k] for k in MODEL_INPUTS}
 
 
 @dataclass
@@ -60,7 +69,7 @@ def distill_step(student, teacher, loss, batch: dict[str, torch.Tensor], num_dom
         teacher_out = cached_teacher_output(batch["teacher_logits"])
     else:
         with torch.no_grad():
-            teacher_out = teacher(**inputs, output_internals=True)
+            teacher_out = teacher(**teacher_inputs(batch), output_internals=True)
     # 2. the student, with its embeddings, hidden states and (when a term reads them) attention maps
     student_out = student(**inputs, output_internals=True)
     # 2b. graph.objective=meta only (issue 29, helper D): re-measure the graph's held-out gradient

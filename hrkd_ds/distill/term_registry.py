@@ -132,6 +132,20 @@ def active_terms(weights: dict, task_head: bool = True) -> list[tuple[LossTerm, 
     return out
 
 
+TOKEN_LEVEL = frozenset({"hidden", "attentions"})  # reads indexed by token position
+
+
+def refuse_token_level(weights: dict, task_head: bool, method: str) -> None:
+    """Across tokenizers (teacher.tokenizer) position t of the teacher's rows is not position t of
+    the student's, so a term that reads per-token states or maps has no meaning: one line naming
+    the setting and the terms. Logit-level terms (pred, kl, ce) cross tokenizers."""
+    bad = [t.name for t, _ in active_terms(weights, task_head) if t.reads & TOKEN_LEVEL]
+    if bad:
+        raise UserError(f"config field 'teacher.tokenizer': distill.method={method} has token-level terms ({', '.join(bad)}) "
+                        "whose positions do not correspond across tokenizers; use distill.method=logit-kd, or set "
+                        + " ".join(f"distill.terms.{n}.weight=0" for n in bad))
+
+
 def weighted(value: torch.Tensor, weight: float) -> torch.Tensor:
     """`weight * value`, with weight 1 left out so the default recipe's floating point is unchanged."""
     return value if weight == 1.0 else weight * value

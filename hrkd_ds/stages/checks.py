@@ -10,7 +10,8 @@ from transformers import AutoConfig
 from hrkd_ds.config import Config
 from hrkd_ds.config.deepspeed import with_batch_sizes, zero_stage
 from hrkd_ds.distill.layer_map import resolve_layer_map
-from hrkd_ds.distill.methods import method
+from hrkd_ds.distill.methods import method, term_weights
+from hrkd_ds.distill.term_registry import refuse_token_level
 from hrkd_ds.errors import UserError
 from hrkd_ds.models.checks import check_fit
 from hrkd_ds.models.student_init import check_teacher_layers_fit, check_teacher_select_fit, teacher_widths
@@ -83,18 +84,23 @@ def model_sources(cfg: Config, teacher_dir: Path | None) -> list[tuple[str, Path
     return out
 
 
-def check_models_fit(cfg: Config, teacher_dir: Path | None, tokenizer) -> None:
+def check_models_fit(cfg: Config, teacher_dir: Path | None, tokenizer, teacher_tokenizer=None) -> None:
     """The models' position embeddings, vocabulary and padding id take this data and tokenizer
-    (the check the model builder makes, made before the run directory exists)."""
+    (the check the model builder makes, made before the run directory exists); a teacher with its
+    own tokenizer (teacher.tokenizer) is checked against that one."""
     for field, src in model_sources(cfg, teacher_dir):
-        check_fit(AutoConfig.from_pretrained(str(src)), len(tokenizer), tokenizer.pad_token_id,
-                  cfg.data.max_seq_len, f"{field} {src}")
+        tok = teacher_tokenizer if field == "teacher_from" and teacher_tokenizer is not None else tokenizer
+        check_fit(AutoConfig.from_pretrained(str(src)), len(tok), tok.pad_token_id, cfg.data.max_seq_len, f"{field} {src}")
 
 
 def check_stages(ctx) -> None:
     """Reject a DeepSpeed JSON or a sampler setting that contradicts any stage about to train."""
     cfg = ctx.cfg
-    check_models_fit(cfg, ctx.teacher_dir, ctx.tokenizer)
+    own = ctx.data.teacher  # teacher.tokenizer: the teacher's own encoding (data/teacher_encoding.py)
+    check_models_fit(cfg, ctx.teacher_dir, ctx.tokenizer, own.tokenizer if own else None)
+    if own and "distill" in cfg.stages and method(cfg.distill.method).uses_teacher:  # logit-level terms only
+        spec = method(cfg.distill.method)
+        refuse_token_level(term_weights(spec, cfg.distill), spec.prediction, cfg.distill.method)
     stages = [cfg.general_train] if "general" in cfg.stages else []
     stages += [cfg.teacher_train] if "teacher" in cfg.stages and ctx.teacher_dir is None else []
     stages += [cfg.distill_train] if "distill" in cfg.stages else []

@@ -7,6 +7,7 @@ from pathlib import Path
 from hrkd_ds.config import Config, TokenizerConfig
 from hrkd_ds.data.multidomain import TokenizedSplits, tokenize_splits
 from hrkd_ds.data.splits import RawSplits, load_splits
+from hrkd_ds.data.teacher_encoding import encode_for_teacher
 from hrkd_ds.data.tokenizer import build_tokenizer
 from hrkd_ds.engine.distributed import DistInfo, any_rank
 from hrkd_ds.errors import UserError
@@ -25,9 +26,10 @@ def resolve_teacher_dir(cfg: Config) -> Path | None:
 
 
 def prepare_data(cfg: Config, dist: DistInfo, teacher_dir: Path | None, cache_dir: str):
-    """(raw splits, tokenizer, tokenized splits). A teacher from elsewhere brings its tokenizer."""
+    """(raw splits, tokenizer, tokenized splits). A teacher from elsewhere brings its tokenizer,
+    unless it reads the text with its own (teacher.tokenizer: data/teacher_encoding.py, `data.teacher`)."""
     tok_cfg = cfg.tokenizer
-    if teacher_dir is not None and (teacher_dir / "tokenizer_config.json").is_file():
+    if teacher_dir is not None and not cfg.teacher.tokenizer and (teacher_dir / "tokenizer_config.json").is_file():
         tok_cfg = TokenizerConfig(kind="pretrained", path=str(teacher_dir))
     raw: RawSplits = load_splits(cfg.data)
     for turn in (0, 1):
@@ -36,6 +38,7 @@ def prepare_data(cfg: Config, dist: DistInfo, teacher_dir: Path | None, cache_di
             try:
                 tokenizer = build_tokenizer(tok_cfg, raw, cache_dir)
                 data: TokenizedSplits = tokenize_splits(raw, tokenizer, cfg.data.max_seq_len, cache_dir)
+                data.teacher = encode_for_teacher(cfg.teacher.tokenizer, raw, cfg.data.max_seq_len, cache_dir)
             except Exception as err:  # noqa: BLE001 - re-raised below, after every rank has heard of it
                 error = err
         if any_rank(error is not None, dist.device):  # every rank stops, none waits in a collective

@@ -115,9 +115,11 @@ class TransferContext(StageContext):
     def collate_fn(self):
         train = [self.data.splits["train"][d] for d in self.domains]
         pad_id, device, targets = self.tokenizer.pad_token_id, self.dist.device, self.targets
+        own = self.data.teacher  # teacher.tokenizer: the teacher's rows ride along (unless its logits are cached)
+        teacher = ([own.data.splits["train"][d] for d in self.domains], own.pad_id) if own and targets is None else None
 
         def collate(episode):
-            batch = collate_episode(train, episode, pad_id, self.cfg.data.pad_to, self.cfg.data.max_seq_len, targets)
+            batch = collate_episode(train, episode, pad_id, self.cfg.data.pad_to, self.cfg.data.max_seq_len, targets, teacher)
             return {k: v.to(device) for k, v in batch.items()}
 
         return collate
@@ -132,6 +134,13 @@ def cached_targets(cfg, spec) -> bool:
 
 def _replaced(ctx: StageContext, **changes) -> TransferContext:
     return TransferContext(**{**{f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)}, **changes})
+
+
+def teacher_view(ctx: StageContext) -> StageContext:
+    """The run as the teacher reads it: under teacher.tokenizer its own encoding of the same rows
+    and its own tokenizer (data/teacher_encoding.py), for its evaluation and cached logits; else ctx."""
+    own = ctx.data.teacher
+    return ctx if own is None else _replaced(ctx, data=own.data, tokenizer=own.tokenizer)
 
 
 def transfer_context(ctx: StageContext, src: Path) -> TransferContext:
@@ -157,7 +166,8 @@ def with_cached_targets(ctx: TransferContext, src: Path, stage) -> TransferConte
     cfg = ctx.cfg
     t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
     precision = "bf16" if (t_cfg.get("bf16") or {}).get("enabled") else "fp16" if (t_cfg.get("fp16") or {}).get("enabled") else "fp32"
-    train = [ctx.data.splits["train"][d] for d in ctx.domains]
+    view = teacher_view(ctx)  # keyed on, and computed from, the teacher's own tokenisation
+    train = [view.data.splits["train"][d] for d in ctx.domains]
     final = Path(data_cache_dir(ctx.cfg, ctx.run_dir)) / "teacher_targets" / targets_key(teacher_fingerprint(src), train, cfg.data.max_seq_len,
                                                                      cfg.data.pad_to, precision)
     engine = None
@@ -171,7 +181,7 @@ def with_cached_targets(ctx: TransferContext, src: Path, stage) -> TransferConte
     def build():
         e = teacher_engine()
         pad = cfg.data.max_seq_len if cfg.data.pad_to == "max_length" else None
-        return label_rows(lambda inputs: e(**inputs).logits, train, ctx.tokenizer.pad_token_id, ctx.dist.rank,
+        return label_rows(lambda inputs: e(**inputs).logits, train, view.tokenizer.pad_token_id, ctx.dist.rank,
                           ctx.dist.world_size, ctx.dist.device, pad)
 
     t0 = time.perf_counter()
@@ -183,7 +193,7 @@ def with_cached_targets(ctx: TransferContext, src: Path, stage) -> TransferConte
     if "teacher" not in ctx.results:  # as run_distill does for an online teacher
         found = teacher_run_results(ctx)
         if any_rank(found is None, ctx.dist.device):
-            found = evaluate_teacher(ctx, teacher_engine())
+            found = evaluate_teacher(view, teacher_engine())
         ctx.results["teacher"] = found
         ctx.save_results()
     del engine
@@ -199,7 +209,7 @@ def run_distill(ctx: StageContext) -> None:
     src = teacher_source(ctx) if spec.uses_teacher or from_layers else None
     layer_source = teacher = t_cfg = None
     cached = cached_targets(cfg, spec)  # logit-only + transfer.teacher_targets=cached: no teacher engine
-    train_ctx = ctx
+    train_ctx = _replaced(ctx) if ctx.data.teacher else ctx  # teacher.tokenizer: its rows in every batch
     if spec.uses_teacher and (cfg.transfer.augment_factor or cached):  # the teacher stage and `none` never see it
         train_ctx = transfer_context(ctx, src)
     if cached:
@@ -226,7 +236,7 @@ def run_distill(ctx: StageContext) -> None:
     if "teacher" not in ctx.results:  # teacher came from elsewhere: report it too
         found = teacher_run_results(ctx)
         if any_rank(found is None, ctx.dist.device) and teacher_engine is not None:  # every rank evaluates, or none
-            found = evaluate_teacher(ctx, teacher_engine)
+            found = evaluate_teacher(teacher_view(ctx), teacher_engine)
         if found is not None:
             ctx.results["teacher"] = found
             ctx.save_results()  # a relaunch of a preempted student stage does not evaluate it again
