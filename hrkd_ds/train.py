@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a file by the deepspeed launcher
 
 import transformers
 
+from hrkd_ds.allocator import pin_mmap_threshold
 from hrkd_ds.config import Config, load_config
 from hrkd_ds.config.deepspeed import read_ds_config
 from hrkd_ds.distill.methods import method
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     with exit_on_user_error(debug=args.debug):
         cfg, ds_cfg, ds_path = read_configs(args)
+    pin_mmap_threshold(cfg.train.malloc_mmap_threshold_kib)  # before the data and models are allocated
     dist = init_distributed(args.local_rank, cfg.train.collective_timeout_s)
     with exit_on_user_error(debug=args.debug):
         try:

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hrkd_ds"
 
 # bottom-up, as docs/INTERFACES.md draws them; a top-level module or folder of hrkd_ds -> its layer
 LAYERS = {
-    "errors": 0, "io": 0, "tables": 0,
+    "errors": 0, "io": 0, "tables": 0, "allocator": 0,
     "config": 1, "tracking": 1,
     "models": 2,
     "data": 3,

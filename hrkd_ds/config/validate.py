@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from hrkd_ds.config.schema import STAGES, STUDENT_INITS, Config, ModelConfig, StageConfig
+from hrkd_ds.allocator import MAX_KIB
 from hrkd_ds.errors import UserError
 
 
@@ -105,6 +106,8 @@ def _graph(cfg: Config) -> None:
 def _train_and_distill(cfg: Config) -> None:
     _check_range("train.max_nonfinite_steps", cfg.train.max_nonfinite_steps >= 1, cfg.train.max_nonfinite_steps, ">= 1")
     _check_range("train.collective_timeout_s", cfg.train.collective_timeout_s > 0, cfg.train.collective_timeout_s, "> 0 (seconds)")
+    _check_range("train.malloc_mmap_threshold_kib", 0 <= cfg.train.malloc_mmap_threshold_kib <= MAX_KIB,
+                 cfg.train.malloc_mmap_threshold_kib, f"0..{MAX_KIB} (0: glibc's dynamic default)")
     _check_range("distill.temperature", cfg.distill.temperature > 0, cfg.distill.temperature, "> 0")
     _check_range("distill.two_stage_split", 0 < cfg.distill.two_stage_split < 1, cfg.distill.two_stage_split, "in (0, 1)")
     for name, term in cfg.distill.terms.items():  # the names are checked against the registry (distill/term_registry.py)

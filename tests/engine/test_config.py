@@ -47,6 +47,8 @@ def test_yaml_then_override_and_round_trip(tmp_path):
         (["student.init=teacher_layers"], "'student.teacher_layers'"),
         (["distill.general_skip_cls=true", "distill.normalization=reference"], "'distill.general_skip_cls'"),
         (["seed"], "expected key.sub=value"),
+        (["train.malloc_mmap_threshold_kib=-1"], "'train.malloc_mmap_threshold_kib'"),
+        (["train.malloc_mmap_threshold_kib=65536"], "'train.malloc_mmap_threshold_kib'"),
     ],
 )
 def test_bad_values_name_the_field(overrides, needle):
