@@ -1,4 +1,4 @@
-"""hrkd-plan: per-rank bytes of a distillation run before submitting it (issue 30 item 3, first cut).
+"""hrkd-plan: per-rank bytes of a distillation run before submitting it (issue 30 item 3).
 
 Model states follow ZeRO's partitioning (stage 1: optimizer states / N, 2: + gradients / N,
 3: + parameters / N); the frozen teacher holds its parameters only (no gradients, no optimizer),
@@ -6,18 +6,28 @@ partitioned / N under ZeRO-3 plus the live gather buffers, bounded by DeepSpeed'
 stage3_max_live_parameters (and the prefetch bucket) elements. Activations are a BERT-layer
 estimate: the teacher's forward keeps one layer's activations, the student keeps all of its
 layers' activations for the backward. The fixed runtime cost per rank is a measured input.
+
+Validated against tools/bench_big_teacher.py runs (docs/BENCHMARKS.md, "Capacity planner"):
+bytes held, the teacher-load peak and the distillation-step peak per rank.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from hrkd_ds.errors import EXIT_USAGE, UserError
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+STORED_BYTES = 4  # exports are fp32 safetensors
 GIB = 1024 ** 3
+FIXED_GIB = 0.47  # measured: RSS of a rank after imports and the gloo process group, before any model
+ENGINE_GIB = 0.08  # measured: what two DeepSpeed engines and their first steps add for a model of ~0 parameters
+GFLOPS = 20.0  # measured: matmul rate of one rank, one thread (docs/BENCHMARKS.md)
+GATHER_GBPS = 1.0  # measured: gloo all-gather bytes per second per rank, loopback
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,17 @@ def parse_shape(text: str, field: str) -> Shape:
     return Shape(*parts)
 
 
+def shape_from_dir(path: str, field: str) -> Shape:
+    """Shape of an exported model (RUN/teacher/model, a random teacher): its config.json."""
+    cfg_file = Path(path) / "config.json"
+    try:
+        cfg = json.loads(cfg_file.read_text())
+        return Shape(int(cfg["num_hidden_layers"]), int(cfg["hidden_size"]), int(cfg["intermediate_size"]),
+                     int(cfg["vocab_size"]), int(cfg.get("max_position_embeddings", 512)))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{field}: cannot read a BERT shape from {cfg_file} ({type(err).__name__}: {err})") from None
+
+
 
 
 
@@ -66,15 +87,72 @@ def model_state_bytes(params: int, stage: int, world: int, dtype: str, trainable
     return {"params": par, "grads": grads, "optimizer": opt}
 
 
-def plan(args) -> dict:
-    """Per-rank bytes by component and the total."""
-    teacher, student = parse_shape(args.teacher, "teacher"), parse_shape(args.student, "student")
+def teacher_shapes(args) -> tuple[Shape, Shape]:
+    """Teacher and student shapes from LxHxI[xV] text or a model directory's config.json."""
     for name in ("classes", "max_positions"):
         if getattr(args, name) <= 0:
             raise UserError(f"{name}: must be positive, got {getattr(args, name)}")
     out = args.domains * args.classes
-    teacher = Shape(teacher.layers, teacher.hidden, teacher.intermediate, teacher.vocab, args.max_positions, out)
-    student = Shape(student.layers, student.hidden, student.intermediate, student.vocab, args.max_positions, out)
+    shapes = []
+    for role in ("teacher", "student"):
+        text, where = getattr(args, role), getattr(args, f"{role}_dir")
+        if (text is None) == (where is None):
+            raise UserError(f"{role}: give exactly one of --{role} LxHxI[xV] or --{role}-dir DIR")
+        s = parse_shape(text, role) if text is not None else shape_from_dir(where, f"{role}_dir")
+        positions = s.positions if where is not None else args.max_positions
+        shapes.append(Shape(s.layers, s.hidden, s.intermediate, s.vocab, positions, out))
+    return shapes[0], shapes[1]
+
+
+def largest_submodule(s: Shape) -> int:
+    """Elements of the largest module whose own parameters ZeRO-3 gathers at once (word embeddings
+    or the FFN's input Linear)."""
+    return max(s.vocab * s.hidden, s.hidden * s.intermediate + s.intermediate)
+
+
+def gather_bytes(args, teacher: Shape) -> float:
+    """Gathered teacher parameters alive at once under ZeRO-3 inference (measured, docs/BENCHMARKS.md).
+
+    Once a forward has been traced DeepSpeed keeps gathered parameters until
+    stage3_max_live_parameters elements are live (a submodule larger than that is still gathered
+    whole): with the default 1e9, a teacher under 1B parameters ends up whole on every rank during
+    its forward. On top of that, gloo's all-gather on CPU holds the received chunks of the fetch
+    in flight (the current submodule + the prefetch bucket, within the live cap) beside the
+    gathered tensors (`gather_copies` 2); NCCL writes in place (1, assumed, not measured here)."""
+    largest = largest_submodule(teacher)
+    live = min(teacher.params(), max(args.max_live_parameters, largest))
+    in_flight = min(largest + args.prefetch_bucket, live)
+    return (live + in_flight * (args.gather_copies - 1)) * DTYPE_BYTES[args.teacher_dtype]
+
+
+def loss_params(student: Shape, teacher: Shape, graph: bool, domains: int, heads: int = 8, per_head: int = 8) -> int:
+    """Trainable parameters of the HRKD loss, optimised with the student (distill/relational_loss.py):
+    a projection student -> teacher width per mapped layer and the embeddings, and with the graph
+    the compare-aggregate matrices U (S, Ht, Ht), V (S, K, Ht, Ht) and the two GAT levels. At a wide
+    teacher these outweigh the student (24 x 2048 teacher, 4 x 312 student: 54M against 14.5M)."""
+    s, hs, ht = student.layers, student.hidden, teacher.hidden
+    n = (s + 1) * (hs * ht + ht)
+    if graph:
+        n += (1 + domains) * s * ht * ht + (s + 1) * (heads * ht * per_head + 2 * heads * per_head + heads * per_head + 2)
+    return n
+
+
+def student_zero_bytes(params: int, stage: int, world: int, dtype: str) -> dict:
+    """DeepSpeed ZeRO-1/2 keeps, besides the model states above, an fp32 master copy of its
+    partition (cloned even when training in fp32) and, with contiguous gradients, a bucket that
+    receives every gradient before the reduce-scatter (reduce_bucket_size 5e8 elements, touched
+    only as far as gradients fill it)."""
+    s = model_state_bytes(params, stage, world, dtype, True)
+    if stage in (1, 2):
+        s["optimizer"] += params * 4 / world
+        s["grads"] += params * DTYPE_BYTES[dtype]
+    return s
+
+
+def plan(args) -> dict:
+    """Per-rank bytes by component, the two peaks (teacher load; distillation steps), what stays
+    resident (what must fit: file pages of the load are page cache), and the step time."""
+    teacher, student = teacher_shapes(args)
     for name in ("world_size", "batch_per_domain", "domains", "seq_len"):
         if getattr(args, name) <= 0:
             raise UserError(f"{name}: must be positive, got {getattr(args, name)}")
@@ -83,17 +161,11 @@ def plan(args) -> dict:
             raise UserError(f"{name}: must be 0-3, got {getattr(args, name)}")
     n = args.world_size
     t = model_state_bytes(teacher.params(), args.teacher_stage, n, args.teacher_dtype, False)
-    s = model_state_bytes(student.params(), args.student_stage, n, args.student_dtype, True)
-    gather = 0.0
-    if args.teacher_stage == 3:
-        # DeepSpeed releases a submodule's gathered parameters after its forward (inference: no
-        # backward), so what is live is the largest submodule plus the prefetch bucket, capped by
-        # stage3_max_live_parameters and by the whole teacher
-        h = teacher.hidden
-        largest = max(teacher.vocab * h, 4 * (h * h + h) + 2 * (h * teacher.intermediate) + teacher.intermediate + 5 * h)
-        live = min(largest + args.prefetch_bucket, args.max_live_parameters, teacher.params())
-        gather = live * DTYPE_BYTES[args.teacher_dtype]
-    if args.offload_teacher:
+    trainable = student.params() + (loss_params(student, teacher, args.loss == "hrkd", args.domains) if args.loss != "none" else 0)
+    s = student_zero_bytes(trainable, args.student_stage, n, args.student_dtype)
+    gather = gather_bytes(args, teacher) if args.teacher_stage == 3 else 0.0
+    held = t["params"]
+    if args.offload_teacher:  # the partition moves to host memory: off the device, still in the process
         t["params"] = 0.0
     tokens = args.batch_per_domain * args.domains * args.seq_len
     heads = max(1, teacher.hidden // 64)
@@ -103,20 +175,47 @@ def plan(args) -> dict:
     parts = {"teacher_params": t["params"], "teacher_gather": gather, "student_params": s["params"],
              "student_grads": s["grads"], "student_optimizer": s["optimizer"],
              "teacher_activations": act_t, "student_activations": act_s,
-             "fixed_runtime": args.fixed_gib * GIB}
+             "fixed_runtime": args.fixed_gib * GIB, "engine_runtime": args.engine_gib * GIB}
     parts["total"] = sum(parts.values())
+    # host view (on a CPU machine also the compute memory): the offloaded partition counts here
+    pages = teacher.params() * STORED_BYTES / (n if args.teacher_stage == 3 else 1)  # the shard rows this rank reads
+    rows = largest_submodule(teacher) * STORED_BYTES / (n if args.teacher_stage == 3 else 1)
+    parts["teacher_params_held"] = held
+    parts["teacher_load_pages"] = pages
+    parts["load_peak"] = parts["fixed_runtime"] + held + pages + rows
+    parts["step_peak"] = parts["total"] - parts["teacher_params"] + held
+    parts["resident"] = max(parts["fixed_runtime"] + held + rows, parts["step_peak"])
+    parts["step_s"] = step_seconds(args, teacher, student, tokens)
     return parts
+
+
+def step_seconds(args, teacher: Shape, student: Shape, tokens: int) -> float:
+    """Matmul FLOPs (teacher forward, student forward + backward) at the measured rate, plus the
+    teacher's all-gather (every rank receives the (N-1)/N it does not hold, every forward)."""
+    def flops(s: Shape, passes: int) -> float:
+        dense = s.params() - (s.vocab + s.positions + 2) * s.hidden
+        return passes * 2 * tokens * (dense + 2 * s.layers * args.seq_len * s.hidden)
+    compute = (flops(teacher, 1) + flops(student, 3)) / (args.gflops * 1e9)
+    comm = 0.0
+    if args.teacher_stage == 3 and args.world_size > 1:
+        comm = teacher.params() * DTYPE_BYTES[args.teacher_dtype] * (args.world_size - 1) / args.world_size / (args.gather_gbps * 1e9)
+    return compute + comm
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hrkd-plan", description=__doc__.splitlines()[0])
-    ap.add_argument("--teacher", required=True, help="LAYERSxHIDDENxINTERMEDIATE[xVOCAB]")
-    ap.add_argument("--student", required=True)
+    ap.add_argument("--teacher", help="LAYERSxHIDDENxINTERMEDIATE[xVOCAB]")
+    ap.add_argument("--student", help="LAYERSxHIDDENxINTERMEDIATE[xVOCAB]")
+    ap.add_argument("--teacher-dir", dest="teacher_dir", help="a model directory: shape from its config.json")
+    ap.add_argument("--student-dir", dest="student_dir")
     ap.add_argument("--world-size", dest="world_size", type=int, default=1)
     ap.add_argument("--teacher-stage", dest="teacher_stage", type=int, default=3)
     ap.add_argument("--student-stage", dest="student_stage", type=int, default=2)
     ap.add_argument("--teacher-dtype", dest="teacher_dtype", choices=sorted(DTYPE_BYTES), default="fp32")
     ap.add_argument("--student-dtype", dest="student_dtype", choices=sorted(DTYPE_BYTES), default="fp32")
+    ap.add_argument("--loss", choices=("hrkd", "no-graph", "none"), default="hrkd",
+                    help="trainable loss parameters trained with the student: HRKD's projections + graph (hrkd), "
+                         "projections only (no-graph), none")
     ap.add_argument("--offload-teacher", dest="offload_teacher", action="store_true")
     ap.add_argument("--batch-per-domain", dest="batch_per_domain", type=int, default=8)
     ap.add_argument("--domains", type=int, default=4)
@@ -125,8 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seq-len", dest="seq_len", type=int, default=128)
     ap.add_argument("--max-live-parameters", dest="max_live_parameters", type=int, default=1_000_000_000)
     ap.add_argument("--prefetch-bucket", dest="prefetch_bucket", type=int, default=50_000_000)
-    ap.add_argument("--fixed-gib", dest="fixed_gib", type=float, default=1.5,
+    ap.add_argument("--fixed-gib", dest="fixed_gib", type=float, default=FIXED_GIB,
                     help="measured per-rank runtime cost (torch, DeepSpeed, gloo)")
+    ap.add_argument("--engine-gib", dest="engine_gib", type=float, default=ENGINE_GIB,
+                    help="measured per-rank cost of the engines themselves")
+    ap.add_argument("--gather-copies", dest="gather_copies", type=float, default=2.0,
+                    help="copies of the gathered teacher parameters alive at once (gloo on CPU 2, measured; NCCL 1, assumed)")
+    ap.add_argument("--gflops", type=float, default=GFLOPS, help="measured matmul rate per rank")
+    ap.add_argument("--gather-gbps", dest="gather_gbps", type=float, default=GATHER_GBPS,
+                    help="measured all-gather bandwidth per rank, GB/s")
     ap.add_argument("--memory-gib", dest="memory_gib", type=float, default=None)
     return ap
 
@@ -139,7 +245,7 @@ def main(argv=None) -> int:
         print(f"hrkd-plan: {e}", file=sys.stderr)
         return EXIT_USAGE
     for k, v in parts.items():
-        print(f"{k:20s} {v / GIB:10.3f} GiB")
+        print(f"{k:20s} {v:10.2f} s" if k == "step_s" else f"{k:20s} {v / GIB:10.3f} GiB")
     if args.memory_gib is not None:
         fits = parts["total"] <= args.memory_gib * GIB
         print(f"fits {args.memory_gib} GiB per rank: {'yes' if fits else 'no'}")

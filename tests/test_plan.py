@@ -17,11 +17,13 @@ def test_shape_params_hand_computed():
 
 def test_zero3_teacher_is_one_over_n_and_adam_states():
     n = P.Shape(2, 4, 8, 10, outputs=8).params()
-    parts = P.plan(_args(world_size=4, max_live_parameters=0, prefetch_bucket=0, fixed_gib=0.0))
+    parts = P.plan(_args(world_size=4, max_live_parameters=0, prefetch_bucket=0, fixed_gib=0.0, loss="none"))
     assert parts["teacher_params"] == n * 4 / 4
     sp = P.Shape(1, 4, 8, 10, outputs=8).params()
-    assert parts["student_params"] == sp * 4 and parts["student_grads"] == sp * 4 / 4
-    assert parts["student_optimizer"] == sp * 8 / 4
+    # ZeRO-2: gradient partition + the contiguous bucket every gradient passes through; Adam m, v
+    # + the fp32 master copy of the partition
+    assert parts["student_params"] == sp * 4 and parts["student_grads"] == sp * 4 / 4 + sp * 4
+    assert parts["student_optimizer"] == sp * 8 / 4 + sp * 4 / 4
 
 
 def test_bad_input_exit_2(capsys):
@@ -40,9 +42,56 @@ def test_params_equal_the_trainers_model():
         assert P.Shape(layers, hidden, 4 * hidden, 1000, 128, outputs=10).params() == built
 
 
+def test_loss_params_equal_the_trainers_loss():
+    """The HRKD loss's projections and graph train with the student: counted as the built loss counts them."""
+    from hrkd_ds.config import DistillConfig, GraphConfig
+    from hrkd_ds.distill import RelationalDistillLoss, resolve_layer_map
+
+    class Enc:
+        def __init__(self, hidden, layers):
+            self.hidden_size, self.num_layers = hidden, layers
+    for (sl, sh), (tl, th) in [((2, 32), (4, 64)), ((4, 312), (12, 768))]:
+        loss = RelationalDistillLoss.from_config(Enc(sh, sl), Enc(th, tl), 3, GraphConfig(),
+                                                 DistillConfig(layer_map=resolve_layer_map(sl, tl, None)))
+        built = sum(p.numel() for p in loss.parameters())
+        assert P.loss_params(P.Shape(sl, sh, 4 * sh), P.Shape(tl, th, 4 * th), graph=True, domains=3) == built
+
+
 def test_matches_bench_memory_teacher_bytes():
     """docs/BENCHMARKS.md bench_memory: 24 x 1024 teacher, 1277 MiB held at N=1, 319 MiB per rank at N=4."""
     a = P.build_parser().parse_args(["--teacher", "24x1024x4096", "--student", "4x312x1200", "--world-size", "4",
                                      "--domains", "5", "--max-positions", "128"])
     mib = P.plan(a)["teacher_params"] / 2 ** 20
     assert abs(mib - 319.25) / 319.25 < 0.01
+
+
+def test_gather_buffer_hand_computed():
+    """Live: the whole teacher under the default cap (n < 1e9); in flight beside it (gloo, 2
+    copies): the largest submodule (embeddings 10 x 4) + prefetch bucket, within the live cap."""
+    n = P.Shape(2, 4, 8, 10, outputs=8).params()
+    parts = P.plan(_args(world_size=2, prefetch_bucket=100, max_live_parameters=10 ** 9))
+    assert parts["teacher_gather"] == (n + 40 + 100) * 4
+    capped = P.plan(_args(prefetch_bucket=100, max_live_parameters=20))  # below one submodule: that submodule
+    assert capped["teacher_gather"] == (40 + 40) * 4
+    assert P.plan(_args(prefetch_bucket=0, gather_copies=1.0))["teacher_gather"] == n * 4
+
+
+def test_shapes_from_model_directories(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"num_hidden_layers": 2, "hidden_size": 4, "intermediate_size": 8, '
+                                          '"vocab_size": 10, "max_position_embeddings": 512}')
+    a = P.build_parser().parse_args(["--teacher-dir", str(tmp_path), "--student", "1x4x8x10"])
+    assert P.plan(a) == P.plan(_args())
+    assert P.main(["--teacher-dir", str(tmp_path / "nowhere"), "--student", "1x4x8x10"]) == 2
+    assert capsys.readouterr().err.strip().startswith("hrkd-plan: teacher_dir: cannot read a BERT shape from")
+    assert P.main(["--teacher", "2x4x8", "--teacher-dir", str(tmp_path), "--student", "1x4x8"]) == 2
+    assert "teacher: give exactly one of" in capsys.readouterr().err
+
+
+def test_matches_a_measured_big_teacher_run():
+    """docs/BENCHMARKS.md, tools/bench_big_teacher.py, 12 x 768 teacher on 2 ranks (2-core CPU):
+    fixed 482 MiB, load peak 942-948 MiB, step peak 1718-1737 MiB per rank."""
+    a = P.build_parser().parse_args(["--teacher", "12x768x3072", "--student", "4x312x1200", "--world-size", "2",
+                                     "--domains", "2", "--batch-per-domain", "1", "--seq-len", "32", "--max-positions", "32"])
+    parts = {k: v / 2 ** 20 for k, v in P.plan(a).items()}
+    for key, measured in [("load_peak", 945), ("step_peak", 1727), ("teacher_gather", 692)]:
+        assert abs(parts[key] - measured) / measured < 0.15, (key, parts[key])

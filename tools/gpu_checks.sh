@@ -20,3 +20,6 @@ step setup 240 bash tools/setup.sh
 step cuda_tests 180 "$PY" -m pytest -q -p no:cacheprovider tests/distill tests/models/test_packing.py  # CUDA/Triton tests
 step bench_loss 120 "$PY" tools/bench_loss.py --device cuda --repeats 30
 step bench_step 240 "$PY" tools/bench_step.py --device cuda --repeats 5
+# bf16 big teacher on one GPU: parameter offload (partition in host memory) instead of partitioning
+step big_teacher_bf16 240 "$PY" tools/bench_big_teacher.py --device cuda --ranks 1 --bf16 --offload --layers 24 \
+  --hidden 2048 --domains 4 --batch 8 --seq 128 --steps 5 --max-live 20000000 --headroom-gib 8
