@@ -26,8 +26,9 @@ STORED_BYTES = 4  # exports are fp32 safetensors
 GIB = 1024 ** 3
 FIXED_GIB = 0.47  # measured: RSS of a rank after imports and the gloo process group, before any model
 ENGINE_GIB = 0.08  # measured: what two DeepSpeed engines and their first steps add for a model of ~0 parameters
-GFLOPS = 20.0  # measured: matmul rate of one rank, one thread (docs/BENCHMARKS.md)
-GATHER_GBPS = 1.0  # measured: gloo all-gather bytes per second per rank, loopback
+GFLOPS = 20.0  # measured: fp32 matmul rate of one rank, one thread, BERT shapes at 64 tokens (docs/BENCHMARKS.md)
+GATHER_GBPS = 0.2  # measured: GB/s one of 2 gloo ranks receives in a 64 MiB all-gather, loopback, 2-core CPU
+STEP_OVERHEAD_S = 0.1  # measured: a distillation step of a ~0-parameter teacher and student (hooks, Python)
 
 
 @dataclass(frozen=True)
@@ -185,21 +186,28 @@ def plan(args) -> dict:
     parts["load_peak"] = parts["fixed_runtime"] + held + pages + rows
     parts["step_peak"] = parts["total"] - parts["teacher_params"] + held
     parts["resident"] = max(parts["fixed_runtime"] + held + rows, parts["step_peak"])
-    parts["step_s"] = step_seconds(args, teacher, student, tokens)
+    parts["step_s"] = step_seconds(args, teacher, student, trainable, tokens)
     return parts
 
 
-def step_seconds(args, teacher: Shape, student: Shape, tokens: int) -> float:
-    """Matmul FLOPs (teacher forward, student forward + backward) at the measured rate, plus the
-    teacher's all-gather (every rank receives the (N-1)/N it does not hold, every forward)."""
+def step_seconds(args, teacher: Shape, student: Shape, trainable: int, tokens: int) -> float:
+    """A step's seconds from measured rates (docs/BENCHMARKS.md): a fixed overhead (hooks, Python,
+    measured on a teacher of ~0 parameters), matmul FLOPs (teacher forward, student forward and
+    backward) at `gflops`, and the bytes every rank receives at `gather_gbps`: the teacher's
+    all-gather each forward (the (N-1)/N it does not hold, moved `gather_copies` times), and ZeRO-2's
+    gradient reduce-scatter + parameter all-gather of the trainable parameters. A model, not a
+    measurement: its error on the measured runs is in docs/BENCHMARKS.md."""
     def flops(s: Shape, passes: int) -> float:
         dense = s.params() - (s.vocab + s.positions + 2) * s.hidden
         return passes * 2 * tokens * (dense + 2 * s.layers * args.seq_len * s.hidden)
     compute = (flops(teacher, 1) + flops(student, 3)) / (args.gflops * 1e9)
-    comm = 0.0
-    if args.teacher_stage == 3 and args.world_size > 1:
-        comm = teacher.params() * DTYPE_BYTES[args.teacher_dtype] * (args.world_size - 1) / args.world_size / (args.gather_gbps * 1e9)
-    return compute + comm
+    n = args.world_size
+    received = 0.0
+    if n > 1:
+        if args.teacher_stage == 3:
+            received += teacher.params() * DTYPE_BYTES[args.teacher_dtype] * (n - 1) / n * args.gather_copies
+        received += 2 * trainable * DTYPE_BYTES[args.student_dtype] * (n - 1) / n
+    return args.step_overhead_s + compute + received / (args.gather_gbps * 1e9)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gather-copies", dest="gather_copies", type=float, default=2.0,
                     help="copies of the gathered teacher parameters alive at once (gloo on CPU 2, measured; NCCL 1, assumed)")
     ap.add_argument("--gflops", type=float, default=GFLOPS, help="measured matmul rate per rank")
+    ap.add_argument("--step-overhead-s", dest="step_overhead_s", type=float, default=STEP_OVERHEAD_S)
     ap.add_argument("--gather-gbps", dest="gather_gbps", type=float, default=GATHER_GBPS,
                     help="measured all-gather bandwidth per rank, GB/s")
     ap.add_argument("--memory-gib", dest="memory_gib", type=float, default=None)
