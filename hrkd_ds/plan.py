@@ -212,6 +212,8 @@ def step_seconds(args, teacher: Shape, student: Shape, trainable: int, tokens: i
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hrkd-plan", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", help="a run's YAML (train.py's --config): shapes, domains, lengths, batch, teacher JSON")
+    ap.add_argument("--deepspeed", default="ds_configs/zero2.json", help="with --config: the student's DeepSpeed JSON")
     ap.add_argument("--teacher", help="LAYERSxHIDDENxINTERMEDIATE[xVOCAB]")
     ap.add_argument("--student", help="LAYERSxHIDDENxINTERMEDIATE[xVOCAB]")
     ap.add_argument("--teacher-dir", dest="teacher_dir", help="a model directory: shape from its config.json")
@@ -246,9 +248,80 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _shape_text(s: Shape) -> str:
+    return f"{s.layers}x{s.hidden}x{s.intermediate}x{s.vocab}"
+
+
+def _export_dir(path: str) -> str:
+    """A finished run directory's teacher export, or the directory itself (an HF/hrkd export)."""
+    run_export = Path(path) / "teacher" / "model"
+    return str(run_export) if (run_export / "config.json").is_file() else path
+
+
+def _run_vocab(cfg) -> int:
+    if cfg.tokenizer.kind == "sentencepiece":
+        return cfg.tokenizer.vocab_size
+    return shape_from_dir(cfg.tokenizer.path, "tokenizer.path").vocab
+
+
+def _ds_settings(path: str, role: str) -> dict:
+    """Stage, dtype, offload and the ZeRO-3 gather knobs a DeepSpeed JSON sets."""
+    from hrkd_ds.config.deepspeed import read_ds_config, zero_stage
+
+    ds = read_ds_config(path)
+    zero = ds.get("zero_optimization", {})
+    dtype = "bf16" if ds.get("bf16", {}).get("enabled") else "fp16" if ds.get("fp16", {}).get("enabled") else "fp32"
+    out = {f"{role}_stage": zero_stage(ds), f"{role}_dtype": dtype}
+    if role == "teacher":
+        out["offload_teacher"] = zero.get("offload_param", {}).get("device", "none") in ("cpu", "nvme")
+        for key, name in (("stage3_max_live_parameters", "max_live_parameters"), ("stage3_prefetch_bucket_size", "prefetch_bucket")):
+            if key in zero:
+                out[name] = int(zero[key])
+    return out
+
+
+def config_defaults(path: str, student_ds: str, shapes: bool) -> dict:
+    """What a run config (YAML, as train.py reads it) says about the planner's inputs: shapes
+    (pretrained or teacher_from directories read from their config.json), domains, sequence
+    length, batch per domain, and both DeepSpeed JSONs' stage / dtype / offload / gather knobs."""
+    from hrkd_ds.config import load_config
+
+    cfg = load_config(path)
+    d = {"seq_len": cfg.data.max_seq_len, "max_positions": cfg.data.max_seq_len,
+         "batch_per_domain": cfg.distill_train.batch_per_domain}
+    if cfg.data.domains:
+        d["domains"] = len(cfg.data.domains)
+    if shapes:
+        t_dir = _export_dir(cfg.teacher_from) if cfg.teacher_from else cfg.teacher.pretrained
+        t, s = cfg.teacher, cfg.student
+        teacher = (shape_from_dir(t_dir, "teacher_from" if cfg.teacher_from else "teacher.pretrained") if t_dir
+                   else Shape(t.num_layers, t.hidden_size, t.intermediate_size, _run_vocab(cfg)))
+        if s.pretrained:
+            student = shape_from_dir(s.pretrained, "student.pretrained")
+        elif s.init == "teacher_layers":  # teacher width, the listed layers
+            student = Shape(len(s.teacher_layers), teacher.hidden, teacher.intermediate, teacher.vocab)
+        else:
+            student = Shape(s.num_layers, s.hidden_size, s.intermediate_size, teacher.vocab)
+        d.update(teacher=_shape_text(teacher), student=_shape_text(student))
+    d.update(_ds_settings(cfg.distill.teacher_deepspeed, "teacher"))
+    d.update(_ds_settings(student_ds, "student"))
+    return d
+
+
+def parse(argv=None) -> argparse.Namespace:
+    """Flags, over what --config (and --deepspeed, the student's JSON) say."""
+    ap = build_parser()
+    first, _ = ap.parse_known_args(argv)
+    if first.config:
+        given = set(argv if argv is not None else sys.argv[1:])
+        shapes = not given & {"--teacher", "--teacher-dir", "--student", "--student-dir"}
+        ap.set_defaults(**config_defaults(first.config, first.deepspeed, shapes))
+    return ap.parse_args(argv)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = parse(argv)
         parts = plan(args)
     except UserError as e:
         print(f"hrkd-plan: {e}", file=sys.stderr)

@@ -95,3 +95,21 @@ def test_matches_a_measured_big_teacher_run():
     parts = {k: v / 2 ** 20 for k, v in P.plan(a).items()}
     for key, measured in [("load_peak", 945), ("step_peak", 1727), ("teacher_gather", 692)]:
         assert abs(parts[key] - measured) / measured < 0.15, (key, parts[key])
+
+
+def test_inputs_from_a_run_config(tmp_path):
+    """--config: shapes (a pretrained teacher's from its config.json; a teacher_layers student at the
+    teacher's width), domains, length, batch and the teacher JSON's settings, flags still winning."""
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "config.json").write_text('{"num_hidden_layers": 6, "hidden_size": 384, "intermediate_size": 1536, '
+                                         '"vocab_size": 30522, "max_position_embeddings": 512}')
+    run = tmp_path / "run.yaml"
+    run.write_text(f"data:\n  max_seq_len: 64\n  domains: [a, b, c]\nteacher:\n  init: pretrained\n  pretrained: {teacher}\n"
+                   "student:\n  init: teacher_layers\n  teacher_layers: [2, 4]\ndistill_train:\n  batch_per_domain: 4\n"
+                   "tokenizer:\n  kind: pretrained\n  path: " + str(teacher) + "\n")
+    a = P.parse(["--config", str(run), "--world-size", "2"])
+    assert (a.teacher, a.student) == ("6x384x1536x30522", "2x384x1536x30522")
+    assert (a.domains, a.seq_len, a.batch_per_domain, a.teacher_stage, a.teacher_dtype, a.student_stage) == (3, 64, 4, 3, "fp32", 2)
+    assert P.parse(["--config", str(run), "--seq-len", "32"]).seq_len == 32
+    assert P.main(["--config", str(tmp_path / "nowhere.yaml")]) == 2
