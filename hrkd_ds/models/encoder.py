@@ -254,6 +254,18 @@ def _from_teacher(model_cfg, teacher, vocab_size: int, pad_id: int, max_seq_len:
     return hf
 
 
+def pretrained_config(model_cfg, vocab_size: int, pad_id: int, max_seq_len: int, domains: list[str], labels: list[str]):
+    """The HF config a `pretrained` model is built with: its own, the configured dropout, checked
+    against the run's tokenizer and length, with the run's K*C head (also the general stage's
+    partitioned teacher's, models/loading.load_partitioned)."""
+    check_model_dir(model_cfg.pretrained, "teacher/student.pretrained")  # train.py names the exact field earlier
+    dropout = {"hidden_dropout_prob": model_cfg.dropout, "attention_probs_dropout_prob": model_cfg.dropout}
+    hf_config = AutoConfig.from_pretrained(model_cfg.pretrained, **dropout)
+    check_fit(hf_config, vocab_size, pad_id, max_seq_len, f"pretrained model {model_cfg.pretrained}")
+    annotate_config(hf_config, domains, labels)
+    return hf_config
+
+
 def build_model(
     model_cfg,
     num_domains: int,
@@ -282,10 +294,7 @@ def build_model(
     if model_cfg.from_teacher:
         hf = _from_teacher(model_cfg, teacher, vocab_size, pad_id, max_seq_len, dropout, domains, labels, impl)
     elif model_cfg.pretrained:
-        check_model_dir(model_cfg.pretrained, "teacher/student.pretrained")  # train.py names the exact field earlier
-        hf_config = AutoConfig.from_pretrained(model_cfg.pretrained, **dropout)
-        check_fit(hf_config, vocab_size, pad_id, max_seq_len, f"pretrained model {model_cfg.pretrained}")
-        annotate_config(hf_config, domains, labels)
+        hf_config = pretrained_config(model_cfg, vocab_size, pad_id, max_seq_len, domains, labels)
         hf = AutoModelForSequenceClassification.from_pretrained(
             model_cfg.pretrained, config=hf_config, attn_implementation=impl, ignore_mismatched_sizes=True, use_safetensors=True
         )

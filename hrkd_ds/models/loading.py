@@ -31,6 +31,7 @@ from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.initialization import no_init_weights
 
+from hrkd_ds.config.deepspeed import zero_stage
 from hrkd_ds.errors import UserError
 from hrkd_ds.models.attention import register_attention
 from hrkd_ds.models.encoder import MultiDomainClassifier
@@ -147,32 +148,77 @@ def _state_files(path: Path) -> list[Path]:
     return files
 
 
-def load_partitioned(path: str | Path, ds_cfg: dict[str, Any], attention: str):
-    """A MultiDomainClassifier whose parameters are ZeRO-3 partitions, weights from `path`."""
+def partitions_teacher(ds_cfg: dict[str, Any], world_size: int) -> bool:
+    """Whether the general, eval and layer-source paths load a teacher-sized model into partitions:
+    under a ZeRO-3 teacher config with more than one rank (one rank's partition is the whole model,
+    so a single process keeps its plain, unchanged path)."""
+    return zero_stage(ds_cfg) == 3 and world_size > 1
+
+
+def load_partitioned(path: str | Path, ds_cfg: dict[str, Any], attention: str, config=None):
+    """A MultiDomainClassifier whose parameters are ZeRO-3 partitions, weights from `path`.
+
+    `config` (default: `path`'s config.json) is the HF config to build: the general stage passes
+    a pretrained encoder's config with the run's K*C head, whose task head the encoder's weights
+    lack (it is initialised fresh, as `from_pretrained` would) and whose keys may lack the base
+    model prefix (a bare `BertModel` checkpoint)."""
     import deepspeed  # here, not at import: prediction and the export tools never need it
 
     path = Path(path)
-    config = AutoConfig.from_pretrained(str(path))
+    fresh_head = config is not None
+    config = config if config is not None else AutoConfig.from_pretrained(str(path))
     with deepspeed.zero.Init(config_dict_or_path=ds_cfg), no_init_weights():
         hf = AutoModelForSequenceClassification.from_config(config, attn_implementation=register_attention())
     handles = [safe_open(str(f), framework="pt") for f in _state_files(path)]
     where = {key: h for h in handles for key in h.keys()}
-    named = dict(hf.named_parameters())
-    missing = sorted(set(named) - set(where))
+    prefix = hf.base_model_prefix + "."
+    keys = {name: _weight_key(name, where, prefix) for name, _ in hf.named_parameters()}
+    named = {name: p for name, p in hf.named_parameters() if keys[name] is not None}
+    missing = sorted(n for n, k in keys.items() if k is None and not (fresh_head and not n.startswith(prefix)))
     if missing:
         raise UserError(f"teacher at {path}: weights missing for {missing[:3]}{' ...' if len(missing) > 3 else ''}")
     with torch.no_grad():
         for name, param in named.items():
+            key = keys[name]
             if getattr(param, "ds_secondary_tensor", None) is not None:  # ZeRO++ hpZ keeps a second copy: let DeepSpeed fill both
                 with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
                     if _rank(param) == 0:
-                        param.copy_(where[name].get_tensor(name).to(param.dtype))
+                        param.copy_(where[key].get_tensor(key).to(param.dtype))
                 continue
-            _fill_partition(param, where[name], name, path)
+            _fill_partition(param, where[key], key, path)
+        _init_head([p for n, p in hf.named_parameters() if keys[n] is None], config.initializer_range)
         for name, buf in hf.named_buffers():
-            if name in where:
-                buf.copy_(where[name].get_tensor(name).to(buf.dtype))
+            key = _weight_key(name, where, prefix)
+            if key is not None:
+                buf.copy_(where[key].get_tensor(key).to(buf.dtype))
     return MultiDomainClassifier(hf, attention=attention)
+
+
+def load_layer_source(path: str | Path, ds_cfg: dict[str, Any], attention: str, world_size: int) -> MultiDomainClassifier:
+    """The teacher a `teacher_layers`/`teacher_select` student is copied from: into partitions
+    when `partitions_teacher` (models/student_init gathers it a layer at a time), else whole."""
+    return load_partitioned(path, ds_cfg, attention) if partitions_teacher(ds_cfg, world_size) else load_exported(path, attention)
+
+
+def _weight_key(name: str, where: dict, prefix: str) -> str | None:
+    """The checkpoint key of parameter `name`: itself, or without the base model prefix."""
+    if name in where:
+        return name
+    bare = name[len(prefix):] if name.startswith(prefix) else None
+    return bare if bare in where else None
+
+
+def _init_head(params: list, std: float) -> None:
+    """A fresh task head (the only parameters a pretrained encoder's checkpoint lacks), filled
+    once on rank 0 and re-partitioned: weights N(0, std), biases 0, as transformers initialises it."""
+    if not params:
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+        if _rank(params[0]) == 0:
+            for p in params:
+                p.normal_(0.0, std) if p.dim() > 1 else p.zero_()
 
 
 def _rank(param: torch.Tensor) -> int:

@@ -7,14 +7,32 @@
   layers, an evenly spaced subset of the teacher's dimensions.
 
 Either way the classifier stays freshly initialised (the caller builds it for K*C outputs).
+
+The teacher may be a ZeRO-3 partitioned one (models/loading.load_partitioned): then each teacher
+part is gathered on its own (`gathered`: the embeddings, one layer, the pooler), copied from and
+released, so no rank ever holds more of the teacher than its partition plus one layer.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
 
 from hrkd_ds.errors import UserError
+
+
+def gathered(part: nn.Module):
+    """Read access to one teacher part's full parameters: a ZeRO-3 gather of that part only (every
+    rank takes part), released on exit; a plain context for an unpartitioned teacher."""
+    params = [p for p in part.parameters() if hasattr(p, "ds_id")]
+    if not params:
+        return contextlib.nullcontext()
+    import deepspeed  # only a partitioned teacher needs it
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
 
 def base_model(hf_model: nn.Module) -> nn.Module:
     """The encoder inside a `*ForSequenceClassification` (e.g. `.bert`)."""
@@ -69,11 +87,12 @@ def copy_teacher_layers(student_hf: nn.Module, teacher_hf: nn.Module, layers: li
     if len(layers) != s_cfg.num_hidden_layers:
         raise UserError(f"config field 'student.teacher_layers': {len(layers)} layers listed, student has {s_cfg.num_hidden_layers}")
     s, t = base_model(student_hf), base_model(teacher_hf)
-    s.embeddings.load_state_dict(t.embeddings.state_dict())
-    for i, j in enumerate(layers):
-        s.encoder.layer[i].load_state_dict(t.encoder.layer[j - 1].state_dict())
+    pairs = [(s.embeddings, t.embeddings)] + [(s.encoder.layer[i], t.encoder.layer[j - 1]) for i, j in enumerate(layers)]
     if getattr(s, "pooler", None) is not None and getattr(t, "pooler", None) is not None:
-        s.pooler.load_state_dict(t.pooler.state_dict())
+        pairs.append((s.pooler, t.pooler))
+    for dst, src in pairs:
+        with gathered(src):
+            dst.load_state_dict(src.state_dict())
 
 
 def _spread(n: int, k: int) -> torch.Tensor:
@@ -121,20 +140,23 @@ def select_teacher_weights(student_hf: nn.Module, teacher_hf: nn.Module, layers:
             p.copy_(w)
 
     se, te = s.embeddings, t.embeddings
-    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-        src, dst = getattr(te, name).weight, getattr(se, name).weight
-        if src.shape[0] < dst.shape[0]:
-            raise UserError(f"init 'teacher_select': the teacher's {name} has {src.shape[0]} rows, the student needs {dst.shape[0]}")
-        dst.copy_(src[: dst.shape[0]].index_select(1, hid))
-    take(se.LayerNorm, te.LayerNorm, hid, None)
+    with gathered(te):
+        for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+            src, dst = getattr(te, name).weight, getattr(se, name).weight
+            if src.shape[0] < dst.shape[0]:
+                raise UserError(f"init 'teacher_select': the teacher's {name} has {src.shape[0]} rows, the student needs {dst.shape[0]}")
+            dst.copy_(src[: dst.shape[0]].index_select(1, hid))
+        take(se.LayerNorm, te.LayerNorm, hid, None)
     for i, j in enumerate(layers):
         sl, tl = s.encoder.layer[i], t.encoder.layer[j - 1]
-        for name in ("query", "key", "value"):
-            take(getattr(sl.attention.self, name), getattr(tl.attention.self, name), att, hid)
-        take(sl.attention.output.dense, tl.attention.output.dense, hid, att)
-        take(sl.attention.output.LayerNorm, tl.attention.output.LayerNorm, hid, None)
-        take(sl.intermediate.dense, tl.intermediate.dense, ffn, hid)
-        take(sl.output.dense, tl.output.dense, hid, ffn)
-        take(sl.output.LayerNorm, tl.output.LayerNorm, hid, None)
+        with gathered(tl):
+            for name in ("query", "key", "value"):
+                take(getattr(sl.attention.self, name), getattr(tl.attention.self, name), att, hid)
+            take(sl.attention.output.dense, tl.attention.output.dense, hid, att)
+            take(sl.attention.output.LayerNorm, tl.attention.output.LayerNorm, hid, None)
+            take(sl.intermediate.dense, tl.intermediate.dense, ffn, hid)
+            take(sl.output.dense, tl.output.dense, hid, ffn)
+            take(sl.output.LayerNorm, tl.output.LayerNorm, hid, None)
     if getattr(s, "pooler", None) is not None and getattr(t, "pooler", None) is not None:
-        take(s.pooler.dense, t.pooler.dense, hid, hid)
+        with gathered(t.pooler):
+            take(s.pooler.dense, t.pooler.dense, hid, hid)

@@ -22,7 +22,7 @@ from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config, writ
 from hrkd_ds.errors import UserError
 from hrkd_ds.io import recover_dir
 from hrkd_ds.models.encoder import MultiDomainClassifier
-from hrkd_ds.models.loading import load_exported, load_partitioned
+from hrkd_ds.models.loading import load_exported, load_layer_source, load_partitioned
 from hrkd_ds.stages.artifacts import measure_compression, write_card, write_run_report
 from hrkd_ds.stages.checks import with_selected_layers
 from hrkd_ds.stages.context import StageContext, data_cache_dir, seed_everything
@@ -216,8 +216,8 @@ def run_distill(ctx: StageContext) -> None:
         train_ctx = with_cached_targets(train_ctx, src, stage)
     elif spec.uses_teacher and cfg.transfer.teacher_targets == "cached" and ctx.dist.is_main:
         print("[hrkd] transfer.teacher_targets=cached: this recipe has layer-wise terms, the teacher runs online", flush=True)
-    if from_layers:  # a full copy in host memory, only while the student is built
-        layer_source = load_exported(src, cfg.distill.attention)
+    if from_layers:  # only while the student is built
+        layer_source = load_layer_source(src, teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size), cfg.distill.attention, ctx.dist.world_size)  # issue 30: partitioned under a ZeRO-3 teacher config on >1 rank, copied a layer at a time
         check_teacher_matches(layer_source, ctx.domains, ctx.labels, src)
     if spec.uses_teacher and not cached:
         t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
