@@ -1,15 +1,18 @@
-"""glibc malloc's mmap threshold, pinned so that a CPU run's memory stays flat (`train.malloc_mmap_threshold_kib`).
+"""glibc malloc's policy for a CPU run, so that its memory does not climb step after step
+(`train.malloc_trim_every`, `train.malloc_mmap_threshold_kib`).
 
 Why: episodes pad to their longest row, so activation tensors change shape every step. glibc
 serves blocks above its mmap threshold with mmap and returns them on free, but the threshold is
 dynamic: each freed mmapped block raises it to that block's size (up to 32 MiB), after which
-tensors of that size come from the heap, whose free space fragments across shapes and is never
-given back. Measured on the sample's default teacher stage (2-core CPU): peak RSS 1170 -> 1976 MB
-over 120 steps and still climbing under the dynamic threshold, 877 -> 890 MB pinned at 64 KiB;
-grid cells grew by 5-20 MB a step (docs/BENCHMARKS.md, tools/bench_allocator.py). `mallopt`
-pins it at run time (no environment variable to export before the process starts) and turns the
-dynamic adjustment off. The GPU's caching allocator is not affected; elsewhere than glibc (musl,
-macOS) there is no mallopt and this is a no-op.
+tensors of that size come from the heap, whose free space fragments across shapes and stays
+resident. On the sample's default job (tools/bench_allocator.py, 2-core CPU, docs/BENCHMARKS.md)
+peak RSS grows 9.2 MB a step under glibc's defaults; grid cells grew 5-20 MB a step (kd-aug
+`L4H192sel`: 2.7 -> 10.7 GB in 400 steps). Two remedies, measured side by side:
+- trimming (malloc_trim every 10 steps, the default): 4.1 MB a step, no slower;
+- a pinned threshold (1 MiB or 256 KiB): flat (0.1-0.2 MB a step) but 1.6-1.8x the step time,
+  every large tensor then being a fresh mmap whose pages fault in; so it is opt-in.
+`mallopt` and `malloc_trim` act at run time (nothing to export before the process starts). The
+GPU's caching allocator is not affected; without glibc (musl, macOS) both are no-ops.
 """
 
 from __future__ import annotations
@@ -27,6 +30,30 @@ def _libc():
         return ctypes.CDLL(ctypes.util.find_library("c") or None)
     except OSError:
         return None
+
+
+_trim_every = 0  # steps between malloc_trim calls (train.malloc_trim_every); one heap per process, so one setting
+
+
+def configure(mmap_threshold_kib: int, trim_every: int) -> None:
+    """The process's allocator policy, set once at start-up from the run's `train` config."""
+    global _trim_every
+    _trim_every = max(trim_every, 0)
+    pin_mmap_threshold(mmap_threshold_kib)
+
+
+def after_step(step: int) -> None:
+    """Called by the training loop after each step: every `trim_every` steps, hand the heap's free
+    pages back to the system (malloc_trim), so fragmentation cannot accumulate into resident memory."""
+    if _trim_every and step % _trim_every == 0:
+        release_free_memory()
+
+
+def release_free_memory() -> bool:
+    """glibc's malloc_trim(0): every whole free page in the heap is returned (madvise), not only its
+    top. True when it gave memory back; False when nothing was freed or there is no glibc."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    return bool(trim(0)) if trim is not None else False
 
 
 def pin_mmap_threshold(kib: int) -> bool:

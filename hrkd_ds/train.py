@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a file by the deepspeed launcher
 
 import transformers
 
-from hrkd_ds.allocator import pin_mmap_threshold
+from hrkd_ds import allocator
 from hrkd_ds.config import Config, load_config
 from hrkd_ds.config.deepspeed import read_ds_config
 from hrkd_ds.distill.methods import method
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     with exit_on_user_error(debug=args.debug):
         cfg, ds_cfg, ds_path = read_configs(args)
-    pin_mmap_threshold(cfg.train.malloc_mmap_threshold_kib)  # before the data and models are allocated
+    allocator.configure(cfg.train.malloc_mmap_threshold_kib, cfg.train.malloc_trim_every)  # before data and models
     dist = init_distributed(args.local_rank, cfg.train.collective_timeout_s)
     with exit_on_user_error(debug=args.debug):
         try:

@@ -1,13 +1,15 @@
-"""Peak memory and step time of the trainer under glibc's dynamic mmap threshold against the pinned
-one (`train.malloc_mmap_threshold_kib`, hrkd_ds/allocator.py), side by side.
+"""Peak memory and step time of the trainer under glibc's default allocator policy against a pinned
+mmap threshold and periodic trimming (`train.malloc_mmap_threshold_kib`, `train.malloc_trim_every`;
+hrkd_ds/allocator.py), side by side.
 
 Each round runs the embedded default job (sample data, teacher stage then distillation, capped at
---steps steps each, no W&B) once per setting, in turn, as whole trainer processes: what grows is
+--steps steps each, no W&B) once per setting (--settings KIB:TRIM,...; the first is the baseline),
+in turn, as whole trainer processes: what grows is
 the process's heap, so nothing less than the real process measures it. Per setting: peak RSS
 after the first logged window and at the end (the process's ru_maxrss, as metrics.jsonl logs it),
 its growth per step, and the median step time of the logged windows after the first (from their
-samples/s). Figures are medians over --rounds; the last line is the ratio of step times (pinned
-over dynamic) and of final peak RSS, each the median of the within-round ratios.
+samples/s). Figures are medians over --rounds; the ratio columns are each setting's step time and
+final peak RSS over the baseline's, the median of the within-round ratios.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 BATCH = 4 * 16  # the default job's episode: 4 domains x batch_per_domain 16
 
 
-def run_once(kib: int, steps: int, out: Path) -> dict[str, float]:
-    """One default job at this threshold: its peak RSS (first window, end) and step time."""
+def run_once(kib: int, trim: int, steps: int, out: Path) -> dict[str, float]:
+    """One default job under this policy: its peak RSS (first window, end) and step time."""
     cmd = [sys.executable, "hrkd_ds/train.py", f"output_dir={out}", f"train.malloc_mmap_threshold_kib={kib}",
+           f"train.malloc_trim_every={trim}",
            f"teacher_train.max_steps={steps}", f"distill_train.max_steps={steps}", "teacher_train.eval_every=100000",
            "distill_train.eval_every=100000", "tracking.wandb_mode=disabled", "tracking.progress_bar=false",
            "tracking.plot=false", "tracking.compression=false"]
@@ -43,29 +46,35 @@ def run_once(kib: int, steps: int, out: Path) -> dict[str, float]:
             "step_s": statistics.median(step_s)}
 
 
+def label(kib: int, trim: int) -> str:
+    threshold = f"mmap >= {kib} KiB" if kib else "dynamic mmap threshold"
+    return threshold + (f", trim every {trim} steps" if trim else "")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=100, help="steps per stage (teacher, then distillation)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--pinned-kib", type=int, default=64)
+    ap.add_argument("--settings", default="0:0,1024:0,0:10", help="KIB:TRIM pairs; the first is the baseline")
     args = ap.parse_args(argv)
-    settings = {"dynamic (glibc default)": 0, f"pinned {args.pinned_kib} KiB": args.pinned_kib}
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in settings}
+    settings = [tuple(int(x) for x in pair.split(":")) for pair in args.settings.split(",")]
+    runs: dict[tuple[int, int], list[dict[str, float]]] = {s: [] for s in settings}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for name, kib in settings.items():
-                runs[name].append(run_once(kib, args.steps, Path(tmp) / f"r{r}-{kib}"))
-    med = {name: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for name, rs in runs.items()}
+            for kib, trim in settings:
+                runs[(kib, trim)].append(run_once(kib, trim, args.steps, Path(tmp) / f"r{r}-{kib}-{trim}"))
+    base = runs[settings[0]]
     print(f"default job on the sample, {args.steps} teacher + {args.steps} distillation steps, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')}, median of {args.rounds} rounds")
-    print("| malloc mmap threshold | peak RSS, first window (MB) | peak RSS, end (MB) | growth (MB/step) | s per step |")
-    print("|---|---:|---:|---:|---:|")
-    for name, m in med.items():
-        print(f"| {name} | {m['rss_first_mb']:.0f} | {m['rss_end_mb']:.0f} | {m['growth_mb_per_step']:.2f} | {m['step_s']:.3f} |")
-    dyn, pin = runs.values()
-    time_ratio = statistics.median(p["step_s"] / d["step_s"] for d, p in zip(dyn, pin))
-    rss_ratio = statistics.median(p["rss_end_mb"] / d["rss_end_mb"] for d, p in zip(dyn, pin))
-    print(f"pinned_vs_dynamic: step time {time_ratio:.2f}x, final peak RSS {rss_ratio:.2f}x")
+    print("| allocator policy | peak RSS, first window (MB) | peak RSS, end (MB) | growth (MB/step) | s per step "
+          "| step time vs first | end RSS vs first |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for s, rs in runs.items():
+        m = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
+        t = statistics.median(x["step_s"] / b["step_s"] for x, b in zip(rs, base))
+        mem = statistics.median(x["rss_end_mb"] / b["rss_end_mb"] for x, b in zip(rs, base))
+        print(f"| {label(*s)} | {m['rss_first_mb']:.0f} | {m['rss_end_mb']:.0f} | {m['growth_mb_per_step']:.2f} "
+              f"| {m['step_s']:.3f} | {t:.2f}x | {mem:.2f}x |")
     return 0
 
 

@@ -202,9 +202,10 @@ class TrainConfig:
     max_nonfinite_steps: int = 5  # consecutive skipped steps before the run stops anyway
     # a collective (any rank's) gives up after this many seconds: a hung rank stops the job (exit 5)
     collective_timeout_s: float = 300.0
-    # CPU memory: glibc mmaps blocks of >= this many KiB (0: its dynamic default, whose heap grows
-    # step after step with changing shapes; allocator.py)
-    malloc_mmap_threshold_kib: int = 64
+    # CPU memory (allocator.py): glibc mmaps blocks of >= this many KiB (0: its dynamic default),
+    # and its heap's free pages go back to the system every malloc_trim_every steps (0: never)
+    malloc_mmap_threshold_kib: int = 0
+    malloc_trim_every: int = 10
 
 
 @dataclass

@@ -108,6 +108,7 @@ def _train_and_distill(cfg: Config) -> None:
     _check_range("train.collective_timeout_s", cfg.train.collective_timeout_s > 0, cfg.train.collective_timeout_s, "> 0 (seconds)")
     _check_range("train.malloc_mmap_threshold_kib", 0 <= cfg.train.malloc_mmap_threshold_kib <= MAX_KIB,
                  cfg.train.malloc_mmap_threshold_kib, f"0..{MAX_KIB} (0: glibc's dynamic default)")
+    _check_range("train.malloc_trim_every", cfg.train.malloc_trim_every >= 0, cfg.train.malloc_trim_every, ">= 0 (steps; 0: never)")
     _check_range("distill.temperature", cfg.distill.temperature > 0, cfg.distill.temperature, "> 0")
     _check_range("distill.two_stage_split", 0 < cfg.distill.two_stage_split < 1, cfg.distill.two_stage_split, "in (0, 1)")
     for name, term in cfg.distill.terms.items():  # the names are checked against the registry (distill/term_registry.py)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 import torch
 
+from hrkd_ds import allocator
 from hrkd_ds.config import StageConfig, TrainConfig
 from hrkd_ds.engine import checkpoint
 from hrkd_ds.engine.distributed import DistInfo, any_rank, barrier
@@ -218,6 +219,7 @@ class Trainer:
                     batch = r.collate(episode)
                     out = self._train_step(batch, p.step + 1)
                     p.step += 1
+                    allocator.after_step(p.step)  # train.malloc_trim_every (hrkd_ds/allocator.py)
                     p.evaluated = p.saved = False
                     window.add(batch)
                     if bar is not None:

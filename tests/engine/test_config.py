@@ -49,6 +49,7 @@ def test_yaml_then_override_and_round_trip(tmp_path):
         (["seed"], "expected key.sub=value"),
         (["train.malloc_mmap_threshold_kib=-1"], "'train.malloc_mmap_threshold_kib'"),
         (["train.malloc_mmap_threshold_kib=65536"], "'train.malloc_mmap_threshold_kib'"),
+        (["train.malloc_trim_every=-5"], "'train.malloc_trim_every'"),
     ],
 )
 def test_bad_values_name_the_field(overrides, needle):
