@@ -8,7 +8,6 @@ before the teacher load and before the steps, so each phase's peak is its own. T
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import time
 from pathlib import Path
@@ -25,19 +24,11 @@ from hrkd_ds.engine.student import build_student_engine  # noqa: E402
 from hrkd_ds.engine.teacher import build_teacher_engine, partition_record, teacher_ds_config  # noqa: E402
 from hrkd_ds.models import build_model  # noqa: E402
 from hrkd_ds.models.loading import load_exported, load_partitioned  # noqa: E402
+from bench_memory import reset_peak, status_bytes as status  # noqa: E402  (tools/, this script's folder)
 
 C = 2
 
 
-def status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
-
-
-def reset_peak() -> None:
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 def make_batch(a, gen: torch.Generator) -> dict[str, torch.Tensor]:

@@ -9,7 +9,6 @@ every file) still matches, so a rerun does not rewrite gigabytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForSequenceClassification, BertConfig
 
+from hrkd_ds.data.checked_cache import file_sha256
 from hrkd_ds.models.encoder import annotate_config
 
 MANIFEST = "bench_manifest.json"
@@ -32,12 +32,6 @@ def teacher_config(layers: int, hidden: int, intermediate: int, vocab: int, posi
     return cfg
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _key(cfg: BertConfig) -> dict:
@@ -53,7 +47,7 @@ def is_valid(where: Path, cfg: BertConfig) -> bool:
         return False
     if manifest.get("key") != _key(cfg):
         return False
-    return all((where / name).is_file() and _sha256(where / name) == digest for name, digest in manifest["files"].items())
+    return all((where / name).is_file() and file_sha256(where / name) == digest for name, digest in manifest["files"].items())
 
 
 def _draw(name: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
@@ -82,7 +76,7 @@ def write(where: Path, cfg: BertConfig, shard_bytes: int = 1 << 29, seed: int = 
             save_file(shard, str(where / files[-1]), metadata={"format": "pt"})
             shard, size = {}, 0
     cfg.save_pretrained(where)
-    digests = {name: _sha256(where / name) for name in [*files, "config.json"]}
+    digests = {name: file_sha256(where / name) for name in [*files, "config.json"]}
     (where / MANIFEST).write_text(json.dumps({"key": _key(cfg), "params": total, "files": digests}, indent=1))
     return total
 
