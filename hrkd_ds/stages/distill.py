@@ -216,11 +216,13 @@ def run_distill(ctx: StageContext) -> None:
         train_ctx = with_cached_targets(train_ctx, src, stage)
     elif spec.uses_teacher and cfg.transfer.teacher_targets == "cached" and ctx.dist.is_main:
         print("[hrkd] transfer.teacher_targets=cached: this recipe has layer-wise terms, the teacher runs online", flush=True)
-    if from_layers:  # only while the student is built
-        layer_source = load_layer_source(src, teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size), cfg.distill.attention, ctx.dist.world_size)  # issue 30: partitioned under a ZeRO-3 teacher config on >1 rank, copied a layer at a time
+    if from_layers or (spec.uses_teacher and not cached):
+        t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
+    if from_layers:  # only while the student is built; partitioned under a ZeRO-3 teacher config on
+        # several ranks and copied a layer at a time (issue 30)
+        layer_source = load_layer_source(src, t_cfg, cfg.distill.attention, ctx.dist.world_size)
         check_teacher_matches(layer_source, ctx.domains, ctx.labels, src)
     if spec.uses_teacher and not cached:
-        t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
         teacher = load_teacher(ctx, src, t_cfg)
     seed_everything(cfg.seed + 1)
     s_cfg = student_config(ctx)
