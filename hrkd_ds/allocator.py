@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 M_TRIM_THRESHOLD = -1  # glibc malloc.h: release the heap's top above this many free bytes
 M_MMAP_THRESHOLD = -3  # glibc malloc.h: blocks this large or larger are mmapped
 MAX_KIB = 32 * 1024  # glibc's largest mmap threshold on 64-bit (HEAP_MAX_SIZE / 2)
 
 
+@functools.cache
 def _libc():
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or None)
@@ -44,7 +46,7 @@ def configure(mmap_threshold_kib: int, trim_every: int) -> None:
 
 def after_step(step: int) -> None:
     """Called by the training loop after each step: every `trim_every` steps, hand the heap's free
-    pages back to the system (malloc_trim), so fragmentation cannot accumulate into resident memory."""
+    pages back to the system (malloc_trim), so less of a fragmented heap stays resident (about half, measured)."""
     if _trim_every and step % _trim_every == 0:
         release_free_memory()
 
