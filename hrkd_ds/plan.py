@@ -266,12 +266,11 @@ def _run_vocab(cfg) -> int:
 
 def _ds_settings(path: str, role: str) -> dict:
     """Stage, dtype, offload and the ZeRO-3 gather knobs a DeepSpeed JSON sets."""
-    from hrkd_ds.config.deepspeed import read_ds_config, zero_stage
+    from hrkd_ds.config.deepspeed import compute_precision, read_ds_config, zero_stage
 
     ds = read_ds_config(path)
     zero = ds.get("zero_optimization", {})
-    dtype = "bf16" if ds.get("bf16", {}).get("enabled") else "fp16" if ds.get("fp16", {}).get("enabled") else "fp32"
-    out = {f"{role}_stage": zero_stage(ds), f"{role}_dtype": dtype}
+    out = {f"{role}_stage": zero_stage(ds), f"{role}_dtype": compute_precision(ds)}
     if role == "teacher":
         out["offload_teacher"] = zero.get("offload_param", {}).get("device", "none") in ("cpu", "nvme")
         for key, name in (("stage3_max_live_parameters", "max_live_parameters"), ("stage3_prefetch_bucket_size", "prefetch_bucket")):

@@ -79,3 +79,11 @@ def with_batch_sizes(ds_cfg: dict[str, Any], micro_batch: int, world_size: int, 
 
 def uses_bf16(ds_cfg: dict[str, Any]) -> bool:
     return bool(ds_cfg.get("bf16", {}).get("enabled", False))
+
+
+def compute_precision(ds_cfg: dict[str, Any]) -> str:
+    """"bf16", "fp16" or "fp32": the dtype an engine built from this JSON computes in."""
+    for name in ("bf16", "fp16"):
+        if (ds_cfg.get(name) or {}).get("enabled"):
+            return name
+    return "fp32"

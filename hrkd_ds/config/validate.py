@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hrkd_ds.config.schema import STAGES, STUDENT_INITS, Config, ModelConfig, StageConfig
 from hrkd_ds.allocator import MAX_KIB
+from hrkd_ds.config.schema import STAGES, STUDENT_INITS, Config, ModelConfig, StageConfig
 from hrkd_ds.errors import UserError
 
 

@@ -51,13 +51,14 @@ def collate_episode(per_domain_datasets: Sequence, episode: Sequence[Sequence[in
         raise ValueError("pad_to='max_length' needs max_seq_len")
     parts = [_gather(ds, idx) for ds, idx in zip(per_domain_datasets, episode, strict=True)]
     rows = {key: [row for p in parts for row in p[key]] for key in ("input_ids", "attention_mask", "token_type_ids", "label")}
-    batch = pad_rows(rows, pad_id, max_seq_len if pad_to == "max_length" else None)
+    length = max_seq_len if pad_to == "max_length" else None
+    batch = pad_rows(rows, pad_id, length)
     batch["labels"] = torch.tensor(rows["label"], dtype=torch.long)
     batch["domain_ids"] = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor([len(idx) for idx in episode]))
     if teacher is not None:
         t_parts = [_gather(ds, idx) for ds, idx in zip(teacher[0], episode, strict=True)]
         t_rows = {key: [row for p in t_parts for row in p[key]] for key, _ in _PADDED}
-        batch.update({f"{TEACHER_PREFIX}{k}": v for k, v in pad_rows(t_rows, teacher[1], max_seq_len if pad_to == "max_length" else None).items()})
+        batch.update({f"{TEACHER_PREFIX}{k}": v for k, v in pad_rows(t_rows, teacher[1], length).items()})
     if targets is not None:
         rows = [np.asarray(t[np.asarray(idx, dtype=np.int64)], dtype=np.float32) for t, idx in zip(targets, episode, strict=True)]
         batch["teacher_logits"] = torch.from_numpy(np.concatenate(rows))

@@ -98,8 +98,8 @@ def check_stages(ctx) -> None:
     cfg = ctx.cfg
     own = ctx.data.teacher  # teacher.tokenizer: the teacher's own encoding (data/teacher_encoding.py)
     check_models_fit(cfg, ctx.teacher_dir, ctx.tokenizer, own.tokenizer if own else None)
-    if own and "distill" in cfg.stages and method(cfg.distill.method).uses_teacher:  # logit-level terms only
-        spec = method(cfg.distill.method)
+    spec = method(cfg.distill.method)
+    if own and "distill" in cfg.stages and spec.uses_teacher:  # logit-level terms only
         refuse_token_level(term_weights(spec, cfg.distill), spec.prediction, cfg.distill.method)
     stages = [cfg.general_train] if "general" in cfg.stages else []
     stages += [cfg.teacher_train] if "teacher" in cfg.stages and ctx.teacher_dir is None else []

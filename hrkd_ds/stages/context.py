@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from hrkd_ds.config import Config, StageConfig, check_resume_config, to_dict
-from hrkd_ds.config.deepspeed import with_batch_sizes
+from hrkd_ds.config.deepspeed import read_ds_config, with_batch_sizes
 from hrkd_ds.data.collate import collate_episode
 from hrkd_ds.data.sampler import EpisodicDomainSampler
 from hrkd_ds.engine.distributed import DistInfo, barrier
@@ -28,6 +28,7 @@ from hrkd_ds.engine.loop import StageRun, Trainer
 from hrkd_ds.engine.preemption import PreemptionFlag
 from hrkd_ds.distill.step import model_inputs
 from hrkd_ds.engine.student import build_student_engine
+from hrkd_ds.engine.teacher import teacher_ds_config
 from hrkd_ds.errors import UserError
 from hrkd_ds.models.checks import check_model_sources, check_tokenizer_matches
 from hrkd_ds.models.encoder import MultiDomainClassifier, build_model
@@ -74,6 +75,11 @@ class PreparedRun:
 
     def micro_batch(self, stage: StageConfig) -> int:
         return stage.batch_per_domain * self.K
+
+    def teacher_ds(self, stage: StageConfig) -> dict[str, Any]:
+        """The frozen teacher's DeepSpeed config (distill.teacher_deepspeed) at `stage`'s micro batch,
+        for every stage that runs a teacher (general, distill, eval)."""
+        return teacher_ds_config(read_ds_config(self.cfg.distill.teacher_deepspeed), self.micro_batch(stage), self.dist.world_size)
 
     def sampler(self, stage: StageConfig) -> EpisodicDomainSampler:
         epoch_domain = None

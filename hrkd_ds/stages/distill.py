@@ -12,13 +12,13 @@ import torch
 import yaml
 
 from hrkd_ds.config import to_dict
-from hrkd_ds.config.deepspeed import read_ds_config, zero_stage
+from hrkd_ds.config.deepspeed import compute_precision, zero_stage
 from hrkd_ds.data.augment import with_transfer_set
 from hrkd_ds.data.collate import collate_episode
 from hrkd_ds.distill.methods import build_step_module, method, term_weights
 from hrkd_ds.distill.teacher_targets import label_rows, load_or_build, logit_only, targets_key, teacher_fingerprint
 from hrkd_ds.engine.distributed import any_rank, barrier
-from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config, write_partition_record
+from hrkd_ds.engine.teacher import build_teacher_engine, write_partition_record
 from hrkd_ds.errors import UserError
 from hrkd_ds.io import recover_dir
 from hrkd_ds.models.encoder import MultiDomainClassifier
@@ -164,8 +164,8 @@ def with_cached_targets(ctx: TransferContext, src: Path, stage) -> TransferConte
     through a teacher engine that is dropped afterwards); the teacher's accuracies are measured
     here when the run does not have them yet."""
     cfg = ctx.cfg
-    t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
-    precision = "bf16" if (t_cfg.get("bf16") or {}).get("enabled") else "fp16" if (t_cfg.get("fp16") or {}).get("enabled") else "fp32"
+    t_cfg = ctx.teacher_ds(stage)
+    precision = compute_precision(t_cfg)
     view = teacher_view(ctx)  # keyed on, and computed from, the teacher's own tokenisation
     train = [view.data.splits["train"][d] for d in ctx.domains]
     final = Path(data_cache_dir(ctx.cfg, ctx.run_dir)) / "teacher_targets" / targets_key(teacher_fingerprint(src), train, cfg.data.max_seq_len,
@@ -217,7 +217,7 @@ def run_distill(ctx: StageContext) -> None:
     elif spec.uses_teacher and cfg.transfer.teacher_targets == "cached" and ctx.dist.is_main:
         print("[hrkd] transfer.teacher_targets=cached: this recipe has layer-wise terms, the teacher runs online", flush=True)
     if from_layers or (spec.uses_teacher and not cached):
-        t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
+        t_cfg = ctx.teacher_ds(stage)
     if from_layers:  # only while the student is built; partitioned under a ZeRO-3 teacher config on
         # several ranks and copied a layer at a time (issue 30)
         layer_source = load_layer_source(src, t_cfg, cfg.distill.attention, ctx.dist.world_size)

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import torch
 
-from hrkd_ds.config.deepspeed import read_ds_config
-from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config, write_partition_record
+from hrkd_ds.engine.teacher import build_teacher_engine, write_partition_record
 from hrkd_ds.models.loading import load_exported, load_partitioned, partitions_teacher
 from hrkd_ds.stages.context import StageContext
 
@@ -28,8 +27,7 @@ def eval_model(src: Path, attention: str, t_cfg: dict | None, device):
 def run_eval(ctx: StageContext) -> None:
     t_cfg = None
     if ctx.dist.world_size > 1:  # a single process never reads the teacher config here, as before
-        t_cfg = teacher_ds_config(read_ds_config(ctx.cfg.distill.teacher_deepspeed), ctx.micro_batch(ctx.cfg.distill_train),
-                                  ctx.dist.world_size)
+        t_cfg = ctx.teacher_ds(ctx.cfg.distill_train)
     partitioned = t_cfg is not None and partitions_teacher(t_cfg, ctx.dist.world_size)
     for role in ("teacher", "student"):
         src = ctx.teacher_dir if role == "teacher" and ctx.teacher_dir else ctx.run_dir.stage_dir(role) / "model"

@@ -13,9 +13,8 @@ a time, and each rank records its share in `general/teacher_partition.rank<R>.js
 
 from __future__ import annotations
 
-from hrkd_ds.config.deepspeed import read_ds_config
 from hrkd_ds.distill.methods import build_step_module
-from hrkd_ds.engine.teacher import build_teacher_engine, teacher_ds_config, write_partition_record
+from hrkd_ds.engine.teacher import build_teacher_engine, write_partition_record
 from hrkd_ds.models.encoder import MultiDomainClassifier, pretrained_config
 from hrkd_ds.models.loading import load_partitioned, partitions_teacher
 from hrkd_ds.stages.checks import general_student_config, with_selected_layers
@@ -39,7 +38,7 @@ def run_general(ctx: StageContext) -> None:
     if ctx.run_dir.is_done(ROLE, ctx.results):
         return
     cfg, stage = ctx.cfg, ctx.cfg.general_train
-    t_cfg = teacher_ds_config(read_ds_config(cfg.distill.teacher_deepspeed), ctx.micro_batch(stage), ctx.dist.world_size)
+    t_cfg = ctx.teacher_ds(stage)
     seed_everything(cfg.seed)
     teacher = general_teacher(ctx, t_cfg)
     seed_everything(cfg.seed + 2)
