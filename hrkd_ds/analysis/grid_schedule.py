@@ -16,10 +16,9 @@ from typing import Callable
 from hrkd_ds.analysis.archive import sync_archive
 from hrkd_ds.analysis.grid import GridCell
 from hrkd_ds.analysis.grid_progress import Progress
-
-# the trainer's exit code for a stop it checkpointed (SIGTERM / preemption): the cell resumes on
-# the next run, and the grid stops after it rather than starting the next cell
-STOPPED_EXIT = 3
+# the trainer's exit code for a stop it checkpointed (SIGTERM / preemption), declared in errors.py:
+# the cell resumes on the next run, and the grid stops after it rather than starting the next cell
+from hrkd_ds.errors import EXIT_PREEMPTED as STOPPED_EXIT
 
 
 def last_line(path: Path) -> str:
