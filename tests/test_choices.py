@@ -9,7 +9,9 @@ from pathlib import Path
 
 from hrkd_ds.config.schema import STAGES, Config, DataConfig, DistillConfig
 from hrkd_ds.data.splits import _LOADERS
+from hrkd_ds.analysis import readme_table, results
 from hrkd_ds.analysis.cells import METHOD_ORDER
+from hrkd_ds.analysis.grid import load_spec
 from hrkd_ds.distill.methods import METHODS
 from hrkd_ds.train import STAGES as STAGE_RUNNERS
 
@@ -42,3 +44,11 @@ def test_the_slurm_script_takes_every_stage():
     script = (REPO / "slurm" / "distill.sh").read_text()
     words = re.search(r"\$1 =~ \^\(([a-z|]+)\)\$", script).group(1).split("|")
     assert set(words) == {"all", *STAGES}
+
+
+def test_the_graph_ablations_are_one_list_in_two_orders():
+    """The report compares them in results' order and the README lists them in its own (both orders
+    reach committed output, so neither is derived from the other); they name the same grid methods."""
+    assert set(results.ABLATIONS) == set(readme_table.ABLATIONS)
+    assert len(set(results.ABLATIONS)) == len(results.ABLATIONS) == len(readme_table.ABLATIONS)
+    assert set(results.ABLATIONS) <= set(load_spec(REPO / "configs" / "reproduce" / "grid.yaml")["methods"])
