@@ -159,8 +159,7 @@ def main() -> None:
              "full loss, loop": full(loop), "full loss, fused": full(fused)}
     if a.compiled_terms and device.type == "cpu":  # distill.compiled_terms: the terms through torch.compile
         fused_c = RelationalDistillLoss(a.student_hidden, a.teacher_hidden, a.student_layers, a.teacher_layers, K, cfg,
-                                        params=fused.params).to(device)
-        fused_c.compiled_terms = True
+                                        params=fused.params, compiled_terms=True).to(device)
         cases["att+hid terms, fused compiled"] = terms_fused(compiled=True)
         cases["full loss, fused compiled terms"] = full(fused_c)
     if a.compile:

@@ -82,6 +82,8 @@ class _RelationalLossBase(nn.Module):
         prediction: bool = True,
         normalization: str = "masked",
         two_stage: bool = False,
+        compiled_terms: bool = False,
+        skip_cls: bool = False,
     ):
         super().__init__()
         self.layer_map = resolve_layer_map(student_layers, teacher_layers, layer_map)
@@ -99,8 +101,8 @@ class _RelationalLossBase(nn.Module):
                                 "one (pred, ce, kl) with a non-zero weight in distill.terms")
         self.num_domains = num_domains
         self.normalization = normalization  # MSE denominators, hrkd_ds/distill/normalization.py
-        self.compiled_terms = False  # set from distill.compiled_terms by from_config
-        self.skip_cls = False  # the embedding/hidden MSEs leave out position 0 (distill.general_skip_cls)
+        self.compiled_terms = compiled_terms  # distill.compiled_terms: the big MSE sums through torch.compile
+        self.skip_cls = skip_cls  # the embedding/hidden MSEs leave out position 0 (distill.general_skip_cls)
         self.params = params or RelationalParams(student_hidden, teacher_hidden, student_layers, num_domains, graph_cfg)
 
     def use_phase(self, index: int) -> None:
@@ -122,14 +124,12 @@ class _RelationalLossBase(nn.Module):
     def from_config(cls, student, teacher, num_domains: int, graph_cfg, distill_cfg, params: RelationalParams | None = None,
                     prediction: bool = True, two_stage: bool = False):
         """Build from two MultiDomainClassifiers and the graph/distill config sections."""
-        loss = cls(
+        return cls(
             student.hidden_size, teacher.hidden_size, student.num_layers, teacher.num_layers, num_domains,
             graph_cfg, distill_cfg.layer_map or None, distill_cfg.temperature, params, distill_cfg.terms,
-            prediction, distill_cfg.normalization, two_stage,
+            prediction, distill_cfg.normalization, two_stage, compiled_terms=distill_cfg.compiled_terms,
+            skip_cls=distill_cfg.general_skip_cls and not prediction,  # the task-agnostic stage only
         )
-        loss.compiled_terms = distill_cfg.compiled_terms
-        loss.skip_cls = distill_cfg.general_skip_cls and not prediction  # the task-agnostic stage only
-        return loss
 
     def request_internals(self, student, teacher) -> None:
         """Make both encoders compute only what this loss reads: the student every layer's hidden
