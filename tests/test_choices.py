@@ -7,12 +7,14 @@ import re
 import typing
 from pathlib import Path
 
-from hrkd_ds.config.schema import STAGES, Config, DataConfig, DistillConfig
+from hrkd_ds.config.schema import (FROM_TEACHER, ROLE_OF_STAGE, SCHEDULE_OF_ROLE, STAGES, Config, DataConfig,
+                                   DistillConfig, StageConfig, StudentConfig)
 from hrkd_ds.data.splits import _LOADERS
 from hrkd_ds.analysis import readme_table, results
 from hrkd_ds.analysis.cells import METHOD_ORDER
 from hrkd_ds.analysis.grid import load_spec
 from hrkd_ds.distill.methods import METHODS
+from hrkd_ds.models.attention import ATTENTION_KINDS
 from hrkd_ds.train import STAGES as STAGE_RUNNERS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,3 +54,20 @@ def test_the_graph_ablations_are_one_list_in_two_orders():
     assert set(results.ABLATIONS) == set(readme_table.ABLATIONS)
     assert len(set(results.ABLATIONS)) == len(results.ABLATIONS) == len(readme_table.ABLATIONS)
     assert set(results.ABLATIONS) <= set(load_spec(REPO / "configs" / "reproduce" / "grid.yaml")["methods"])
+
+
+def test_attention_kinds_are_the_config_s():
+    """models/attention.py checks a model's attention kind against its own tuple (models sit above
+    config, and its order is in that check's message); the same kinds as distill.attention."""
+    assert set(_choices(DistillConfig, "attention")) == set(ATTENTION_KINDS)
+
+
+def test_the_general_stage_starts_from_teacher_weights_or_random():
+    assert set(_choices(StudentConfig, "general_init")) - {"random"} <= set(FROM_TEACHER)
+
+
+def test_each_training_stage_has_a_role_and_each_role_a_schedule():
+    assert set(ROLE_OF_STAGE) == set(STAGES) - {"eval"}
+    assert set(SCHEDULE_OF_ROLE) == set(ROLE_OF_STAGE.values())
+    hints = typing.get_type_hints(Config)
+    assert all(hints[field] is StageConfig for field in SCHEDULE_OF_ROLE.values())

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from hrkd_ds.analysis.archive import sync_archive
+from hrkd_ds.analysis.cells import METHOD_ORDER
 from hrkd_ds.analysis.duplicates import regenerate as regenerate_duplicates
 from hrkd_ds.analysis.grid import GridCell, check_phases, expand, load_spec, select
 from hrkd_ds.analysis.grid_progress import Progress
@@ -49,11 +50,11 @@ DUPLICATES = REPO / "docs" / "results" / "duplicates"  # train/test duplicate in
 DOCS = REPO / "docs"
 README = REPO / "README.md"  # its generated block (analysis/readme_table.py) is rewritten by the project's report
 # --smoke: the real grid's code path on the shipped sample, a few steps each: the three methods and
-# the two recipes on the student from teacher layers (a slice with its bootstrap), then hrkd on one
+# the two recipes (the reports' METHOD_ORDER) on the student from teacher layers (a slice with its bootstrap), then hrkd on one
 # student of each other start (the general stage, weights selected from the teacher). The grid's
 # other students and methods differ from these in overrides only; each cell costs CI about 25 s
 SMOKE_PHASES = [
-    {"datasets": ["amazon"], "fractions": ["1.0"], "students": ["L3"], "methods": ["none", "kd", "hrkd", "logit-kd", "two-stage"],
+    {"datasets": ["amazon"], "fractions": ["1.0"], "students": ["L3"], "methods": list(METHOD_ORDER),
      "seeds": [1]},
     {"datasets": ["amazon"], "fractions": ["1.0"], "students": ["L4H192", "L4H192sel"], "methods": ["hrkd"], "seeds": [1]},
 ]

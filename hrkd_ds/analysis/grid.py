@@ -21,10 +21,10 @@ from typing import Any, Callable
 
 import yaml
 
+from hrkd_ds.config.schema import ROLE_OF_STAGE
 from hrkd_ds.errors import UserError
 from hrkd_ds.stages.run_dir import stage_finished
 
-ROLE_OF_STAGE = {"teacher": "teacher", "general": "general", "distill": "student"}
 
 
 @dataclass

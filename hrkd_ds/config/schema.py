@@ -14,6 +14,9 @@ from typing import Literal
 STAGES = ("general", "teacher", "distill", "eval")  # a run's stages, in the order they run
 FROM_TEACHER = ("teacher_layers", "teacher_select")  # student inits that copy or select teacher weights
 STUDENT_INITS = (*FROM_TEACHER, "general")  # inits only a student can have
+ROLE_OF_STAGE = {"teacher": "teacher", "general": "general", "distill": "student"}  # training stage -> its run's role
+SCHEDULE_OF_ROLE = {"teacher": "teacher_train", "student": "distill_train", "general": "general_train"}  # role -> its schedule
+PAD_TO = ("longest", "max_length")  # data.pad_to: pad each batch to its longest row, or to data.max_seq_len
 
 
 @dataclass
@@ -31,7 +34,7 @@ class DataConfig:
     domain_column: str = "domain"  # table format only
     max_seq_len: int = 128
     # episode padding: the episode's longest row, or every row to max_seq_len (the reference's)
-    pad_to: Literal["longest", "max_length"] = "longest"
+    pad_to: Literal[PAD_TO] = "longest"
     train_fraction: float = 1.0  # few-shot: fraction of each domain's training data kept
     dev_fraction: float = 0.09  # amazon/table: share of each domain held out for dev
     test_fraction: float = 0.10  # amazon/table: share of each domain held out for test

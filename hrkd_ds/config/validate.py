@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from hrkd_ds.allocator import MAX_KIB
-from hrkd_ds.config.schema import STAGES, STUDENT_INITS, Config, ModelConfig, StageConfig
+from hrkd_ds.config.schema import SCHEDULE_OF_ROLE, STAGES, STUDENT_INITS, Config, ModelConfig, StageConfig
 from hrkd_ds.errors import UserError
 
 
@@ -148,7 +148,7 @@ def _cross_tokenizer(cfg: Config) -> None:
 
 
 def _schedules(cfg: Config) -> None:
-    for key in ("teacher_train", "distill_train", "general_train"):
+    for key in SCHEDULE_OF_ROLE.values():
         s: StageConfig = getattr(cfg, key)
         _check_range(f"{key}.lr", s.lr > 0, s.lr, "> 0")
         _check_range(f"{key}.epochs", s.epochs > 0, s.epochs, "> 0")

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
+from hrkd_ds.config.schema import PAD_TO
+
 _PADDED = (("input_ids", None), ("attention_mask", 0), ("token_type_ids", 0))  # None -> pad_id
 TEACHER_PREFIX = "teacher_"  # the teacher's own encoding's keys in a batch (teacher.tokenizer)
 
@@ -39,7 +41,7 @@ def _gather(dataset, indices: Sequence[int]) -> dict[str, list]:
 
 
 def collate_episode(per_domain_datasets: Sequence, episode: Sequence[Sequence[int]], pad_id: int,
-                    pad_to: Literal["longest", "max_length"] = "longest", max_seq_len: int | None = None,
+                    pad_to: Literal[PAD_TO] = "longest", max_seq_len: int | None = None,
                     targets: Sequence[np.ndarray] | None = None,
                     teacher: tuple[Sequence, int] | None = None) -> dict[str, torch.Tensor]:
     """episode[k] indexes per_domain_datasets[k]; rows are domain-major, domain_ids says whose.

@@ -21,13 +21,13 @@ import os
 import torch
 
 from hrkd_ds.config import Config, TrainConfig
+from hrkd_ds.config.schema import SCHEDULE_OF_ROLE
 from hrkd_ds.engine.diskspace import model_bytes
 from hrkd_ds.engine.distributed import any_rank
 from hrkd_ds.engine.where import NOW
 from hrkd_ds.errors import EXIT_DIVERGED, RunStopped
 
 FAULT_ENV = "HRKD_FAULT_NONFINITE_STEPS"
-STAGE_FIELD = {"teacher": "teacher_train", "student": "distill_train", "general": "general_train"}  # role -> its schedule
 
 
 class Diverged(RunStopped):
@@ -53,7 +53,7 @@ def likely_causes(cfg: Config, ds_cfg: dict, role: str | None) -> str:
     """The settings of this run, with their values, that can make a stage's loss non-finite."""
     from hrkd_ds.distill.methods import method  # lazy: the guard itself does not need the methods
 
-    field = STAGE_FIELD.get(role or "")
+    field = SCHEDULE_OF_ROLE.get(role or "")
     parts = [f"{field}.lr={getattr(cfg, field).lr:g}"] if field else []
     if role == "student" and method(cfg.distill.method).uses_teacher:
         parts.append(f"distill.temperature={cfg.distill.temperature:g}")

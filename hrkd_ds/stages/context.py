@@ -19,6 +19,7 @@ import torch
 
 from hrkd_ds.config import Config, StageConfig, check_resume_config, to_dict
 from hrkd_ds.config.deepspeed import read_ds_config, with_batch_sizes
+from hrkd_ds.config.schema import SCHEDULE_OF_ROLE
 from hrkd_ds.data.collate import collate_episode
 from hrkd_ds.data.sampler import EpisodicDomainSampler
 from hrkd_ds.engine.distributed import DistInfo, barrier
@@ -85,7 +86,7 @@ class PreparedRun:
         epoch_domain = None
         if stage.epoch_policy == "domain":
             if stage.epoch_domain not in self.domains:
-                key = next(k for k in ("general_train", "teacher_train", "distill_train") if getattr(self.cfg, k) is stage)
+                key = next(k for k in SCHEDULE_OF_ROLE.values() if getattr(self.cfg, k) is stage)
                 raise UserError(f"config field '{key}.epoch_domain': {stage.epoch_domain!r} is not one of {self.domains}")
             epoch_domain = self.domains.index(stage.epoch_domain)
         return EpisodicDomainSampler(
