@@ -33,7 +33,10 @@ from hrkd_ds.engine.loop import Preempted
 from hrkd_ds.engine.nonfinite import Diverged, likely_causes
 from hrkd_ds.engine.where import NOW
 from hrkd_ds.errors import RunStopped, UserError, exit_on_user_error
+from hrkd_ds.models.checks import check_model_sources
+from hrkd_ds.stages.checks import check_models_fit
 from hrkd_ds.stages.context import StageContext, seed_everything
+from hrkd_ds.stages.data_prep import resolve_teacher_dir
 from hrkd_ds.stages.distill import run_distill
 from hrkd_ds.stages.evaluation import run_eval
 from hrkd_ds.stages.general import run_general
@@ -78,7 +81,8 @@ def quiet_libraries() -> None:
 
 
 def read_configs(args: argparse.Namespace) -> tuple[Config, dict, str]:
-    """The YAML config and the student's DeepSpeed JSON, both validated before any process group."""
+    """The YAML config and the student's DeepSpeed JSON, both validated before any process group, and
+    the pretrained models' position embeddings against data.max_seq_len (nothing is written yet)."""
     cfg = load_config(resolve_path(args.config) if args.config else None, args.overrides)
     ds_path = resolve_path(args.deepspeed or DEFAULT_DS_CONFIG)
     ds_cfg = read_ds_config(ds_path)
@@ -87,6 +91,9 @@ def read_configs(args: argparse.Namespace) -> tuple[Config, dict, str]:
         read_ds_config(cfg.distill.teacher_deepspeed)
     check_terms(cfg.distill.terms)  # distill.terms names registered loss terms (distill/term_registry.py)
     check_output_dir(cfg.output_dir)
+    teacher_dir = resolve_teacher_dir(cfg)  # setup resolves and checks them again; cheap
+    check_model_sources(cfg, teacher_dir)
+    check_models_fit(cfg, teacher_dir)  # data.max_seq_len vs position embeddings, before the data cache is written
     return cfg, ds_cfg, ds_path
 
 

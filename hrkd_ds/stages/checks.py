@@ -84,13 +84,19 @@ def model_sources(cfg: Config, teacher_dir: Path | None) -> list[tuple[str, Path
     return out
 
 
-def check_models_fit(cfg: Config, teacher_dir: Path | None, tokenizer, teacher_tokenizer=None) -> None:
+def check_models_fit(cfg: Config, teacher_dir: Path | None, tokenizer=None, teacher_tokenizer=None) -> None:
     """The models' position embeddings, vocabulary and padding id take this data and tokenizer
     (the check the model builder makes, made before the run directory exists); a teacher with its
-    own tokenizer (teacher.tokenizer) is checked against that one."""
+    own tokenizer (teacher.tokenizer) is checked against that one. With no tokenizer (train.read_configs,
+    before the tokenizer is trained and the data tokenized into the cache) only the position embeddings
+    are checked against data.max_seq_len, which every encoding (the teacher's own too) is cut to."""
     for field, src in model_sources(cfg, teacher_dir):
+        hf_config = AutoConfig.from_pretrained(str(src))
+        if tokenizer is None:  # no vocabulary (0) and the model's own padding id: only the positions can fail
+            check_fit(hf_config, 0, getattr(hf_config, "pad_token_id", None), cfg.data.max_seq_len, f"{field} {src}")
+            continue
         tok = teacher_tokenizer if field == "teacher_from" and teacher_tokenizer is not None else tokenizer
-        check_fit(AutoConfig.from_pretrained(str(src)), len(tok), tok.pad_token_id, cfg.data.max_seq_len, f"{field} {src}")
+        check_fit(hf_config, len(tok), tok.pad_token_id, cfg.data.max_seq_len, f"{field} {src}")
 
 
 def check_stages(ctx) -> None:
