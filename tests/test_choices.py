@@ -3,12 +3,13 @@ runners, the methods, the data loaders, the Slurm script), it is held equal to t
 
 from __future__ import annotations
 
+import ast
 import re
 import typing
 from pathlib import Path
 
 from hrkd_ds.config.schema import (FROM_TEACHER, ROLE_OF_STAGE, SCHEDULE_OF_ROLE, STAGES, Config, DataConfig,
-                                   DistillConfig, StageConfig, StudentConfig)
+                                   DistillConfig, GraphConfig, StageConfig, StudentConfig)
 from hrkd_ds.data.splits import _LOADERS
 from hrkd_ds.analysis import readme_table, results
 from hrkd_ds.analysis.cells import METHOD_ORDER
@@ -71,3 +72,43 @@ def test_each_training_stage_has_a_role_and_each_role_a_schedule():
     assert set(SCHEDULE_OF_ROLE) == set(ROLE_OF_STAGE.values())
     hints = typing.get_type_hints(Config)
     assert all(hints[field] is StageConfig for field in SCHEDULE_OF_ROLE.values())
+
+
+def _init_literals(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, value) of every string compared with a model config's `.init` (==, !=, in, not in a
+    tuple of strings) or passed as `init=` to a call (dataclasses.replace)."""
+    def strings(node):
+        items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+        return [(n.lineno, n.value) for n in items if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+    def is_init(node):
+        return isinstance(node, ast.Attribute) and node.attr == "init" and "graph" not in ast.unparse(node.value)
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(is_init(side) for side in sides):
+                found += [hit for side in sides if not is_init(side) for hit in strings(side)]
+        elif isinstance(node, ast.Call):
+            found += [hit for kw in node.keywords if kw.arg == "init" for hit in strings(kw.value)]
+    return found
+
+
+def test_every_student_init_the_code_names_is_a_choice():
+    """`student.init` values are compared as strings in several modules (validate, the stage
+    builders and checks, the model builder): each one is a value the config accepts. The graph's
+    module reads graph.init (GraphConfig's own choices) instead."""
+    graph_module = "hrkd_ds/distill/graph.py"
+    named = {(str(path.relative_to(REPO)), line, value)
+             for path in sorted((REPO / "hrkd_ds").rglob("*.py"))
+             for line, value in _init_literals(ast.parse(path.read_text()))}
+    assert {value for _, _, value in named} >= {"general", "teacher_layers", "teacher_select", "pretrained", "random"}
+    choices = {path: set(_choices(GraphConfig if path == graph_module else StudentConfig, "init")) for path, _, _ in named}
+    assert [(f"{path}:{line}", value) for path, line, value in sorted(named) if value not in choices[path]] == []
+
+
+def test_a_misspelt_init_is_found():
+    tree = ast.parse("if cfg.student.init == 'teacher_layer' or m.init in ('random', 'genral'):\n    pass\n"
+                     "x = replace(m, init='pretrained')\nif graph.init == 'ours':\n    pass\n")
+    assert sorted(_init_literals(tree)) == [(1, "genral"), (1, "random"), (1, "teacher_layer"), (3, "pretrained")]
