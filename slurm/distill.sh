@@ -181,8 +181,21 @@ timed_out_line() {
     for f in "$RUN_DIR"/logs/rank*.log; do [[ -f $f ]] && ends+=$(this_run_ends "$f")$'\n'; done
     [[ $ends == *"hrkd_ds: error: collective timeout"* ]]
 }
+# With NCCL (GPUs) torch's watchdog aborts a rank on the same timeout before our line can be
+# printed: its own line, then a C++ abort trace (status 134). Any line of this run saying so counts.
+NCCL_WATCHDOG="Watchdog caught collective operation timeout"
+nccl_watchdog_line() {
+    local f
+    for f in "$RUN_DIR"/logs/rank*.log; do
+        [[ -f $f ]] && awk -v w="$NCCL_WATCHDOG" '/^\[launch_rank\]/ { seen = 0 } index($0, w) { seen = 1 } END { exit !seen }' "$f" && return 0
+    done
+    return 1
+}
 if (( rc > 128 )) && timed_out_line; then
     log "a rank stopped answering and was killed after the others timed out (srun status $rc)"
+    rc=$EXIT_COLLECTIVE_TIMEOUT
+elif (( rc > 128 )) && nccl_watchdog_line; then
+    log "a rank stopped answering: NCCL's watchdog timed out a collective and aborted the rank (srun status $rc; see the rank logs)"
     rc=$EXIT_COLLECTIVE_TIMEOUT
 fi
 

@@ -8,7 +8,11 @@ EXIT_COLLECTIVE_TIMEOUT, is one slurm/distill.sh requeues; the relaunch resumes 
 checkpoint, which a timed-out collective never half-writes (LATEST moves only after a full save).
 
 The NCCL backend's watchdog aborts a rank on the same timeout instead of raising (torch's
-TORCH_NCCL_ASYNC_ERROR_HANDLING); that path ends the process without this line.
+TORCH_NCCL_ASYNC_ERROR_HANDLING): that path ends the process (SIGABRT) without this line, with
+torch's own "Watchdog caught collective operation timeout" line in the rank's log, which
+slurm/distill.sh counts as this exit code. TORCH_NCCL_BLOCKING_WAIT=1 is meant to raise it in
+Python instead (a DistBackendError that says "timed out", recognised below), at the price of the
+host blocking on every collective: not set by us, and untested (no GPU here).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What slurm/distill.sh does with each trainer exit code, without a cluster: fake `srun` and
 `scontrol` on PATH (srun writes the rank logs and exits with the code under test; scontrol records
 a requeue). Requeue-able codes requeue; a rank killed after the others timed out counts as a
-timeout; every other code fails the job with that code."""
+timeout, and so does NCCL's watchdog aborting a rank on the timeout; every other code fails the job
+with that code."""
 
 from __future__ import annotations
 
@@ -64,6 +65,33 @@ def test_a_timeout_line_of_an_earlier_run_does_not_count(tmp_path):
     earlier = f"[launch_rank] restart=0\n{TIMEOUT_LINE}\n[launch_rank] restart=1\nstep 1\n"
     code, log, requeued = run_job(tmp_path, 137, rank0=earlier, rank1="[launch_rank] restart=1\n")
     assert not requeued and code == 137, log
+
+
+# NCCL's watchdog on a survivor (GPUs): torch's line, then the C++ abort trace; the rank dies of
+# SIGABRT before our line. The shape of torch 2.x's ProcessGroupNCCL output (not captured here: no GPU).
+NCCL_WATCHDOG_LOG = (
+    "step 3\n"
+    "[rank0]:[E1207 13:50:01.123456789 ProcessGroupNCCL.cpp:632] [Rank 0] Watchdog caught collective operation "
+    "timeout: WorkNCCL(SeqNum=57, OpType=ALLREDUCE, NumelIn=1, NumelOut=1, Timeout(ms)=10000) ran for 10086 "
+    "milliseconds before timing out.\n"
+    "[rank0]:[E1207 13:50:01.123500000 ProcessGroupNCCL.cpp:698] [Rank 0] To avoid data inconsistency, we are "
+    "taking the entire process down.\n"
+    "terminate called after throwing an instance of 'c10::DistBackendError'\n"
+    "Exception raised from checkTimeout at /pytorch/torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:635\n"
+    + "".join(f"frame #{i}: <unknown function> + 0x{i:x} (0x{i:x} in libtorch_cuda.so)\n" for i in range(8))
+)
+
+
+@pytest.mark.parametrize("rc", [134, 137])  # the survivor's abort, or the hung rank srun killed
+def test_an_nccl_watchdog_timeout_is_requeued(tmp_path, rc):
+    code, log, requeued = run_job(tmp_path, rc, rank0=NCCL_WATCHDOG_LOG, rank1="step 3\n")
+    assert requeued and code == 0 and "NCCL's watchdog" in log, log
+
+
+def test_an_nccl_watchdog_line_of_an_earlier_run_does_not_count(tmp_path):
+    earlier = f"[launch_rank] restart=0\n{NCCL_WATCHDOG_LOG}[launch_rank] restart=1\nstep 1\nTraceback: something else\n"
+    code, log, requeued = run_job(tmp_path, 134, rank0=earlier, rank1="[launch_rank] restart=1\n")
+    assert not requeued and code == 134, log
 
 
 @pytest.mark.parametrize("rc", [EXIT_USAGE, EXIT_DISK_FULL, 137, 1])
