@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from hrkd_ds.distill.step import model_inputs
 from hrkd_ds.engine.compression import compression_report
 from hrkd_ds.engine.evaluate import EVAL_BATCH_SIZE, eval_batch
 from hrkd_ds.engine.export import export_int8
@@ -65,8 +66,7 @@ def local_accuracy(model, split_sets: dict, domains: list[str], pad_id: int) -> 
         data, hits = split_sets[d], 0
         for start in range(0, len(data), EVAL_BATCH_SIZE):
             batch = eval_batch(data, list(range(start, min(start + EVAL_BATCH_SIZE, len(data)))), pad_id, k, torch.device("cpu"))
-            inputs = {n: batch[n] for n in ("input_ids", "attention_mask", "token_type_ids", "domain_ids") if n in batch}
-            hits += int((model(**inputs).logits.argmax(-1) == batch["labels"]).sum())
+            hits += int((model(**model_inputs(batch)).logits.argmax(-1) == batch["labels"]).sum())
         acc[d] = hits / len(data) if len(data) else 0.0
     acc["average"] = sum(acc.values()) / len(domains)
     return acc
