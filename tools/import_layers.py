@@ -22,7 +22,7 @@ LAYERS = {
     "engine": 5,
     "stages": 6,
     "analysis": 7,
-    "train": 8, "predict": 8, "export_onnx": 8, "plan": 8,
+    "train": 8, "predict": 8, "export_onnx": 8, "plan": 8, "plan_inputs": 8,
 }
 
 
