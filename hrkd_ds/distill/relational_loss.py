@@ -133,7 +133,8 @@ class _RelationalLossBase(nn.Module):
 
     def request_internals(self, student, teacher) -> None:
         """Make both encoders compute only what this loss reads: the student every layer's hidden
-        state (and map, with the attention term on), the teacher only the mapped layers'.
+        state (and map, with the attention term on), the teacher only the mapped layers' (none
+        when no term reads hidden states).
 
         The release's switches read padding (MSEs over every element, padding in the prototypes):
         then both encoders run padded, since a padding-free forward leaves zeros there."""
@@ -141,7 +142,9 @@ class _RelationalLossBase(nn.Module):
             student.padding_free = teacher.padding_free = False
         student_layers = range(1, len(self.layer_map) + 1)
         student.select_internals(student_layers, student_layers if self.attention_loss else ())
-        teacher.select_internals(self.layer_map, self.layer_map if self.attention_loss else ())
+        # a logit-only loss (logit-kd) reads no teacher state: its layers then keep none
+        teacher_layers = self.layer_map if "hidden" in self.reads else ()
+        teacher.select_internals(teacher_layers, self.layer_map if self.attention_loss else ())
 
     def _check(self, student_out, teacher_out, attention_mask, num_domains):
         K = num_domains or self.num_domains

@@ -74,6 +74,21 @@ def test_logit_kd_fused_matches_loop_float64(tau):
     assert "hidden" not in fused.reads and not fused.attention_loss  # nothing layer-wise is computed
 
 
+class _Selects:
+    def select_internals(self, hidden_layers, map_layers):
+        self.hidden_layers, self.map_layers = tuple(hidden_layers), tuple(map_layers)
+
+
+@pytest.mark.parametrize("terms, teacher_layers", [(LOGIT_KD_TERMS, ()), ({}, (1, 2))], ids=["logit-kd", "kd"])
+def test_the_teacher_keeps_only_the_states_a_term_reads(terms, teacher_layers):
+    """An online logit-kd teacher records no layer's hidden state; kd's records the mapped layers."""
+    *_, fused, _ = pair(terms)
+    student, teacher = _Selects(), _Selects()
+    fused.layer_map = [1, 2]
+    fused.request_internals(student, teacher)
+    assert teacher.hidden_layers == teacher_layers and student.hidden_layers == (1, 2)
+
+
 def test_method_term_weights_sit_under_the_users():
     assert term_weights(METHODS["logit-kd"], DistillConfig()) == LOGIT_KD_TERMS
     mine = DistillConfig(terms={"kl": TermConfig(0.9), "ce": TermConfig(0.1)})
