@@ -6,14 +6,16 @@ The K x C-logit model is exported with dynamic batch and sequence axes (engine/o
 then ONNX Runtime runs it on real examples (the run's dev split, read through RUN/config.yaml,
 or `--examples`) beside the trainer's own forward: the file is kept only if the largest logit
 difference is within `--atol` and the row's predicted label is the same on at least
-`--min-agreement` of them. Latency of PyTorch fp32, PyTorch int8 and ONNX Runtime is measured
-with the compression report's protocol (engine/compression.py). Bad input: one line, exit 2;
+`--min-agreement` of them. Latency of PyTorch fp32 (the trainer's attention and Hugging Face's
+sdpa), PyTorch int8 and ONNX Runtime is measured with the compression report's inputs
+(engine/compression.py), the runtimes in turn within each repeat so their ratios are side by side. Bad input: one line, exit 2;
 a failed check: one line, exit 1; nothing is written in either case.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from transformers.utils import logging as hf_logging
 
-from hrkd_ds.engine.compression import DEFAULT_BATCH_SIZES, measure_latency, measure_onnx_latency
+from hrkd_ds.engine.compression import DEFAULT_BATCH_SIZES, side_by_side_ms, timing_inputs
 from hrkd_ds.engine.onnx_export import export_onnx
 from hrkd_ds.errors import UserError, exit_on_user_error
 from hrkd_ds.io import atomic_output, atomic_write_json
@@ -118,19 +120,31 @@ def check_parity(export: Export, onnx: OnnxExport, texts, pairs, domains, max_se
             "batch_lengths": sorted(lengths)}
 
 
+RUNTIMES = {"torch_fp32": "PyTorch fp32", "torch_fp32_sdpa": "PyTorch fp32 (sdpa)", "torch_int8": "PyTorch int8",
+            "onnxruntime": "ONNX Runtime"}
+
+
 def measure(export: Export, onnx_path: Path, seq_len: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """ms per forward (median of repeats, the compression report's inputs) for the three runtimes."""
+    """ms per forward (median of repeats, the compression report's inputs), the runtimes timed in
+    turn within each repeat: PyTorch fp32 with the trainer's attention and with Hugging Face's
+    default (sdpa, what `from_pretrained` serves), PyTorch int8, ONNX Runtime."""
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
         fp32 = export.model.hf_model
-        int8 = quantize_linears(fp32)
+        sdpa = copy.deepcopy(fp32)
+        sdpa.set_attn_implementation("sdpa")
+        models = {"torch_fp32": fp32, "torch_fp32_sdpa": sdpa, "torch_int8": quantize_linears(fp32)}
         onnx = load_onnx_export(onnx_path, threads=args.threads)
-        kw = dict(repeats=args.repeats, warmup=args.warmup)
-        return {str(b): {"torch_fp32": measure_latency(fp32, b, seq_len, **kw),
-                         "torch_int8": measure_latency(int8, b, seq_len, **kw),
-                         "onnxruntime": measure_onnx_latency(onnx, fp32.config, b, seq_len, **kw)}
-                for b in DEFAULT_BATCH_SIZES}
+        out = {}
+        for b in DEFAULT_BATCH_SIZES:
+            inputs = timing_inputs(fp32.config, b, seq_len)
+            feed = {k: v.numpy() for k, v in inputs.items() if k in onnx.inputs}
+            runs = {name: (lambda m=m: m(**inputs)) for name, m in models.items()}
+            runs["onnxruntime"] = lambda: onnx.session.run(["logits"], feed)
+            with torch.inference_mode():
+                out[str(b)] = side_by_side_ms(runs, args.repeats, args.warmup)
+        return out
     finally:
         torch.set_num_threads(previous)
 
@@ -160,7 +174,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               f"{100 * parity['argmax_agreement']:.2f}% (need {100 * args.min_agreement:.2f}%); nothing written")
         latency = None if args.no_latency else measure(export, tmp, seq_len, args)
     report = {"onnx": str(args.output), "size_bytes": args.output.stat().st_size, "model_dir": str(args.model_dir),
-              "parity": parity, "latency_ms": latency,
+              "fusions": onnx.fusions, "parity": parity, "latency_ms": latency,
               "settings": {"seq_len": seq_len, "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup,
                            "device": "cpu", "atol": args.atol, "min_agreement": args.min_agreement}}
     if args.json:
@@ -173,11 +187,11 @@ def format_report(rep: dict[str, Any]) -> str:
     lines = [f"{PROG}: wrote {rep['onnx']} ({rep['size_bytes'] / 1e6:.2f} MB)",
              f"checked on {p['examples']} examples (batch lengths {p['batch_lengths'][0]}-{p['batch_lengths'][-1]}): "
              f"max |logit diff| {p['max_abs_logit_diff']:.2e} (bound {st['atol']:g}), "
-             f"same prediction on {100 * p['argmax_agreement']:.2f}%"]
+             f"same prediction on {100 * p['argmax_agreement']:.2f}%",
+             "fused: " + (", ".join(f"{k} x{v}" for k, v in rep["fusions"].items()) or "nothing (not a right-padded BERT layout)")]
     for b, ms in (rep["latency_ms"] or {}).items():
         lines.append(f"latency batch {b} (ms, CPU, {st['threads']} thread(s), seq len {st['seq_len']}, median of "
-                     f"{st['repeats']}): PyTorch fp32 {ms['torch_fp32']:.2f}, PyTorch int8 {ms['torch_int8']:.2f}, "
-                     f"ONNX Runtime {ms['onnxruntime']:.2f}")
+                     f"{st['repeats']}, side by side): " + ", ".join(f"{RUNTIMES[k]} {v:.2f}" for k, v in ms.items()))
     return "\n".join(lines)
 
 

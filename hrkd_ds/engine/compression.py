@@ -68,14 +68,22 @@ def timing_inputs(cfg, batch_size: int, seq_len: int, seed: int = 0) -> dict[str
 
 def median_ms(run: Callable[[], Any], repeats: int, warmup: int) -> float:
     """Median wall-clock ms of `run()` over `repeats` calls after `warmup` untimed ones."""
+    return side_by_side_ms({"run": run}, repeats, warmup)["run"]
+
+
+def side_by_side_ms(runs: Mapping[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, float]:
+    """Median ms of each callable, timed in turn within every repeat, so a shared machine's load
+    falls on all of them alike and their ratios mean something."""
     for _ in range(warmup):
-        run()
-    times = []
+        for run in runs.values():
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 @torch.inference_mode()

@@ -1,18 +1,28 @@
 """ONNX export of an fp32 hrkd export: the K x C-logit model, dynamic batch and sequence axes.
 
-Why torch.export's exporter (`dynamo=True`, torch 2.13's default; needs onnxscript): the
-TorchScript exporter it replaced is deprecated and traces the attention mask's Python branches
-into constants. The graph takes `input_ids`, `attention_mask` (and `token_type_ids` where the
-model has token types) and returns `logits` (N, K*C), domain-major like the Hugging Face model;
-the row's domain slice is picked by the caller (models/onnx_model.py), as `config.id2label` says.
+Why the TorchScript exporter (`dynamo=False`) on an eager-attention copy, then ONNX Runtime's
+BERT fusions (`onnxruntime.transformers.optimizer`, Python fusions only, opt_level 0): those
+fusions (Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu) match this graph
+and not the torch.export graph, whose attention they leave as separate MatMul/Softmax/Transpose
+nodes; unfused, ONNX Runtime was slower than PyTorch at batch 32 (docs/BENCHMARKS.md, "Serving").
+The fused Attention reads the mask as per-row lengths, so it is applied only to BERT-layout
+models whose tokenizer pads on the right; anything else is exported unfused. The attention
+mask's Python branches are traced on a batch with a padded row, and every export is checked
+against PyTorch on real examples (hrkd_ds/export_onnx.py) before it is kept.
+
+The graph takes `input_ids`, `attention_mask` (and `token_type_ids` where the model has token
+types) and returns `logits` (N, K*C), domain-major like the Hugging Face model; the row's domain
+slice is picked by the caller (models/onnx_model.py), as `config.id2label` says.
 
 The file carries what serving needs (metadata_props): domains, labels, the trained max_seq_len,
-the position limit, and the tokenizer's files, so one .onnx is a whole deployable model.
+the position limit, the fusions applied, and the tokenizer's files, so one .onnx is a whole
+deployable model.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import logging
 import tempfile
@@ -25,7 +35,8 @@ from torch import nn
 from hrkd_ds.models.loading import Export
 from hrkd_ds.models.onnx_model import META_PREFIX, require
 
-ONNX_OPSET = 18
+ONNX_OPSET = 17  # the TorchScript exporter's best-tested opset for BERT graphs
+FUSED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")  # the layout ORT's "bert" fusions match
 
 
 class _AllLogits(nn.Module):
@@ -51,11 +62,11 @@ def tokenizer_files(tokenizer) -> dict[str, str]:
         return {p.name: base64.b64encode(p.read_bytes()).decode("ascii") for p in sorted(Path(tmp).iterdir()) if p.is_file()}
 
 
-def metadata(export: Export) -> dict[str, str]:
+def metadata(export: Export, fusions: dict[str, int]) -> dict[str, str]:
     cfg = export.model.config
     fields = {"format": 1, "domains": export.domains, "labels": export.labels, "max_seq_len": export.max_seq_len,
               "max_positions": cfg.max_position_embeddings, "role": export.meta.get("role", "model"),
-              "inputs": input_names(cfg), "tokenizer": tokenizer_files(export.tokenizer)}
+              "inputs": input_names(cfg), "fusions": fusions, "tokenizer": tokenizer_files(export.tokenizer)}
     return {META_PREFIX + k: json.dumps(v) for k, v in fields.items()}
 
 
@@ -67,29 +78,61 @@ def _example(config, names: list[str], batch: int, length: int) -> tuple[torch.T
     return (ids, mask) + ((torch.zeros_like(ids),) if "token_type_ids" in names else ())
 
 
-def export_onnx(export: Export, out: str | Path) -> Path:
-    """Write the fp32 model of `export` to `out` (.onnx, one file, no external data)."""
-    if export.precision != "fp32":
-        raise ValueError("ONNX export takes the fp32 model")
-    require("onnxscript")  # torch.onnx's exporter imports it
-    hf = export.model.hf_model.eval()
-    cfg = hf.config
+def fusable(export: Export) -> bool:
+    """BERT layout and right padding: what the fused Attention's per-row lengths assume."""
+    cfg = export.model.config
+    return cfg.model_type in FUSED_MODEL_TYPES and getattr(export.tokenizer, "padding_side", "right") == "right"
+
+
+def trace(hf: nn.Module, out: Path) -> None:
+    """TorchScript export of an eager-attention copy of `hf` (the caller's model is left as it is)."""
+    twin = copy.deepcopy(hf).eval()
+    twin.set_attn_implementation("eager")
+    cfg = twin.config
     names = input_names(cfg)
-    length = min(cfg.max_position_embeddings, 16)
-    batch_dim = torch.export.Dim("batch", min=1, max=4096)
-    seq_dim = torch.export.Dim("sequence", min=1, max=cfg.max_position_embeddings)
-    shapes = {n: {0: batch_dim, 1: seq_dim} for n in names}
-    quiet = logging.getLogger("torch.onnx")  # registry notes (e.g. torchvision ops absent) are not ours to show
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    quiet = logging.getLogger("torch.onnx")  # registry notes are not ours to show
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(_AllLogits(hf, "token_type_ids" in names), _example(cfg, names, 3, length),
-                                        input_names=names, output_names=["logits"], dynamic_shapes=shapes,
-                                        opset_version=ONNX_OPSET, dynamo=True, optimize=True, verbose=False)
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(_AllLogits(twin, "token_type_ids" in names), _example(cfg, names, 3, min(cfg.max_position_embeddings, 16)),
+                              str(out), input_names=names, output_names=["logits"], dynamic_axes=axes,
+                              opset_version=ONNX_OPSET, dynamo=False, do_constant_folding=True)
     finally:
         quiet.setLevel(level)
-    program.model.metadata_props.update(metadata(export))
-    program.save(str(out), external_data=False)
+
+
+def fuse(path: Path, cfg, skip_layer_norm: bool = True):
+    """ONNX Runtime's BERT fusions on a traced graph: (model proto, {fused op: count}).
+    `skip_layer_norm` False leaves residual Add + LayerNormalization unfused (tools/bench_onnx.py)."""
+    optimizer = require("onnxruntime.transformers.optimizer")
+    options = require("onnxruntime.transformers.fusion_options").FusionOptions("bert")
+    options.enable_skip_layer_norm = skip_layer_norm
+    fusion_log = logging.getLogger("onnxruntime.transformers")
+    level = fusion_log.level
+    fusion_log.setLevel(logging.ERROR)
+    try:
+        fused = optimizer.optimize_model(str(path), model_type="bert", num_heads=cfg.num_attention_heads,
+                                         hidden_size=cfg.hidden_size, opt_level=0, optimization_options=options)
+    finally:
+        fusion_log.setLevel(level)
+    return fused.model, {k: v for k, v in sorted(fused.get_fused_operator_statistics().items()) if v}
+
+
+def export_onnx(export: Export, out: str | Path) -> Path:
+    """Write the fp32 model of `export` to `out` (.onnx, one file, no external data), fused where it can be."""
+    if export.precision != "fp32":
+        raise ValueError("ONNX export takes the fp32 model")
+    onnx = require("onnx")
+    require("onnxscript")  # torch.onnx imports it
+    hf = export.model.hf_model.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        traced = Path(tmp) / "traced.onnx"
+        trace(hf, traced)
+        proto, fusions = fuse(traced, hf.config) if fusable(export) else (onnx.load(str(traced)), {})
+    for key, value in metadata(export, fusions).items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save_model(proto, str(out), save_as_external_data=False)
     return Path(out)

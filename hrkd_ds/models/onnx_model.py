@@ -37,8 +37,12 @@ def require(module: str):
         raise UserError(f"{module} is not installed: pip install 'hrkd-ds[onnx]' (onnx, onnxruntime, onnxscript)") from None
 
 
-def session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session (`threads`: intra-op threads; None = its default)."""
+SKIP_LAYER_NORM_FUSION = "SkipLayerNormFusion"  # ONNX Runtime's session-level residual + LayerNorm fusion
+
+
+def session(path: str | Path, threads: int | None = None, disabled: tuple[str, ...] | list[str] = ()):
+    """An ONNX Runtime CPU session (`threads`: intra-op threads, None = its default; `disabled`:
+    session-level optimizers to leave out, as the file's metadata asks: engine/onnx_export.py)."""
     ort = require("onnxruntime")
 
     opts = ort.SessionOptions()
@@ -46,7 +50,8 @@ def session(path: str | Path, threads: int | None = None):
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled))
 
 
 def _tokenizer(files: dict[str, str]):
@@ -70,6 +75,7 @@ class OnnxExport:
     max_positions: int
     inputs: list[str]
     path: Path
+    fusions: dict[str, int]  # ONNX Runtime fusions applied at export (engine/onnx_export.py)
     precision: str = "onnx"
 
     def all_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -101,6 +107,11 @@ def load_onnx_export(path: str | Path, threads: int | None = None) -> OnnxExport
         meta = {k[len(META_PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(META_PREFIX)}
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: hrkd metadata is not valid JSON ({err.msg})") from None
+    if meta.get("disabled_optimizers"):  # the export measured these slower (engine/onnx_export.py)
+        try:
+            sess = session(path, threads, [str(name) for name in meta["disabled_optimizers"]])
+        except Exception as err:
+            raise UserError(f"{path}: cannot load it with ONNX Runtime: {_first_line(err)}") from None
     graph_inputs = {i.name for i in sess.get_inputs()}
     if not set(meta["inputs"]) <= graph_inputs or [o.name for o in sess.get_outputs()] != ["logits"]:
         raise UserError(f"{path}: its graph's inputs/outputs are not the ones its hrkd metadata names")
@@ -109,4 +120,4 @@ def load_onnx_export(path: str | Path, threads: int | None = None) -> OnnxExport
     except (OSError, ValueError) as err:
         raise UserError(f"{path}: cannot rebuild its tokenizer: {_first_line(err)}") from None
     return OnnxExport(sess, tok, list(meta["domains"]), list(meta["labels"]), meta.get("max_seq_len"),
-                      int(meta["max_positions"]), list(meta["inputs"]), path)
+                      int(meta["max_positions"]), list(meta["inputs"]), path, dict(meta.get("fusions", {})))

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from hrkd_ds.engine.onnx_export import export_onnx
 from hrkd_ds.export_onnx import main as export_main
 from hrkd_ds.models.loading import load_export
 from hrkd_ds.models.onnx_model import load_onnx_export
@@ -41,7 +42,7 @@ def test_report_bounds_parity_and_times_three_runtimes(onnx_file):
     assert len(p["batch_lengths"]) >= 1
     assert set(rep["latency_ms"]) == {"1", "32"}
     assert all(v > 0 for ms in rep["latency_ms"].values() for v in ms.values())
-    assert set(rep["latency_ms"]["32"]) == {"torch_fp32", "torch_int8", "onnxruntime"}
+    assert set(rep["latency_ms"]["32"]) == {"torch_fp32", "torch_fp32_sdpa", "torch_int8", "onnxruntime"}
 
 
 @pytest.mark.parametrize("batch_size, texts", [(1, TEXTS[:1]), (5, TEXTS)], ids=["b1-short", "b5-long"])
@@ -64,6 +65,30 @@ def test_the_file_carries_its_tokenizer_and_layout(tiny_export, onnx_file):
     assert served.tokenizer(TEXTS[1])["input_ids"] == export.tokenizer(TEXTS[1])["input_ids"]
     dims = [d.dim_param for d in onnx.load(str(onnx_file[0])).graph.input[0].type.tensor_type.shape.dim]
     assert all(dims), dims  # both axes symbolic
+
+
+def test_the_graph_is_fused_and_says_so(onnx_file):
+    """ONNX Runtime's BERT fusions are in the file (engine/onnx_export.py), and its metadata and the report name them."""
+    path, rep = onnx_file
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"Attention", "EmbedLayerNormalization", "BiasGelu"} <= ops
+    assert rep["fusions"]["Attention"] == 2 and load_onnx_export(path).fusions == rep["fusions"]
+
+
+def test_a_left_padding_tokenizer_is_exported_unfused(tiny_export, tmp_path):
+    """The fused Attention reads the mask as lengths; a tokenizer that pads on the left gets the plain graph."""
+    export = load_export(tiny_export)
+    export.tokenizer.padding_side = "left"
+    export_onnx(export, tmp_path / "left.onnx")
+    served = load_onnx_export(tmp_path / "left.onnx")
+    assert served.fusions == {} and "Attention" not in {n.op_type for n in onnx.load(str(tmp_path / "left.onnx")).graph.node}
+    batch = encode(export.tokenizer, TEXTS, None, 24)  # the trainer's right padding, moved to the left
+    lengths = batch["attention_mask"].sum(1)
+    batch = {k: torch.stack([v[i].roll(int(v.shape[1] - n)) for i, n in enumerate(lengths)]) for k, v in batch.items()}
+    assert (batch["attention_mask"][:, 0] == 0).any()
+    with torch.no_grad():
+        ours = export.model(**batch, domain_ids=torch.zeros(len(TEXTS), dtype=torch.long)).all_logits
+    assert torch.allclose(served.all_logits(batch), ours, atol=1e-4)  # the fused graph would miss this (checked)
 
 
 def test_predict_on_onnx_equals_predict_on_pytorch(tiny_export, onnx_file, table, tmp_path):
