@@ -25,7 +25,7 @@ import torch
 
 from hrkd_ds.config import DistillConfig, GraphConfig, ModelConfig
 from hrkd_ds.distill.methods import build_step_module
-from hrkd_ds.models.encoder import build_model
+from hrkd_ds.models.build import build_model
 
 RECIPES = ("none", "kd", "hrkd", "logit-kd", "logit-kd cached", "two-stage (layer phase)", "two-stage (pred phase)")
 STUDENTS = {

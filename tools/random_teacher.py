@@ -24,7 +24,7 @@ MANIFEST = "bench_manifest.json"
 
 def teacher_config(layers: int, hidden: int, intermediate: int, vocab: int, positions: int, domains: int,
                    classes: int) -> BertConfig:
-    """The trainer's BERT config for a random teacher (models/encoder.build_model's branch)."""
+    """The trainer's BERT config for a random teacher (models/build.build_model's branch)."""
     cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
                      intermediate_size=intermediate, max_position_embeddings=positions, type_vocab_size=2, pad_token_id=0,
                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

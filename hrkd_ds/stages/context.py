@@ -32,7 +32,8 @@ from hrkd_ds.engine.student import build_student_engine
 from hrkd_ds.engine.teacher import teacher_ds_config
 from hrkd_ds.errors import UserError
 from hrkd_ds.models.checks import check_model_sources, check_tokenizer_matches
-from hrkd_ds.models.encoder import MultiDomainClassifier, build_model
+from hrkd_ds.models.build import build_model
+from hrkd_ds.models.encoder import MultiDomainClassifier
 from hrkd_ds.stages.checks import check_stages
 from hrkd_ds.stages.data_prep import prepare_data, resolve_teacher_dir
 from hrkd_ds.stages.run_dir import RunDir

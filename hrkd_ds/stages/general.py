@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from hrkd_ds.distill.methods import build_step_module
 from hrkd_ds.engine.teacher import build_teacher_engine, write_partition_record
-from hrkd_ds.models.encoder import MultiDomainClassifier, pretrained_config
+from hrkd_ds.models.build import pretrained_config
+from hrkd_ds.models.encoder import MultiDomainClassifier
 from hrkd_ds.models.loading import load_partitioned, partitions_teacher
 from hrkd_ds.stages.checks import general_student_config, with_selected_layers
 from hrkd_ds.stages.context import StageContext, seed_everything

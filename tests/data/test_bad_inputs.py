@@ -176,7 +176,7 @@ def test_saved_dataset_and_datasetdict(tmp_path):
 
 # ---------------------------------------------------------------- model and tokenizer directories
 def _tiny_model_dir(path: Path) -> Path:
-    from hrkd_ds.models.encoder import build_model
+    from hrkd_ds.models.build import build_model
 
     build_model(ModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32), 1, 2, 50, 0, 16).save_pretrained(path)
     return path
@@ -184,7 +184,7 @@ def _tiny_model_dir(path: Path) -> Path:
 
 def test_model_dir_checks(tmp_path):
     from hrkd_ds.models.checks import check_model_dir
-    from hrkd_ds.models.encoder import build_model
+    from hrkd_ds.models.build import build_model
 
     def err(path, field="teacher.pretrained", **kw) -> str:
         with pytest.raises(UserError) as info:

@@ -16,7 +16,7 @@ from hrkd_ds.distill.methods import METHODS, build_step_module, term_weights
 from hrkd_ds.distill.step import teacher_inputs
 from hrkd_ds.distill.term_registry import refuse_token_level
 from hrkd_ds.errors import UserError
-from hrkd_ds.models.encoder import build_model
+from hrkd_ds.models.build import build_model
 
 T = 32
 EPISODE = [[3, 0], [1, 2], [0, 9], [60, 61]]

@@ -22,7 +22,7 @@ from hrkd_ds.distill import RelationalDistillLoss  # noqa: E402
 from hrkd_ds.distill.graph_meta import layer_terms, measure_alignment, refresh_alignment, select_rows, split_rows  # noqa: E402
 from hrkd_ds.distill.loss_terms.labels import per_domain_ce  # noqa: E402
 from hrkd_ds.errors import UserError  # noqa: E402
-from hrkd_ds.models.encoder import build_model  # noqa: E402
+from hrkd_ds.models.build import build_model  # noqa: E402
 
 META = dict(attention="gatv2", objective="meta")
 K, B, T, C = 3, 4, 7, 2

@@ -243,7 +243,7 @@ def test_general_skip_cls_reaches_the_general_stage_loss_only(method, skips):
     """build_step_module, as the stages call it: the switch acts in the general stage alone."""
     from hrkd_ds.config import DistillConfig, ModelConfig
     from hrkd_ds.distill.methods import build_step_module
-    from hrkd_ds.models.encoder import build_model
+    from hrkd_ds.models.build import build_model
 
     def tiny(h, n):
         return build_model(ModelConfig(hidden_size=h, num_layers=n, num_heads=2, intermediate_size=2 * h),

@@ -17,7 +17,7 @@ from hrkd_ds.data.multidomain import tokenize_splits
 from hrkd_ds.distill.methods import METHODS, build_step_module, term_weights
 from hrkd_ds.distill.step import model_inputs
 from hrkd_ds.distill.teacher_targets import label_rows, load_or_build, logit_only, targets_key, teacher_fingerprint
-from hrkd_ds.models.encoder import build_model
+from hrkd_ds.models.build import build_model
 
 T = 32
 

@@ -33,7 +33,7 @@ from hrkd_ds.config.deepspeed import read_ds_config  # noqa: E402
 from hrkd_ds.distill.methods import build_step_module  # noqa: E402
 from hrkd_ds.engine.distributed import barrier, close_process_group, init_distributed  # noqa: E402
 from hrkd_ds.engine.teacher import build_teacher_engine, partition_record, teacher_ds_config  # noqa: E402
-from hrkd_ds.models.encoder import build_model, pretrained_config  # noqa: E402
+from hrkd_ds.models.build import build_model, pretrained_config  # noqa: E402
 from hrkd_ds.models.loading import load_exported, load_layer_source, load_partitioned  # noqa: E402
 from hrkd_ds.stages.evaluation import eval_model  # noqa: E402
 

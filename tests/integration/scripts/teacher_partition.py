@@ -25,7 +25,7 @@ from hrkd_ds.config import ModelConfig  # noqa: E402
 from hrkd_ds.engine.distributed import barrier, init_distributed  # noqa: E402
 from hrkd_ds.config.deepspeed import read_ds_config  # noqa: E402
 from hrkd_ds.engine.teacher import build_teacher_engine, partition_fraction, teacher_ds_config  # noqa: E402
-from hrkd_ds.models.encoder import build_model  # noqa: E402
+from hrkd_ds.models.build import build_model  # noqa: E402
 from hrkd_ds.models.loading import load_partitioned  # noqa: E402
 
 DOMAINS, LABELS = ["a", "b", "c"], ["neg", "pos"]
