@@ -94,7 +94,7 @@ def make_inputs(a, device, gen):
     return student, teacher, mask.to(device)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--domains", type=int, default=5)
@@ -110,23 +110,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the fused loss")
     ap.add_argument("--compiled-terms", action="store_true", help="also time distill.compiled_terms (CPU; compiles first)")
-    a = ap.parse_args()
-    device = torch.device(a.device)
-    torch.set_num_threads(a.threads)
-    gen = torch.Generator().manual_seed(0)
-    student, teacher, mask = make_inputs(a, device, gen)
-    K = a.domains
-    cfg = GraphConfig(dropout=0.0)
-    fused = RelationalDistillLoss(a.student_hidden, a.teacher_hidden, a.student_layers, a.teacher_layers, K, cfg).to(device)
-    loop = ReferenceDistillLoss(a.student_hidden, a.teacher_hidden, a.student_layers, a.teacher_layers, K, cfg, params=fused.params).to(device)
-    step = a.teacher_layers // a.student_layers
-    t_att = [teacher.attentions[(i + 1) * step - 1] for i in range(a.student_layers)]
-    t_hid = [teacher.embeddings] + [teacher.hidden_states[(i + 1) * step - 1] for i in range(a.student_layers)]
-    # projected student states stand-ins for the terms-only benchmark (leaves, so grads stop here)
-    s_proj = [torch.randn(x.shape, generator=gen).to(device).requires_grad_(True) for x in t_hid]
-    s_att = list(student.attentions)
-    B = a.batch
+    return ap.parse_args(argv)
 
+
+def term_cases(s_att, t_att, s_proj, t_hid, mask, K: int, B: int):
+    """The att+hid terms alone: the per-domain loop, and the fused sums (`compiled`: through torch.compile)."""
     def terms_fused(compiled: bool = False):
         def run():
             tok, pairs = token_mask(mask, torch.float32), pair_mask(mask, torch.float32)
@@ -144,6 +132,26 @@ def main() -> None:
             for s, t in zip(s_proj, t_hid):
                 total = total + hidden_mse(s[r], t[r], mask[r])
         total.backward()
+
+    return terms_loop, terms_fused
+
+
+def build_cases(a, device: torch.device):
+    """The timed cases (name -> one forward+backward), the function that clears their gradients
+    between runs, and the bytes floor of the att+hid terms."""
+    gen = torch.Generator().manual_seed(0)
+    student, teacher, mask = make_inputs(a, device, gen)
+    K = a.domains
+    cfg = GraphConfig(dropout=0.0)
+    fused = RelationalDistillLoss(a.student_hidden, a.teacher_hidden, a.student_layers, a.teacher_layers, K, cfg).to(device)
+    loop = ReferenceDistillLoss(a.student_hidden, a.teacher_hidden, a.student_layers, a.teacher_layers, K, cfg, params=fused.params).to(device)
+    step = a.teacher_layers // a.student_layers
+    t_att = [teacher.attentions[(i + 1) * step - 1] for i in range(a.student_layers)]
+    t_hid = [teacher.embeddings] + [teacher.hidden_states[(i + 1) * step - 1] for i in range(a.student_layers)]
+    # projected student states stand-ins for the terms-only benchmark (leaves, so grads stop here)
+    s_proj = [torch.randn(x.shape, generator=gen).to(device).requires_grad_(True) for x in t_hid]
+    s_att = list(student.attentions)
+    terms_loop, terms_fused = term_cases(s_att, t_att, s_proj, t_hid, mask, K, a.batch)
 
     def full(loss):
         def run():
@@ -165,24 +173,35 @@ def main() -> None:
     if a.compile:
         compiled = torch.compile(fused)
         cases["full loss, fused+compile"] = full(compiled)
-    t = timed_interleaved({k: (lambda fn=fn: (clear(), fn())) for k, fn in cases.items()}, device, a.repeats)
-    rows = list(t.items())
-    bw = bandwidth(device, a.repeats)
     size = lambda xs: sum(x.numel() * x.element_size() for x in xs)  # noqa: E731
     big_s, big_t = size(s_att) + size(s_proj), size(t_att) + size(t_hid)
     floor_bytes = 2 * (big_s + big_t) + big_s  # read s,t fwd + bwd, write grad(s)
+    return cases, clear, floor_bytes
+
+
+def print_report(a, device: torch.device, t: dict[str, float], bw: float, floor_bytes: int) -> None:
     floor_ms = floor_bytes / bw * 1e3
-    print(f"device {device}, threads {a.threads}, K={K} B={B} T={a.seq}, student {a.student_layers}x{a.student_hidden}, "
+    print(f"device {device}, threads {a.threads}, K={a.domains} B={a.batch} T={a.seq}, student {a.student_layers}x{a.student_hidden}, "
           f"teacher {a.teacher_layers}x{a.teacher_hidden}, heads {a.heads}")
     print(f"memory bandwidth (copy): {bw / 1e9:.1f} GB/s; att+hid floor: {floor_bytes / 1e6:.0f} MB -> {floor_ms:.1f} ms")
     print(f"{'case':<24}{'fwd+bwd ms':>12}{'x floor':>10}")
-    for name, ms in rows:
+    for name, ms in t.items():
         extra = f"{ms / floor_ms:>10.2f}" if name.startswith("att") else f"{'':>10}"
         print(f"{name:<24}{ms:>12.1f}{extra}")
     print(f"terms_speedup_vs_loop: {t['att+hid terms, loop'] / t['att+hid terms, fused']:.2f}")
     if "full loss, fused compiled terms" in t:
         print(f"compiled_terms_speedup_vs_loop: {t['full loss, loop'] / t['full loss, fused compiled terms']:.2f}")
     print(f"fused_speedup_vs_loop: {t['full loss, loop'] / t['full loss, fused']:.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
+    device = torch.device(a.device)
+    torch.set_num_threads(a.threads)
+    cases, clear, floor_bytes = build_cases(a, device)
+    t = timed_interleaved({k: (lambda fn=fn: (clear(), fn())) for k, fn in cases.items()}, device, a.repeats)
+    bw = bandwidth(device, a.repeats)
+    print_report(a, device, t, bw, floor_bytes)
 
 
 if __name__ == "__main__":

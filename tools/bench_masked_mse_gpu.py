@@ -162,19 +162,17 @@ def check(fn, d):
     return max(errs)
 
 
-def main():
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--batches", default="8,32")
     ap.add_argument("--compile", action="store_true")
-    a = ap.parse_args()
-    dev = torch.device("cuda")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    print(torch.__version__, torch.cuda.get_device_name(), flush=True)
-    print("triton kernels available:", TK.kernels() is not None, flush=True)
-    vs = variants(a.compile)
+    return ap.parse_args(argv)
 
-    # correctness: fresh data per variant; odd shapes (tails, T not a power of 2) + paper shape
+
+def check_variants(vs: dict, dev: torch.device) -> list[str]:
+    """Each variant against float64 on fresh data: odd shapes (tails, T not a power of 2) and the
+    paper's; prints one line per variant, returns the names that failed."""
     seed = 100
     bad = []
     for name, fn in vs.items():
@@ -190,12 +188,15 @@ def main():
         print(f"check {name:<24} max rel err {worst:.2e} {'ok' if ok else 'FAIL'}", flush=True)
         if not ok:
             bad.append(name)
+    return bad
 
-    # bandwidth
+
+def copy_bandwidth(dev: torch.device, repeats: int) -> float:
+    """Bytes/s of a 256 MiB device copy (read + write), median of CUDA-event timings after 3 warm-ups."""
     src = torch.randn(64 * 2**20, device=dev)
     dst = torch.empty_like(src)
     ts = []
-    for i in range(a.repeats + 3):
+    for i in range(repeats + 3):
         e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         e0.record()
         dst.copy_(src)
@@ -203,35 +204,51 @@ def main():
         torch.cuda.synchronize()
         if i >= 3:
             ts.append(e0.elapsed_time(e1))
-    bw = 2 * src.numel() * 4 / (statistics.median(ts) / 1e3)
-    del src, dst
-    print(f"copy bandwidth {bw / 1e9:.0f} GB/s", flush=True)
+    return 2 * src.numel() * 4 / (statistics.median(ts) / 1e3)
 
+
+def time_batch(vs: dict, B: int, bw: float, dev: torch.device, repeats: int) -> list[tuple]:
+    """(B, variant, median ms, x floor, (p10, p90)) of every variant at paper shapes with B examples
+    per domain, timed round-robin; prints the floor."""
+    d = make(5, B, 128, 12, 768, 4, 5, seed=B, device=dev)
+    size = lambda xs: sum(x.numel() * x.element_size() for x in xs)  # noqa: E731
+    S, T = size(d["sa"]) + size(d["sh"]), size(d["ta"]) + size(d["th"])
+    floor_ms = (2 * (S + T) + S) / bw * 1e3
+    times = {n: [] for n in vs}
+    for i in range(repeats + 3):
+        for name, fn in vs.items():
+            for x in d["sa"] + d["sh"]:
+                x.grad = None
+            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            e0.record()
+            step(fn, d)
+            e1.record()
+            torch.cuda.synchronize()
+            if i >= 3:
+                times[name].append(e0.elapsed_time(e1))
+    rows = []
+    for name in vs:
+        med = statistics.median(times[name])
+        spread = (statistics.quantiles(times[name], n=10)[0], statistics.quantiles(times[name], n=10)[-1])
+        rows.append((B, name, med, med / floor_ms, spread))
+    print(f"B={B}: floor {floor_ms:.3f} ms", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
+    dev = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    print(torch.__version__, torch.cuda.get_device_name(), flush=True)
+    print("triton kernels available:", TK.kernels() is not None, flush=True)
+    vs = variants(a.compile)
+    bad = check_variants(vs, dev)
+    bw = copy_bandwidth(dev, a.repeats)
+    print(f"copy bandwidth {bw / 1e9:.0f} GB/s", flush=True)
     rows = []
     for B in [int(x) for x in a.batches.split(",")]:
-        d = make(5, B, 128, 12, 768, 4, 5, seed=B, device=dev)
-        size = lambda xs: sum(x.numel() * x.element_size() for x in xs)  # noqa: E731
-        S, T = size(d["sa"]) + size(d["sh"]), size(d["ta"]) + size(d["th"])
-        floor_ms = (2 * (S + T) + S) / bw * 1e3
-        times = {n: [] for n in vs}
-        for i in range(a.repeats + 3):
-            for name, fn in vs.items():
-                for x in d["sa"] + d["sh"]:
-                    x.grad = None
-                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                torch.cuda.synchronize()
-                e0.record()
-                step(fn, d)
-                e1.record()
-                torch.cuda.synchronize()
-                if i >= 3:
-                    times[name].append(e0.elapsed_time(e1))
-        for name in vs:
-            med = statistics.median(times[name])
-            spread = (statistics.quantiles(times[name], n=10)[0], statistics.quantiles(times[name], n=10)[-1])
-            rows.append((B, name, med, med / floor_ms, spread))
-        print(f"B={B}: floor {floor_ms:.3f} ms", flush=True)
-        del d
+        rows += time_batch(vs, B, bw, dev, a.repeats)
         torch.cuda.empty_cache()
 
     print(f"\n{'B':>3} {'variant':<24}{'ms':>9}{'x floor':>9}   p10-p90 ms")

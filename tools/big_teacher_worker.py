@@ -29,8 +29,6 @@ from bench_memory import reset_peak, status_bytes as status  # noqa: E402  (tool
 C = 2
 
 
-
-
 def make_batch(a, gen: torch.Generator) -> dict[str, torch.Tensor]:
     n = a["domains"] * a["batch"]
     ids = torch.randint(1, a["vocab"], (n, a["seq"]), generator=gen)
@@ -87,6 +85,72 @@ def device_peak() -> int:
     return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
 
 
+def load_teacher(a, export: str, dist, micro: int):
+    """The teacher, partitioned under ZeRO-3 (its DeepSpeed config returned too) or whole; the load's
+    seconds and its resident peak."""
+    reset_peak()
+    t0 = time.perf_counter()
+    t_cfg = None
+    if a["teacher_stage"] == 3:
+        t_cfg = teacher_ds_config(teacher_json(a), micro, dist.world_size)
+        teacher = load_partitioned(export, t_cfg, "probs")
+    else:
+        teacher = load_exported(export, "probs").to(dist.device)
+    return teacher, t_cfg, time.perf_counter() - t0, status("VmHWM")
+
+
+def build_engines(a, teacher, t_cfg, dist, micro: int, phases: dict):
+    """The student, its HRKD loss and both engines, recording resident bytes after each."""
+    student = student_model(a)
+    phases["student_built"] = status("VmRSS")
+    layer_map = resolve_layer_map(student.num_layers, teacher.num_layers,
+                                  None if teacher.num_layers % student.num_layers == 0 else
+                                  [round((i + 1) * teacher.num_layers / student.num_layers) for i in range(student.num_layers)])
+    loss = RelationalDistillLoss.from_config(student, teacher, a["domains"], GraphConfig(), DistillConfig(layer_map=layer_map))
+    loss.request_internals(student, teacher)
+    module = DistillModule(student, loss, a["domains"])
+    t_engine = build_teacher_engine(teacher, t_cfg) if a["teacher_stage"] == 3 else teacher.eval().requires_grad_(False)
+    phases["teacher_engine"] = status("VmRSS")
+    s_path = "ds_configs/zero2.json"
+    engine = build_student_engine(module, with_batch_sizes(read_ds_config(s_path), micro, dist.world_size, s_path),
+                                  StageConfig(), 1000)
+    engine.train()
+    phases["engines"] = status("VmRSS")
+    return t_engine, engine
+
+
+def teacher_forwards(a, t_engine, gen: torch.Generator, dist, phases: dict) -> tuple[list[float], list[int]]:
+    """Seconds and resident bytes added of the teacher's forward alone, twice."""
+    batch = {k: v.to(dist.device) for k, v in make_batch(a, gen).items()}
+    extras, forward_s = [], []
+    for _ in range(2):  # the teacher's forward alone: gathered parameters + its activations (the
+        reset_peak()   # second with DeepSpeed's prefetch, which starts once a forward has been traced)
+        before, t0 = status("VmRSS"), time.perf_counter()
+        with torch.no_grad():
+            t_engine(**{k: v for k, v in batch.items() if k != "labels"})
+        forward_s.append(time.perf_counter() - t0)
+        extras.append(status("VmHWM") - before)
+    phases["teacher_forward"] = status("VmRSS")
+    return forward_s, extras
+
+
+def distill_steps(a, engine, t_engine, gen: torch.Generator, dist, phases: dict):
+    """a["steps"] distillation steps: their seconds and the last step's output."""
+    reset_peak()
+    times = []
+    for _ in range(a["steps"]):
+        batch = {k: v.to(dist.device) for k, v in make_batch(a, gen).items()}
+        t0 = time.perf_counter()
+        out = engine(batch, teacher=t_engine)
+        engine.backward(out.loss)
+        engine.step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    phases["steps"] = status("VmRSS")
+    return times, out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--export", required=True)
@@ -103,63 +167,20 @@ def main() -> None:
     gather_gbps = all_gather_rate(dist.device)
     micro = a["domains"] * a["batch"]
     try:
-        reset_peak()
-        t0 = time.perf_counter()
-        if a["teacher_stage"] == 3:
-            t_cfg = teacher_ds_config(teacher_json(a), micro, dist.world_size)
-            teacher = load_partitioned(cli.export, t_cfg, "probs")
-        else:
-            teacher = load_exported(cli.export, "probs").to(dist.device)
-        load_s = time.perf_counter() - t0
-        load_peak = status("VmHWM")
+        teacher, t_cfg, load_s, load_peak = load_teacher(a, cli.export, dist, micro)
         phases["teacher_loaded"] = status("VmRSS")
-        student = student_model(a)
-        phases["student_built"] = status("VmRSS")
-        layer_map = resolve_layer_map(student.num_layers, teacher.num_layers,
-                                      None if teacher.num_layers % student.num_layers == 0 else
-                                      [round((i + 1) * teacher.num_layers / student.num_layers) for i in range(student.num_layers)])
-        loss = RelationalDistillLoss.from_config(student, teacher, a["domains"], GraphConfig(), DistillConfig(layer_map=layer_map))
-        loss.request_internals(student, teacher)
-        module = DistillModule(student, loss, a["domains"])
-        t_engine = build_teacher_engine(teacher, t_cfg) if a["teacher_stage"] == 3 else teacher.eval().requires_grad_(False)
-        phases["teacher_engine"] = status("VmRSS")
-        s_path = "ds_configs/zero2.json"
-        engine = build_student_engine(module, with_batch_sizes(read_ds_config(s_path), micro, dist.world_size, s_path),
-                                      StageConfig(), 1000)
-        engine.train()
-        phases["engines"] = status("VmRSS")
+        t_engine, engine = build_engines(a, teacher, t_cfg, dist, micro, phases)
         record = {"rank": dist.rank, "world_size": dist.world_size, **partition_record(t_engine)}
         gen = torch.Generator().manual_seed(dist.rank)
-        batch = {k: v.to(dist.device) for k, v in make_batch(a, gen).items()}
-        extras, forward_s = [], []
-        for _ in range(2):  # the teacher's forward alone: gathered parameters + its activations (the
-            reset_peak()   # second with DeepSpeed's prefetch, which starts once a forward has been traced)
-            before, t0 = status("VmRSS"), time.perf_counter()
-            with torch.no_grad():
-                t_engine(**{k: v for k, v in batch.items() if k != "labels"})
-            forward_s.append(time.perf_counter() - t0)
-            extras.append(status("VmHWM") - before)
+        forward_s, extras = teacher_forwards(a, t_engine, gen, dist, phases)
         record["teacher_forward_s"] = forward_s
-        teacher_forward_extra = extras[-1]
         record["teacher_first_forward_extra_bytes"] = extras[0]
-        phases["teacher_forward"] = status("VmRSS")
-        reset_peak()
-        times = []
-        for _ in range(a["steps"]):
-            batch = {k: v.to(dist.device) for k, v in make_batch(a, gen).items()}
-            t0 = time.perf_counter()
-            out = engine(batch, teacher=t_engine)
-            engine.backward(out.loss)
-            engine.step()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        phases["steps"] = status("VmRSS")
+        times, out = distill_steps(a, engine, t_engine, gen, dist, phases)
         record["gathered_after_steps_bytes"] = gathered_bytes(t_engine)
         step_peak = status("VmHWM")
         record.update(phases=phases, fixed_rss_bytes=fixed, fixed_hwm_bytes=fixed_hwm, import_s=import_s, load_s=load_s,
                       load_peak_bytes=load_peak, step_peak_bytes=step_peak, peak_rss_bytes=max(load_peak, step_peak, fixed_hwm),
-                      teacher_forward_extra_bytes=teacher_forward_extra, step_s=times, loss=float(out.loss),
+                      teacher_forward_extra_bytes=extras[-1], step_s=times, loss=float(out.loss),
                       threads=torch.get_num_threads(), gather_gbps=gather_gbps, device=str(dist.device), device_peak_bytes=device_peak())
         Path(cli.out, f"rank{dist.rank}.json").write_text(json.dumps(record))
     except BaseException:
