@@ -3,7 +3,7 @@
 # and requeues itself on the pre-time-limit warning signal; resumes from the checkpoint when requeued.
 #
 #   sbatch slurm/distill.sh                                   # teacher + distill, embedded default config
-#   sbatch slurm/distill.sh teacher                           # one stage: teacher | distill | all
+#   sbatch slurm/distill.sh teacher                           # one stage: general | teacher | distill | eval | all
 #   sbatch --nodes=4 --ntasks-per-node=8 --gpus-per-node=8 slurm/distill.sh
 #   CONFIG=configs/x.yaml DS_CONFIG=ds_configs/zero2.json sbatch slurm/distill.sh distill_train.lr=3e-5
 # Extra arguments of the form key.sub=value are passed to the trainer as config overrides.
