@@ -28,98 +28,14 @@ import os
 import pwd
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-BINARIES = ("slurmctld", "slurmd", "sbatch", "srun", "scontrol", "squeue", "sinfo", "scancel", "munged")
-TAG_VAR = "HRKD_SLURM_CLUSTER"  # set in every daemon's environment: finds their descendants
-
-
-class SlurmUnavailable(RuntimeError):
-    """Slurm/munge are not installed and could not be installed (no root, no registry...)."""
-
-
-def _which_all() -> list[str]:
-    extra = os.pathsep + "/usr/sbin" + os.pathsep + "/sbin"
-    path = os.environ.get("PATH", "") + extra
-    return [b for b in BINARIES if shutil.which(b, path=path) is None]
-
-
-def ensure_installed(log=print, timeout: float = 600) -> None:
-    """apt-get install slurm-wlm + munge when any binary is missing; SlurmUnavailable on failure."""
-    missing = _which_all()
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise SlurmUnavailable(f"missing {', '.join(missing)} and not root: cannot apt-get install slurm-wlm")
-    if shutil.which("apt-get") is None:
-        raise SlurmUnavailable(f"missing {', '.join(missing)} and no apt-get on this machine")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    log(f"slurm_cluster: installing slurm-wlm munge (missing: {', '.join(missing)})")
-    for cmd in (["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "slurm-wlm", "munge"]):
-        try:
-            res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise SlurmUnavailable(f"{' '.join(cmd)} timed out after {timeout:.0f}s") from None
-        if res.returncode != 0:
-            tail = (res.stdout + res.stderr).strip().splitlines()[-5:]
-            raise SlurmUnavailable(f"{' '.join(cmd)} failed (rc={res.returncode}): " + " | ".join(tail))
-    missing = _which_all()
-    if missing:
-        raise SlurmUnavailable(f"still missing after apt-get install: {', '.join(missing)}")
-
-
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours counts as dead
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
+from slurm_host import (TAG_VAR, SlurmUnavailable, ensure_installed, free_ports, is_ours, missing_binaries, pid_alive,
+                        port_free, read_pid, slurm_conf, tagged_pids, terminate)  # (tools/, this script's folder)
 
 class Cluster:
     """A running (or startable) throwaway cluster rooted at `root`."""
@@ -160,8 +76,8 @@ class Cluster:
               port_base: int | None = None, install: bool = True, timeout: float = 60, log=print) -> "Cluster":
         if install:
             ensure_installed(log=log)
-        elif _which_all():
-            raise SlurmUnavailable(f"missing {', '.join(_which_all())}")
+        elif missing_binaries():
+            raise SlurmUnavailable(f"missing {', '.join(missing_binaries())}")
         if root is None:
             root = tempfile.mkdtemp(prefix="hrkd-slurm-")
         c = cls(root, nodes, cpus_per_node, port_base)
@@ -195,8 +111,8 @@ class Cluster:
 
     def _daemons_alive(self, state: dict) -> bool:
         self.node_names = state.get("node_names", self.node_names)
-        pids = [_read_pid(p) for p in self._pidfiles().values()]
-        return all(p is not None and _pid_alive(p) for p in pids)
+        pids = [read_pid(p) for p in self._pidfiles().values()]
+        return all(p is not None and pid_alive(p) for p in pids)
 
     def _start_fresh(self, log) -> None:
         root = self.root
@@ -215,11 +131,11 @@ class Cluster:
         """slurmctld's port and one per node: from --port-base (refused when busy) or free ones."""
         if self.port_base:
             ports = list(range(self.port_base, self.port_base + 1 + self.nodes))
-            busy = [p for p in ports if not _port_free(p)]
+            busy = [p for p in ports if not port_free(p)]
             if busy:
                 raise RuntimeError(f"ports {busy} are in use; pick another --port-base")
         else:
-            ports = _free_ports(1 + self.nodes)
+            ports = free_ports(1 + self.nodes)
         return ports[0], ports[1:]
 
     def _start_munge(self, tag_env: dict[str, str]) -> None:
@@ -249,50 +165,7 @@ class Cluster:
 
     def _write_conf(self, ctld_port: int, node_ports: list[int]) -> None:
         """slurm.conf for this throwaway cluster, and cluster.json saying where it listens."""
-        lines = [
-            f"ClusterName={self.name}",
-            "SlurmctldHost=localhost",
-            f"SlurmctldPort={ctld_port}",
-            "SlurmUser=root",
-            "SlurmdUser=root",
-            "AuthType=auth/munge",
-            # cred_expire: a requeued job is held this long (default 120 s); short for a test cluster
-            f"AuthInfo=socket={self.munge_socket},cred_expire={self.cred_expire}",
-            "CredType=cred/munge",
-            f"StateSaveLocation={self.root / 'state'}",
-            f"SlurmdSpoolDir={self.root / 'spool'}/%n",
-            f"SlurmctldPidFile={self.root / 'run' / 'slurmctld.pid'}",
-            f"SlurmdPidFile={self.root / 'run'}/slurmd-%n.pid",
-            f"SlurmctldLogFile={self.log_dir / 'slurmctld.log'}",
-            f"SlurmdLogFile={self.log_dir}/slurmd-%n.log",
-            "SlurmctldDebug=info",
-            "SlurmdDebug=info",
-            "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
-            "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_Core",
-            "SchedulerType=sched/backfill",
-            "SchedulerParameters=bf_interval=1,sched_interval=2",  # requeued jobs start soon after their hold
-            "AccountingStorageType=accounting_storage/none",
-            "JobAcctGatherType=jobacct_gather/none",
-            "JobCompType=jobcomp/none",
-            "MpiDefault=none",
-            "ReturnToService=2",
-            "JobRequeue=1",
-            # random first job id: slurm/distill.sh derives MASTER_PORT from the job id, so two
-            # throwaway clusters running side by side do not hand out the same ports
-            f"FirstJobId={self.first_job_id}",
-            "MinJobAge=600",
-            "KillWait=15",
-            "SlurmdTimeout=60",
-            "InactiveLimit=0",
-            "PlugStackConfig=/dev/null",
-        ]
-        for name, port in zip(self.node_names, node_ports):
-            lines.append(f"NodeName={name} NodeHostname=localhost NodeAddr=127.0.0.1 Port={port} "
-                         f"CPUs={self.cpus_per_node} RealMemory=1000 State=UNKNOWN")
-        lines.append(f"PartitionName=debug Nodes={','.join(self.node_names)} Default=YES MaxTime=INFINITE State=UP")
-        self.conf.write_text("\n".join(lines) + "\n")
+        self.conf.write_text(slurm_conf(self, ctld_port, node_ports))
         (self.root / "cluster.json").write_text(json.dumps({
             "root": str(self.root), "conf": str(self.conf), "nodes": self.nodes, "node_names": self.node_names,
             "ctld_port": ctld_port, "node_ports": node_ports}, indent=2) + "\n")
@@ -337,8 +210,8 @@ class Cluster:
         if state:
             self.node_names = state.get("node_names", self.node_names)
         pidfiles = self._pidfiles()
-        ctld = _read_pid(pidfiles["slurmctld"])
-        if ctld and _pid_alive(ctld) and self.conf.exists():
+        ctld = read_pid(pidfiles["slurmctld"])
+        if ctld and pid_alive(ctld) and self.conf.exists():
             try:
                 self.run(["scancel", "--full", "--user", pwd.getpwuid(os.geteuid()).pw_name], check=False, timeout=15)
                 deadline = time.monotonic() + grace
@@ -352,61 +225,15 @@ class Cluster:
         stopped = []
         order = [k for k in pidfiles if k.startswith("slurmd-")] + ["slurmctld", "munged"]
         for key in order:
-            pid = _read_pid(pidfiles[key])
-            if pid and _pid_alive(pid) and self._is_ours(pid):
-                self._terminate(pid, grace)
+            pid = read_pid(pidfiles[key])
+            if pid and pid_alive(pid) and is_ours(pid, self.root):
+                terminate(pid, grace)
                 stopped.append(f"{key}({pid})")
-        leftovers = self._tagged_pids()
+        leftovers = tagged_pids(self.root, self.conf)
         for pid in leftovers:
-            self._terminate(pid, 3)
+            terminate(pid, 3)
         if stopped or leftovers:
             log(f"slurm_cluster: stopped {' '.join(stopped) or '-'}; leftovers killed: {leftovers or '-'}")
-
-    def _is_ours(self, pid: int) -> bool:
-        """Guard against a recycled pid: the process must carry our tag or mention our dir."""
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        return f"{TAG_VAR}={self.root}".encode() in environ or str(self.root).encode() in cmdline
-
-    def _tagged_pids(self) -> list[int]:
-        """Processes left from this cluster: daemons' descendants (tag) and job tasks (SLURM_CONF)."""
-        me = {os.getpid(), os.getppid()}
-        tag = f"{TAG_VAR}={self.root}".encode()
-        conf = f"SLURM_CONF={self.conf}".encode()
-        found = []
-        for d in Path("/proc").iterdir():
-            if not d.name.isdigit() or int(d.name) in me:
-                continue
-            try:
-                env = (d / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if tag in env or (conf in env and any(e.startswith(b"SLURM_JOB_ID=") for e in env)):
-                found.append(int(d.name))
-        return found
-
-    @staticmethod
-    def _terminate(pid: int, grace: float) -> None:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if not _pid_alive(pid):
-                return
-            try:  # reap if it happens to be our child
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.1)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def __enter__(self) -> "Cluster":
         return self
