@@ -1,21 +1,25 @@
 """ONNX export of an fp32 hrkd export: the K x C-logit model, dynamic batch and sequence axes.
 
 Why the TorchScript exporter (`dynamo=False`) on an eager-attention copy, then ONNX Runtime's
-BERT fusions (`onnxruntime.transformers.optimizer`, Python fusions only, opt_level 0): those
-fusions (Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu) match this graph
-and not the torch.export graph, whose attention they leave as separate MatMul/Softmax/Transpose
-nodes; unfused, ONNX Runtime was slower than PyTorch at batch 32 (docs/BENCHMARKS.md, "Serving").
-The fused Attention reads the mask as per-row lengths, so it is applied only to BERT-layout
-models whose tokenizer pads on the right; anything else is exported unfused. The attention
-mask's Python branches are traced on a batch with a padded row, and every export is checked
-against PyTorch on real examples (hrkd_ds/export_onnx.py) before it is kept.
+BERT fusions (`onnxruntime.transformers.optimizer`, Python fusions only, opt_level 0): the
+fusions (Attention, EmbedLayerNormalization, BiasGelu) match this graph and not the torch.export
+graph, whose attention stays separate MatMul/Softmax/Transpose nodes. Residual Add +
+LayerNormalization is left unfused, in the file and in the sessions that serve it (the file's
+`disabled_optimizers` names ONNX Runtime's SkipLayerNormFusion): SkipLayerNormalization measured
+slower than the two ops it replaces. Measured side by side (tools/bench_onnx.py,
+docs/BENCHMARKS.md "Serving"), this graph is the fastest of the four at both of the grid's
+shapes; the torch.export graph was slower than PyTorch at batch 32. The fused Attention reads
+the mask as per-row lengths, so it is applied only to BERT-layout models whose tokenizer pads on
+the right; anything else is exported unfused, with ONNX Runtime's defaults. The attention mask's
+Python branches are traced on a batch with a padded row, and every export is checked against
+PyTorch on real examples (hrkd_ds/export_onnx.py) before it is kept.
 
 The graph takes `input_ids`, `attention_mask` (and `token_type_ids` where the model has token
 types) and returns `logits` (N, K*C), domain-major like the Hugging Face model; the row's domain
 slice is picked by the caller (models/onnx_model.py), as `config.id2label` says.
 
 The file carries what serving needs (metadata_props): domains, labels, the trained max_seq_len,
-the position limit, the fusions applied, and the tokenizer's files, so one .onnx is a whole
+the position limit, the fusions applied, the session optimizers to leave off, and the tokenizer's files, so one .onnx is a whole
 deployable model.
 """
 
@@ -33,7 +37,7 @@ import torch
 from torch import nn
 
 from hrkd_ds.models.loading import Export
-from hrkd_ds.models.onnx_model import META_PREFIX, require
+from hrkd_ds.models.onnx_model import META_PREFIX, SKIP_LAYER_NORM_FUSION, require
 
 ONNX_OPSET = 17  # the TorchScript exporter's best-tested opset for BERT graphs
 FUSED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")  # the layout ORT's "bert" fusions match
@@ -66,7 +70,9 @@ def metadata(export: Export, fusions: dict[str, int]) -> dict[str, str]:
     cfg = export.model.config
     fields = {"format": 1, "domains": export.domains, "labels": export.labels, "max_seq_len": export.max_seq_len,
               "max_positions": cfg.max_position_embeddings, "role": export.meta.get("role", "model"),
-              "inputs": input_names(cfg), "fusions": fusions, "tokenizer": tokenizer_files(export.tokenizer)}
+              "inputs": input_names(cfg), "fusions": fusions,
+              "disabled_optimizers": [SKIP_LAYER_NORM_FUSION] if fusions else [],  # measured only on the fused graph
+              "tokenizer": tokenizer_files(export.tokenizer)}
     return {META_PREFIX + k: json.dumps(v) for k, v in fields.items()}
 
 
@@ -104,9 +110,9 @@ def trace(hf: nn.Module, out: Path) -> None:
         quiet.setLevel(level)
 
 
-def fuse(path: Path, cfg, skip_layer_norm: bool = True):
+def fuse(path: Path, cfg, skip_layer_norm: bool = False):
     """ONNX Runtime's BERT fusions on a traced graph: (model proto, {fused op: count}).
-    `skip_layer_norm` False leaves residual Add + LayerNormalization unfused (tools/bench_onnx.py)."""
+    `skip_layer_norm` False (the export's choice, tools/bench_onnx.py) leaves residual Add + LayerNormalization unfused."""
     optimizer = require("onnxruntime.transformers.optimizer")
     options = require("onnxruntime.transformers.fusion_options").FusionOptions("bert")
     options.enable_skip_layer_norm = skip_layer_norm

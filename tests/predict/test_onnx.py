@@ -12,7 +12,7 @@ import torch
 from hrkd_ds.engine.onnx_export import export_onnx
 from hrkd_ds.export_onnx import main as export_main
 from hrkd_ds.models.loading import load_export
-from hrkd_ds.models.onnx_model import load_onnx_export
+from hrkd_ds.models.onnx_model import SKIP_LAYER_NORM_FUSION, load_onnx_export
 from hrkd_ds.predict import encode
 from hrkd_ds.predict import main as predict_main
 
@@ -71,8 +71,28 @@ def test_the_graph_is_fused_and_says_so(onnx_file):
     """ONNX Runtime's BERT fusions are in the file (engine/onnx_export.py), and its metadata and the report name them."""
     path, rep = onnx_file
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
-    assert {"Attention", "EmbedLayerNormalization", "BiasGelu"} <= ops
+    assert {"Attention", "EmbedLayerNormalization", "BiasGelu", "LayerNormalization"} <= ops
+    assert "SkipLayerNormalization" not in ops  # measured slower than Add + LayerNormalization
     assert rep["fusions"]["Attention"] == 2 and load_onnx_export(path).fusions == rep["fusions"]
+
+
+def test_sessions_leave_skip_layer_norm_unfused_as_the_file_asks(onnx_file, tmp_path):
+    """The file names SkipLayerNormFusion, and ONNX Runtime knows that name: a session given it
+    keeps Add + LayerNormalization, one without it fuses them back (a misspelt name would not)."""
+    import onnxruntime as ort
+
+    path = onnx_file[0]
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["hrkd_disabled_optimizers"]) == [SKIP_LAYER_NORM_FUSION]
+
+    def optimized_ops(disabled):
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(tmp_path / f"opt{len(disabled)}.onnx")
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+        return [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+
+    assert "SkipLayerNormalization" not in optimized_ops([SKIP_LAYER_NORM_FUSION])
+    assert "SkipLayerNormalization" in optimized_ops([])
 
 
 def test_a_left_padding_tokenizer_is_exported_unfused(tiny_export, tmp_path):
