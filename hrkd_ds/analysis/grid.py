@@ -26,7 +26,6 @@ from hrkd_ds.errors import UserError
 from hrkd_ds.stages.run_dir import stage_finished
 
 
-
 @dataclass
 class GridCell:
     """One trainer run of the grid."""
