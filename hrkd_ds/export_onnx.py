@@ -8,8 +8,9 @@ or `--examples`) beside the trainer's own forward: the file is kept only if the 
 difference is within `--atol` and the row's predicted label is the same on at least
 `--min-agreement` of them. Latency of PyTorch fp32 (the trainer's attention and Hugging Face's
 sdpa), PyTorch int8 and ONNX Runtime is measured with the compression report's inputs
-(engine/compression.py), the runtimes in turn within each repeat so their ratios are side by side. Bad input: one line, exit 2;
-a failed check: one line, exit 1; nothing is written in either case.
+(engine/compression.py), the runtimes in turn within each repeat so their ratios are side by
+side. Bad input: one line, exit 2; a failed check: one line, exit 1; nothing is written in
+either case.
 """
 
 from __future__ import annotations

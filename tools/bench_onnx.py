@@ -76,9 +76,10 @@ def graphs(hf, tmp: Path, threads: int) -> dict[str, object]:
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # registry notes (torchvision absent)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        dim = {0: torch.export.Dim("batch", min=1, max=4096), 1: torch.export.Dim("sequence", min=1, max=hf.config.max_position_embeddings)}
-        program = torch.onnx.export(_Logits(copy.deepcopy(hf)), tuple(dummy_inputs(hf.config).values()), input_names=names,
-                                    output_names=["logits"], dynamic_shapes={n: dim for n in names},
+        dim = {0: torch.export.Dim("batch", min=1, max=4096),
+               1: torch.export.Dim("sequence", min=1, max=hf.config.max_position_embeddings)}
+        program = torch.onnx.export(_Logits(copy.deepcopy(hf)), tuple(dummy_inputs(hf.config).values()),
+                                    input_names=names, output_names=["logits"], dynamic_shapes={n: dim for n in names},
                                     opset_version=18, dynamo=True, optimize=True, verbose=False)
     program.save(str(before), external_data=False)
     out[BEFORE] = session(before, threads)

@@ -1,7 +1,8 @@
 """ONNX export of an fp32 hrkd export: the K x C-logit model, dynamic batch and sequence axes.
 
-Why the TorchScript exporter (`dynamo=False`) on an eager-attention copy, then ONNX Runtime's
-BERT fusions (`onnxruntime.transformers.optimizer`, Python fusions only, opt_level 0): the
+Why the TorchScript exporter (`dynamo=False`; deprecated in torch 2.x, usable while torch is
+pinned at 2.13, and every export's parity check would catch a change) on an eager-attention
+copy, then ONNX Runtime's BERT fusions (`onnxruntime.transformers.optimizer`, Python fusions only, opt_level 0): the
 fusions (Attention, EmbedLayerNormalization, BiasGelu) match this graph and not the torch.export
 graph, whose attention stays separate MatMul/Softmax/Transpose nodes. Residual Add +
 LayerNormalization is left unfused, in the file and in the sessions that serve it (the file's
@@ -19,8 +20,8 @@ types) and returns `logits` (N, K*C), domain-major like the Hugging Face model; 
 slice is picked by the caller (models/onnx_model.py), as `config.id2label` says.
 
 The file carries what serving needs (metadata_props): domains, labels, the trained max_seq_len,
-the position limit, the fusions applied, the session optimizers to leave off, and the tokenizer's files, so one .onnx is a whole
-deployable model.
+the position limit, the fusions applied, the session optimizers to leave off and the tokenizer's
+files, so one .onnx is a whole deployable model.
 """
 
 from __future__ import annotations
@@ -103,16 +104,18 @@ def trace(hf: nn.Module, out: Path) -> None:
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(_AllLogits(twin, "token_type_ids" in names), _example(cfg, names, 3, min(cfg.max_position_embeddings, 16)),
-                              str(out), input_names=names, output_names=["logits"], dynamic_axes=axes,
-                              opset_version=ONNX_OPSET, dynamo=False, do_constant_folding=True)
+            example = _example(cfg, names, 3, min(cfg.max_position_embeddings, 16))
+            torch.onnx.export(_AllLogits(twin, "token_type_ids" in names), example, str(out), input_names=names,
+                              output_names=["logits"], dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False,
+                              do_constant_folding=True)
     finally:
         quiet.setLevel(level)
 
 
 def fuse(path: Path, cfg, skip_layer_norm: bool = False):
     """ONNX Runtime's BERT fusions on a traced graph: (model proto, {fused op: count}).
-    `skip_layer_norm` False (the export's choice, tools/bench_onnx.py) leaves residual Add + LayerNormalization unfused."""
+    `skip_layer_norm` False (the export's choice, tools/bench_onnx.py) leaves residual Add +
+    LayerNormalization unfused."""
     optimizer = require("onnxruntime.transformers.optimizer")
     options = require("onnxruntime.transformers.fusion_options").FusionOptions("bert")
     options.enable_skip_layer_norm = skip_layer_norm
