@@ -11,7 +11,9 @@ and whether they followed the domains' losses, and must answer it with the same 
   the steps where one domain has the largest weight (undefined when the weights stay uniform);
 - corr: mean Spearman correlation over steps between r_d and the domain's loss (ties share ranks);
 - align_corr (graph.objective=meta runs, which log the held-out alignment A): the same between r_d
-  and A_d, i.e. whether the weights went where the held-out gradient said a domain helps.
+  and A_d, i.e. whether the weights went where the held-out gradient said a domain helps;
+- mean_weight_<d>: domain d's mean weight, so the report can say where the weight went and how
+  that domain's accuracy moved (analysis/results.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from hrkd_ds.tracking.metrics import MetricsLog
 # written beside a student's predictions when its run logged weights (an hrkd-family run)
 SUMMARY_FILE = "student/domain_weights.json"
 SUMMARY_META = ("domains", "logged_steps")  # what a summary says about its run, beside the statistics
+MEAN_WEIGHT = "mean_weight_"  # + domain: that domain's mean weight over the logged steps
 
 
 _TIE = 1e-6  # weights this close are one weight: uniform 1/K comes out of the graph within ~1e-9
@@ -82,6 +85,7 @@ def weight_stats(rows: list[dict], domains: list[str], level: int = 0) -> dict[s
         "easiest": float(on_easiest.mean()) if len(on_easiest) else float("nan"),
         "corr": _mean_defined(corr),
     }
+    out.update({f"{MEAN_WEIGHT}{d}": float(w[:, k].mean()) for k, d in enumerate(domains)})
     if all("alignment" in r for r in rows):
         align = np.array([r["alignment"][level] for r in rows])  # (S, K)
         out["align_corr"] = _mean_defined([_spearman(w[i], align[i]) for i in range(len(rows))])
@@ -129,4 +133,35 @@ def mean_over_runs(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     for k in keys:
         vals = [s[k] for s in summaries if isinstance(s.get(k), (int, float))]
         out[k] = float(np.mean(vals)) if vals else None
+    return out
+
+
+def slice_weights(by_method: dict[str, dict[int, Any]], methods: list[str], domains: list[str],
+                  split: str) -> dict[str, dict[str, Any]]:
+    """A report slice's weight table: per method whose runs (analysis/cells.Cell, by seed) logged
+    weights, the mean of each statistic over its seeds, and where the top level's weight went."""
+    out = {}
+    for m in methods:
+        runs = [w for _, c in sorted(by_method[m].items()) if (w := c.domain_weights()) is not None]
+        if runs:
+            mean = mean_over_runs(runs)
+            out[m] = {**mean, **_where_weight_went(mean, by_method, m, domains, split)}
+    return out
+
+
+def _where_weight_went(w: dict[str, Any], by_method: dict[str, dict[int, Any]], m: str, domains: list[str],
+                       split: str) -> dict[str, Any]:
+    """The top level's heaviest domain (mean weight over seeds, when the weights left 1/K) and the
+    method's accuracy on it minus kd's, paired by seed, in points: did the weight go where it helps?"""
+    weights = {d: w.get(f"top_{MEAN_WEIGHT}{d}") for d in domains}
+    if None in weights.values() or max(weights.values()) - 1 / len(domains) < _TIE:
+        return {}
+    d = max(weights, key=weights.get)
+    out: dict[str, Any] = {"top_heaviest": d, "top_heaviest_weight": weights[d]}
+    kd = by_method.get("kd", {})
+    diffs = [a - b for s, c in by_method[m].items() if s in kd
+             for a, b in [(c.results["student"].get(split, {}).get(d), kd[s].results["student"].get(split, {}).get(d))]
+             if a is not None and b is not None]
+    if diffs:
+        out["top_heaviest_vs_kd"] = 100 * float(np.mean(diffs))
     return out

@@ -20,7 +20,7 @@ import numpy as np
 
 from hrkd_ds.analysis.cells import METHOD_ORDER, REQUIRED_KEYS, Cell, _read_json, scan_grid, scan_grids  # noqa: F401 (re-exported)
 from hrkd_ds.analysis.compression_summary import summarize_compression
-from hrkd_ds.analysis.domain_weights import mean_over_runs
+from hrkd_ds.analysis.domain_weights import slice_weights
 from hrkd_ds.analysis.bootstrap import DEFAULT_N_BOOT, hierarchical_bootstrap, pair_from_predictions, paired_bootstrap
 from hrkd_ds.analysis.duplicates import dedup_average, load_index
 from hrkd_ds.analysis.protocol import degenerate_domains, registered_compare, registered_phases, registration
@@ -145,16 +145,6 @@ def _dedup_rows(rows: list[dict[str, Any]], by_method: dict[str, dict[int, Cell]
     return {k: index[k] for k in ("removed", "of", "how") if k in index}
 
 
-def _domain_weights(by_method: dict[str, dict[int, Cell]], methods: list[str]) -> dict[str, dict[str, Any]]:
-    """Per method that logged weights, the mean of each statistic over its seeds."""
-    out = {}
-    for m in methods:
-        runs = [w for _, c in sorted(by_method[m].items()) if (w := c.domain_weights()) is not None]
-        if runs:
-            out[m] = mean_over_runs(runs)
-    return out
-
-
 def build_slices(cells: list[Cell], *, compare: Sequence[tuple[str, str]] = DEFAULT_COMPARE, split: str = "test",
                  n_boot: int = DEFAULT_N_BOOT, seed: int = 0, spec: dict[str, Any] | None = None,
                  duplicates_dir: str | Path | None = None) -> list[dict[str, Any]]:
@@ -201,7 +191,7 @@ def build_slices(cells: list[Cell], *, compare: Sequence[tuple[str, str]] = DEFA
             "comparisons": comparisons,
             "incomplete_seeds": {m: s for m, s in incomplete.items() if s},
             "compression": summarize_compression({m: by_method[m] for m in methods}),
-            "domain_weights": _domain_weights(by_method, methods),
+            "domain_weights": slice_weights(by_method, methods, domains, split),
             "cells": sorted(c.id or str(c.cell_dir) for c in group),
             "warnings": warnings,
         })

@@ -141,18 +141,26 @@ _ALIGN_COLUMNS = (("align_corr", "r_0 ~ A"), ("top_align_corr", "top: r ~ A"))
 
 def render_domain_weights(by_method: dict[str, dict[str, Any]]) -> list[str]:
     """What the graph did in each run that has one (tools/graph_study.py's measures, mean over seeds);
-    where a run logged the meta objective's alignment A, how well the weights' ranking of domains follows A's."""
+    where a run logged the meta objective's alignment A, how well the weights' ranking of domains follows A's;
+    where the weights left 1/K, which domain took the most and how its accuracy moved against kd."""
     aligned = any(w.get(k) is not None for w in by_method.values() for k, _ in _ALIGN_COLUMNS)
+    heavy = any("top_heaviest" in w for w in by_method.values())
     columns = _WEIGHT_COLUMNS + (_ALIGN_COLUMNS if aligned else ())
+    headers = [h for _, h in columns] + (["top: heaviest (weight)", "its accuracy − kd"] if heavy else [])
     lines = ["Domain weights over the run (student stage, logged steps; mean over seeds): entropy / log K "
              "(1 = uniform 1/K), the top level's largest weight, the share of steps it sits on that "
              "level's easiest domain (over the steps where one domain holds it; – when the weights stay "
              "uniform), and its mean change between logged steps."
              + (" r ~ A: Spearman correlation over steps of the weights with the held-out alignment A that "
-                "graph.objective=meta trains them on (+1: the weights rank the domains as A does)." if aligned else ""), "",
-             "| model | " + " | ".join(h for _, h in columns) + " |", "|---|" + "---:|" * len(columns)]
+                "graph.objective=meta trains them on (+1: the weights rank the domains as A does)." if aligned else "")
+             + (" Heaviest: the top level's domain with the largest mean weight, and the method's accuracy on "
+                "it minus kd's, paired by seed (points)." if heavy else ""), "",
+             "| model | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
     for m, w in by_method.items():
         cells = ["–" if w.get(k) is None else f"{w[k]:.4f}" for k, _ in columns]
+        if heavy:
+            cells += [f"{w['top_heaviest']} ({w['top_heaviest_weight']:.3f})" if "top_heaviest" in w else "–",
+                      f"{w['top_heaviest_vs_kd']:+.2f}" if "top_heaviest_vs_kd" in w else "–"]
         lines.append(f"| {m} (n={w['n']}) | " + " | ".join(cells) + " |")
     return lines
 

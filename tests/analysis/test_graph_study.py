@@ -82,3 +82,38 @@ def test_the_report_shows_the_alignment_columns_only_when_a_run_logged_a():
     meta = {**plain, "hrkd-meta": {"n": 2, "entropy": 0.8, "align_corr": 0.5, "top_align_corr": 0.25}}
     table = render_domain_weights(meta)
     assert "| top: r ~ A |" in table[2] and table[-1].endswith("| 0.5000 | 0.2500 |") and table[-2].endswith("| – | – |")
+
+
+def test_mean_weight_per_domain_and_where_the_weight_went():
+    """Each domain's mean weight per level; the report names the heaviest top-level domain and the
+    method's accuracy there minus kd's, paired by seed, and says nothing when the weights stay 1/K."""
+    from hrkd_ds.analysis.domain_weights import slice_weights
+
+    rows = [_row([[1 / 3] * 3, [0.2, 0.2, 0.6]], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]),
+            _row([[1 / 3] * 3, [0.4, 0.2, 0.4]], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0])]
+    stats = run_stats(rows, DOMAINS)
+    assert [stats[f"top_mean_weight_{d}"] for d in DOMAINS] == pytest.approx([0.3, 0.2, 0.5])
+    assert stats["mean_weight_a"] == pytest.approx(1 / 3)
+
+    class Run:
+        def __init__(self, weights, acc_c):
+            self.weights, self.results = weights, {"student": {"test": {"a": 0.5, "b": 0.5, "c": acc_c}}}
+
+        def domain_weights(self):
+            return self.weights
+
+    uniform = {k: v for k, v in stats.items() if not k.startswith("top_mean")} | {f"top_mean_weight_{d}": 1 / 3 for d in DOMAINS}
+    by_method = {"kd": {1: Run(None, 0.60), 2: Run(None, 0.70)},
+                 "hrkd": {1: Run(stats, 0.65), 2: Run(stats, 0.80)},  # on c: +5 and +10 points
+                 "flat": {1: Run(uniform, 0.9)}}
+    out = slice_weights(by_method, ["kd", "hrkd", "flat"], DOMAINS, "test")
+    assert list(out) == ["hrkd", "flat"]
+    assert out["hrkd"]["top_heaviest"] == "c" and out["hrkd"]["top_heaviest_weight"] == pytest.approx(0.5)
+    assert out["hrkd"]["top_heaviest_vs_kd"] == pytest.approx(7.5)
+    assert "top_heaviest" not in out["flat"]
+    from hrkd_ds.analysis.results_render import render_domain_weights
+
+    lines = render_domain_weights(out)
+    assert lines[2].endswith("| top: heaviest (weight) | its accuracy − kd |")
+    assert lines[4].startswith("| hrkd (n=2) |") and lines[4].endswith("| c (0.500) | +7.50 |")
+    assert lines[5].endswith("| – | – |")
