@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import datasets
@@ -159,12 +160,14 @@ def _dataset(arrays: dict[str, np.ndarray], d: int, features) -> datasets.Datase
 
 
 def with_transfer_set(data: TokenizedSplits, teacher_dir: str | Path, cfg, specials: set[int], mask_id: int | None,
-                      cache_dir: str) -> TokenizedSplits:
+                      cache_dir: str, log: bool = False) -> TokenizedSplits:
     """`data` whose training split per domain is the labelled rows followed by their augmented
-    copies (cached; built here when missing or damaged). Dev and test are untouched."""
+    copies (cached; built here when missing or damaged). Dev and test are untouched. `log`: one
+    line saying whether it was built or read, how many copies and how long it took (a recipe's cost)."""
     train = [data.splits["train"][d] for d in data.domains]
     if cfg.augment_factor == 0:
         return data
+    start = time.perf_counter()
     table = teacher_input_embeddings(teacher_dir)
     final = Path(cache_dir) / "transfer" / transfer_key(train, table, cfg, specials, mask_id) if cache_dir else None
     found = None
@@ -179,6 +182,11 @@ def with_transfer_set(data: TokenizedSplits, teacher_dir: str | Path, cfg, speci
             write_arrays(final, arrays, {"settings": {k: getattr(cfg, k) for k in _SETTINGS}, "domains": data.domains})
     else:
         arrays = found[0]
+    if log:
+        copies = sum(len(ds) for ds in train) * cfg.augment_factor
+        print(f"[hrkd] transfer set {'read from the cache' if found is not None else 'built'}: {copies} augmented "
+              f"rows ({cfg.augment_factor} per training row), {time.perf_counter() - start:.1f} s"
+              + (f"; {final}" if final is not None else ""), flush=True)
     splits = dict(data.splits)
     splits["train"] = {d: datasets.concatenate_datasets([ds, _dataset(arrays, i, ds.features)])
                        for i, (d, ds) in enumerate(zip(data.domains, train))}

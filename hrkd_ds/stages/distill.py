@@ -151,7 +151,8 @@ def transfer_context(ctx: StageContext, src: Path) -> TransferContext:
         error = None
         if ctx.dist.is_main == (turn == 0):
             try:
-                data = with_transfer_set(ctx.data, src, ctx.cfg.transfer, specials, mask_id, data_cache_dir(ctx.cfg, ctx.run_dir))
+                data = with_transfer_set(ctx.data, src, ctx.cfg.transfer, specials, mask_id, data_cache_dir(ctx.cfg, ctx.run_dir),
+                                         log=ctx.dist.is_main)
             except Exception as err:  # noqa: BLE001 - re-raised below, after every rank has heard of it
                 error = err
         if any_rank(error is not None, ctx.dist.device):

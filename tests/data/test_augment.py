@@ -106,7 +106,8 @@ def test_cache_key_follows_teacher_table_and_settings(inputs):
 def test_transfer_set_cached_damage_detected_and_rebuilt(tokenized, sample_tokenizer, teacher_dir, tmp_path, capsys):
     specials, mask = _specials(sample_tokenizer)
     cfg = TransferConfig(augment_factor=2)
-    data = with_transfer_set(tokenized, teacher_dir, cfg, specials, mask, str(tmp_path))
+    data = with_transfer_set(tokenized, teacher_dir, cfg, specials, mask, str(tmp_path), log=True)
+    assert "[hrkd] transfer set built: " in capsys.readouterr().out
     n = tokenized.train_sizes
     assert data.train_sizes == [3 * x for x in n]
     assert tokenized.train_sizes == n  # the input is not modified
@@ -117,7 +118,8 @@ def test_transfer_set_cached_damage_detected_and_rebuilt(tokenized, sample_token
         assert data.splits[split] is tokenized.splits[split] or data.splits[split] == tokenized.splits[split]
     entries = list((tmp_path / "transfer").iterdir())
     assert len(entries) == 1
-    again = with_transfer_set(tokenized, teacher_dir, cfg, specials, mask, str(tmp_path))
+    again = with_transfer_set(tokenized, teacher_dir, cfg, specials, mask, str(tmp_path), log=True)
+    assert f"[hrkd] transfer set read from the cache: {2 * sum(n)} augmented rows (2 per training row)" in capsys.readouterr().out
     assert again.splits["train"][data.domains[1]]["input_ids"] == data.splits["train"][data.domains[1]]["input_ids"]
     # damage one file: detected, rebuilt, same rows
     f = entries[0] / "ids1.npy"
