@@ -8,12 +8,12 @@ import re
 import typing
 from pathlib import Path
 
-from hrkd_ds.config.schema import (FROM_TEACHER, ROLE_OF_STAGE, SCHEDULE_OF_ROLE, STAGES, Config, DataConfig,
-                                   DistillConfig, GraphConfig, StageConfig, StudentConfig)
-from hrkd_ds.data.splits import _LOADERS
 from hrkd_ds.analysis import readme_table, results
 from hrkd_ds.analysis.cells import METHOD_ORDER
 from hrkd_ds.analysis.grid import load_spec
+from hrkd_ds.config.schema import (FROM_TEACHER, ROLE_OF_STAGE, SCHEDULE_OF_ROLE, STAGES, Config, DataConfig,
+                                   DistillConfig, GraphConfig, StageConfig, StudentConfig)
+from hrkd_ds.data.splits import _LOADERS
 from hrkd_ds.distill.methods import METHODS
 from hrkd_ds.models.attention import ATTENTION_KINDS
 from hrkd_ds.train import STAGES as STAGE_RUNNERS
