@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import torch
 from transformers.utils import logging as hf_logging
 
-from hrkd_ds.engine.compression import DEFAULT_BATCH_SIZES, side_by_side_ms, timing_inputs
+from hrkd_ds.engine.compression import DEFAULT_BATCH_SIZES, onnx_forward, side_by_side_ms, timing_inputs
 from hrkd_ds.engine.onnx_export import export_onnx
 from hrkd_ds.errors import UserError, exit_on_user_error
 from hrkd_ds.io import atomic_output, atomic_write_json
@@ -140,9 +140,8 @@ def measure(export: Export, onnx_path: Path, seq_len: int, args: argparse.Namesp
         out = {}
         for b in DEFAULT_BATCH_SIZES:
             inputs = timing_inputs(fp32.config, b, seq_len)
-            feed = {k: v.numpy() for k, v in inputs.items() if k in onnx.inputs}
             runs = {name: (lambda m=m: m(**inputs)) for name, m in models.items()}
-            runs["onnxruntime"] = lambda: onnx.session.run(["logits"], feed)
+            runs["onnxruntime"] = onnx_forward(onnx, inputs)
             with torch.inference_mode():
                 out[str(b)] = side_by_side_ms(runs, args.repeats, args.warmup)
         return out

@@ -32,7 +32,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from hrkd_ds.engine.compression import side_by_side_ms, timing_inputs
-from hrkd_ds.engine.onnx_export import ONNX_OPSET, fuse, trace
+from hrkd_ds.engine.onnx_export import ONNX_OPSET, AllLogits, example_inputs, fuse, input_names, trace
 from hrkd_ds.models.attention import register_attention
 from hrkd_ds.models.onnx_model import SKIP_LAYER_NORM_FUSION, session
 
@@ -71,34 +71,20 @@ def graphs(hf, tmp: Path, threads: int) -> dict[str, object]:
             path = tmp / f"{name.replace(', ', '-').replace(' ', '_')}.onnx"
             onnx.save_model(proto, str(path))
         out[name] = session(path, threads, disabled=() if skip is not False else (SKIP_LAYER_NORM_FUSION,))
-    before = tmp / "dynamo.onnx"  # exported from a copy: torch.export leaves the model it traces ~10% slower
-    names = list(dummy_inputs(hf.config))
+    before = tmp / "dynamo.onnx"  # exported from a copy: torch.export leaves the model it traces ~8% slower
+    names = input_names(hf.config)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # registry notes (torchvision absent)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         dim = {0: torch.export.Dim("batch", min=1, max=4096),
                1: torch.export.Dim("sequence", min=1, max=hf.config.max_position_embeddings)}
-        program = torch.onnx.export(_Logits(copy.deepcopy(hf)), tuple(dummy_inputs(hf.config).values()),
+        example = example_inputs(hf.config, names, 3, min(16, hf.config.max_position_embeddings))
+        program = torch.onnx.export(AllLogits(copy.deepcopy(hf), "token_type_ids" in names), example,
                                     input_names=names, output_names=["logits"], dynamic_shapes={n: dim for n in names},
                                     opset_version=18, dynamo=True, optimize=True, verbose=False)
     program.save(str(before), external_data=False)
     out[BEFORE] = session(before, threads)
     return out
-
-
-class _Logits(torch.nn.Module):
-    def __init__(self, hf) -> None:
-        super().__init__()
-        self.hf = hf
-
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        return self.hf(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
-
-
-def dummy_inputs(cfg) -> dict[str, torch.Tensor]:
-    ins = timing_inputs(cfg, 3, 16)
-    ins["attention_mask"][0, 8:] = 0
-    return ins
 
 
 def parity(hf, sessions: dict[str, object]) -> dict[str, float]:

@@ -159,9 +159,12 @@ def _where_weight_went(w: dict[str, Any], by_method: dict[str, dict[int, Any]], 
     d = max(weights, key=weights.get)
     out: dict[str, Any] = {"top_heaviest": d, "top_heaviest_weight": weights[d]}
     kd = by_method.get("kd", {})
-    diffs = [a - b for s, c in by_method[m].items() if s in kd
-             for a, b in [(c.results["student"].get(split, {}).get(d), kd[s].results["student"].get(split, {}).get(d))]
-             if a is not None and b is not None]
+    diffs = []
+    for seed, run in by_method[m].items():
+        if seed in kd:
+            a, b = (r.results["student"].get(split, {}).get(d) for r in (run, kd[seed]))
+            if a is not None and b is not None:
+                diffs.append(a - b)
     if diffs:
         out["top_heaviest_vs_kd"] = 100 * float(np.mean(diffs))
     return out

@@ -44,7 +44,7 @@ ONNX_OPSET = 17  # the TorchScript exporter's best-tested opset for BERT graphs
 FUSED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")  # the layout ORT's "bert" fusions match
 
 
-class _AllLogits(nn.Module):
+class AllLogits(nn.Module):
     """The HF classifier's (N, K*C) logits from named tensors: the graph the file holds."""
 
     def __init__(self, hf: nn.Module, token_types: bool) -> None:
@@ -77,7 +77,8 @@ def metadata(export: Export, fusions: dict[str, int]) -> dict[str, str]:
     return {META_PREFIX + k: json.dumps(v) for k, v in fields.items()}
 
 
-def _example(config, names: list[str], batch: int, length: int) -> tuple[torch.Tensor, ...]:
+def example_inputs(config, names: list[str], batch: int, length: int) -> tuple[torch.Tensor, ...]:
+    """What an export traces: random in-vocab ids, one row half padding (tools/bench_onnx.py too)."""
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.vocab_size, (batch, length), generator=gen)
     mask = torch.ones(batch, length, dtype=torch.long)
@@ -104,8 +105,8 @@ def trace(hf: nn.Module, out: Path) -> None:
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            example = _example(cfg, names, 3, min(cfg.max_position_embeddings, 16))
-            torch.onnx.export(_AllLogits(twin, "token_type_ids" in names), example, str(out), input_names=names,
+            example = example_inputs(cfg, names, 3, min(cfg.max_position_embeddings, 16))
+            torch.onnx.export(AllLogits(twin, "token_type_ids" in names), example, str(out), input_names=names,
                               output_names=["logits"], dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False,
                               do_constant_folding=True)
     finally:
