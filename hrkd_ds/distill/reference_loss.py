@@ -24,6 +24,7 @@ class ReferenceDistillLoss(_RelationalLossBase):
         B = attention_mask.shape[0] // K
         t_all, t_att, t_logits = self._teacher_layers(teacher_out, student_out.embeddings.dtype)
         s_hid = [student_out.embeddings, *student_out.hidden_states]
+        t_pool, s_pool = self._pooled(student_out, teacher_out, student_out.embeddings.dtype)
         L = len(s_hid) - 1
         # skip_cls: position 0 out of the embedding/hidden MSEs, zeroed here on its own so the loop
         # stays an independent check of the fused loss's without_first_token
@@ -38,7 +39,8 @@ class ReferenceDistillLoss(_RelationalLossBase):
                 [a[rows] for a in student_out.attentions] if self.attention_loss else [], student_out.logits[rows],
                 [t[rows] for t in t_all], [a[rows] for a in t_att], t_logits[rows], projected,
                 attention_mask[rows], hid_attention[rows], None if labels is None else labels[rows],
-                self.normalization, self.temperature)
+                self.normalization, self.temperature, None if t_pool is None else t_pool[rows],
+                None if s_pool is None else s_pool[rows], p.pool_projection)
             for term, _ in self.terms:
                 values[term.name].append(term.reference(domain))
             protos.append(torch.stack([self._prototype(x, attention_mask[rows]) for x in projected]))  # (L+1, Ht)

@@ -46,13 +46,17 @@ class DistillLossOutput(ModelOutput):
 
 
 class RelationalParams(nn.Module):
-    """The learned parts of the loss: projections W_0..W_L (student -> teacher width) and graph."""
+    """The learned parts of the loss: projections W_0..W_L (student -> teacher width), W_p when a
+    term reads the pooled states (`pooled`; absent otherwise, so earlier checkpoints still load),
+    and graph."""
 
-    def __init__(self, student_hidden: int, teacher_hidden: int, student_layers: int, num_domains: int, graph_cfg):
+    def __init__(self, student_hidden: int, teacher_hidden: int, student_layers: int, num_domains: int, graph_cfg,
+                 pooled: bool = False):
         super().__init__()
         self.num_domains = num_domains
         self.projections = nn.ModuleList(nn.Linear(student_hidden, teacher_hidden) for _ in range(student_layers + 1))
-        for proj in self.projections:  # BERT-style init, as TinyBERT's fit_dense
+        self.pool_projection = nn.Linear(student_hidden, teacher_hidden) if pooled else None
+        for proj in [*self.projections, *([self.pool_projection] if pooled else [])]:  # BERT-style init, as TinyBERT's fit_dense
             nn.init.normal_(proj.weight, std=0.02)
             nn.init.zeros_(proj.bias)
         self.graph = DomainGraph(num_domains, student_layers + 1, teacher_hidden, graph_cfg) if graph_cfg.enabled else None
@@ -103,7 +107,11 @@ class _RelationalLossBase(nn.Module):
         self.normalization = normalization  # MSE denominators, hrkd_ds/distill/normalization.py
         self.compiled_terms = compiled_terms  # distill.compiled_terms: the big MSE sums through torch.compile
         self.skip_cls = skip_cls  # the embedding/hidden MSEs leave out position 0 (distill.general_skip_cls)
-        self.params = params or RelationalParams(student_hidden, teacher_hidden, student_layers, num_domains, graph_cfg)
+        self.teacher_depth = teacher_layers  # the pooled term reads the teacher's last layer
+        self.params = params or RelationalParams(student_hidden, teacher_hidden, student_layers, num_domains, graph_cfg,
+                                                 pooled="pooled" in self.reads)
+        if "pooled" in self.reads and self.params.pool_projection is None:
+            raise ValueError("the pooled term needs RelationalParams(pooled=True)")
 
     def use_phase(self, index: int) -> None:
         """Two-stage: train phase `index`'s terms from now on (the encoders still compute every
@@ -134,7 +142,7 @@ class _RelationalLossBase(nn.Module):
     def request_internals(self, student, teacher) -> None:
         """Make both encoders compute only what this loss reads: the student every layer's hidden
         state (and map, with the attention term on), the teacher only the mapped layers' (none
-        when no term reads hidden states).
+        when no term reads hidden states) and, for the pooled term, its last layer.
 
         The release's switches read padding (MSEs over every element, padding in the prototypes):
         then both encoders run padded, since a padding-free forward leaves zeros there."""
@@ -143,7 +151,8 @@ class _RelationalLossBase(nn.Module):
         student_layers = range(1, len(self.layer_map) + 1)
         student.select_internals(student_layers, student_layers if self.attention_loss else ())
         # a logit-only loss (logit-kd) reads no teacher state: its layers then keep none
-        teacher_layers = self.layer_map if "hidden" in self.reads else ()
+        teacher_layers = [*(self.layer_map if "hidden" in self.reads else ()),
+                          *((self.teacher_depth,) if "pooled" in self.reads else ())]
         teacher.select_internals(teacher_layers, self.layer_map if self.attention_loss else ())
 
     def _check(self, student_out, teacher_out, attention_mask, num_domains):
@@ -165,6 +174,13 @@ class _RelationalLossBase(nn.Module):
         t_hid = [teacher_out.embeddings, *(teacher_out.hidden_states[j - 1] for j in self.layer_map)] if reads_hidden else []
         t_att = [teacher_out.attentions[j - 1] for j in self.layer_map] if self.attention_loss else []
         return [t.to(dtype) for t in t_hid], [t.to(dtype) for t in t_att], teacher_out.logits.to(dtype)
+
+    def _pooled(self, student_out, teacher_out, dtype: torch.dtype):
+        """(teacher, student) last-layer states at position 0, (N, Ht) and (N, Hs); None when no
+        term reads them. Position 0 is a real token in every row (padding is on the right)."""
+        if "pooled" not in self.reads:
+            return None, None
+        return teacher_out.hidden_states[self.teacher_depth - 1][:, 0].to(dtype), student_out.hidden_states[-1][:, 0]
 
     @staticmethod
     def _place(level: str, value: torch.Tensor, levels: int) -> torch.Tensor:
@@ -192,8 +208,11 @@ class RelationalDistillLoss(_RelationalLossBase):
         masks = loss_masks(attention_mask, dtype, K, self.normalization)  # what the MSEs count and divide by
         reading_hidden = any("hidden" in t.reads for t, _ in self.terms)  # this phase's terms
         projected = [proj(h) for proj, h in zip(p.projections, s_hid)] if reading_hidden else None  # L+1 x (N, T, Ht)
+        t_pool, s_pool = self._pooled(student_out, teacher_out, dtype)
+        reading_pooled = any("pooled" in t.reads for t, _ in self.terms)
         ep = Episode(K, student_out, t_hid, t_att, t_logits, projected, masks,
-                     without_first_token(masks, K) if self.skip_cls else masks, labels, self.temperature, self.compiled_terms)
+                     without_first_token(masks, K) if self.skip_cls else masks, labels, self.temperature, self.compiled_terms,
+                     t_pool, p.pool_projection(s_pool) if reading_pooled else None)
 
         logs: dict[str, torch.Tensor] = {}
         layer_terms, per_domain = None, []  # (L+1, K) sum_t w_t L_t,g,d; each t' as w_t' (1/K) sum_d L_t',d

@@ -26,7 +26,7 @@ from hrkd_ds.distill.normalization import LossMasks
 from hrkd_ds.errors import UserError
 
 Level = Literal["embedding", "layers", "domain"]
-READS = ("hidden", "attentions", "teacher_logits", "labels")  # what a term may need computed for it
+READS = ("hidden", "attentions", "pooled", "teacher_logits", "labels")  # what a term may need computed for it
 
 
 @dataclass
@@ -46,6 +46,8 @@ class Episode:
     labels: torch.Tensor | None
     temperature: float
     compiled: bool  # distill.compiled_terms
+    teacher_pooled: torch.Tensor | None = None  # (N, Ht): the teacher's last layer at position 0, when a term reads "pooled"
+    pooled_projected: torch.Tensor | None = None  # (N, Ht): W_p applied to the student's last layer at position 0
 
 
 @dataclass
@@ -63,6 +65,9 @@ class DomainRows:
     labels: torch.Tensor | None
     normalization: str
     temperature: float
+    teacher_pooled: torch.Tensor | None = None  # (B, Ht)
+    student_pooled: torch.Tensor | None = None  # (B, Hs): unprojected; the reference form projects it
+    pool_projection: torch.nn.Module | None = None  # W_p
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,8 @@ TOKEN_LEVEL = frozenset({"hidden", "attentions"})  # reads indexed by token posi
 def refuse_token_level(weights: dict, task_head: bool, method: str) -> None:
     """Across tokenizers (teacher.tokenizer) position t of the teacher's rows is not position t of
     the student's, so a term that reads per-token states or maps has no meaning: one line naming
-    the setting and the terms. Logit-level terms (pred, kl, ce) cross tokenizers."""
+    the setting and the terms. Logit-level terms (pred, kl, ce) and the pooled one (pool: each
+    model's own position 0) cross tokenizers."""
     bad = [t.name for t, _ in active_terms(weights, task_head) if t.reads & TOKEN_LEVEL]
     if bad:
         raise UserError(f"config field 'teacher.tokenizer': distill.method={method} has token-level terms ({', '.join(bad)}) "

@@ -1,7 +1,8 @@
 """Cross-tokenizer distillation through the real trainer: the shipped MiniLM teacher (WordPiece),
 fine-tuned for a few steps, distilled into a SentencePiece student (teacher.tokenizer = the
 teacher export's own tokenizer). 2 ranks with cached teacher logits (which must equal the teacher on
-its own encoding, not on the student's), 1 process online; refusals are one line, exit 2."""
+its own encoding, not on the student's), 1 process online (with and without the pooled term);
+refusals are one line, exit 2."""
 
 from __future__ import annotations
 
@@ -80,13 +81,22 @@ def test_cached_logits_are_the_teacher_on_its_own_encoding_two_ranks(minilm_teac
     assert not np.allclose(arrays["domain0"], wrong[0], atol=1e-3), "the teacher read the student's ids"
 
 
-def test_online_teacher_reads_its_own_ids_one_process(minilm_teacher, it_root, it_cache):
+@pytest.mark.parametrize("extra, terms", [
+    ([], {"kl", "ce"}),
+    (["distill.terms.pool.weight=1", "transfer.teacher_targets=cached"], {"kl", "ce", "pool"}),
+], ids=["logit-kd", "with-pooled-term"])
+def test_online_teacher_reads_its_own_ids_one_process(minilm_teacher, it_root, it_cache, extra, terms):
+    """Online logit-kd, and with the pooled term, which crosses tokenizers and keeps the teacher
+    online even under cached targets (its last-layer [CLS] state is not cached)."""
     teacher_run, model = minilm_teacher
-    out = it_root / "xtok_online"
-    assert_ok(run(single_cmd() + _cross(out, it_cache, model, f"teacher_from={teacher_run}"), it_root / "xtok_online.log"),
-              "1-process cross-tokenizer logit-kd, online teacher")
+    out = it_root / f"xtok_online_{len(terms)}"
+    res = run(single_cmd() + _cross(out, it_cache, model, f"teacher_from={teacher_run}", *extra), it_root / f"{out.name}.log")
+    assert_ok(res, "1-process cross-tokenizer logit-kd, online teacher")
+    assert "no teacher forward in the distill steps" not in res.log
     rows = loss_rows(out, "student")
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in rows)
+    assert all(set(r["terms"]) == terms for r in rows)
+    assert all(0 < v < 100 for r in rows for v in r["terms"].get("pool", {}).values())
     assert_accuracies(read_results(out)["student"], DOMAINS)
 
 

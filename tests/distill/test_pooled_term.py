@@ -1,0 +1,81 @@
+"""The pooled-representation term (`pool`, distill/loss_terms/pooled.py): the student's last-layer
+state at position 0, projected, against the teacher's. Fused against the loop and a hand
+computation in float64, its gradient reaches W_p, the teacher keeps only its last layer for it, a
+loss without it has no W_p (earlier checkpoints load), it crosses tokenizers and keeps the
+teacher online."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distill_inputs import graph_cfg, make_mask, make_outputs, student_tensors
+
+from hrkd_ds.config import DistillConfig, TermConfig
+from hrkd_ds.distill import ReferenceDistillLoss, RelationalDistillLoss
+from hrkd_ds.distill.methods import LOGIT_KD_TERMS, METHODS, term_weights
+from hrkd_ds.distill.teacher_targets import logit_only
+from hrkd_ds.distill.term_registry import refuse_token_level
+
+K, B, T, Hs, Ht, Ls, Lt, C = 3, 2, 6, 8, 12, 2, 4, 3
+# logit-kd's kl with the pooled term; ce off here, as it is computed in float32 (labels.py)
+POOL = {**LOGIT_KD_TERMS, "ce": TermConfig(0.0), "pool": TermConfig(0.7)}
+
+
+def _pair(terms):
+    gen = torch.Generator().manual_seed(11)
+    torch.manual_seed(11)
+    mask = make_mask(K, B, T, gen)
+    so = make_outputs(mask, Ls, Hs, 2, C, gen, K=K, requires_grad=True, dtype=torch.float64, scores=False)
+    to = make_outputs(mask, Lt, Ht, 2, C, gen, dtype=torch.float64, scores=False)
+    labels = torch.randint(0, C, (K * B,), generator=gen)
+    fused = RelationalDistillLoss(Hs, Ht, Ls, Lt, K, graph_cfg(enabled=False), terms=terms).double().eval()
+    loop = ReferenceDistillLoss(Hs, Ht, Ls, Lt, K, graph_cfg(enabled=False), terms=terms, params=fused.params).eval()
+    return so, to, mask, labels, fused, loop
+
+
+def test_fused_matches_the_loop_and_the_equation_float64():
+    so, to, mask, labels, fused, loop = _pair(POOL)
+    outs = [loss(so, to, mask, K, labels=labels) for loss in (fused, loop)]
+    assert torch.allclose(outs[0].terms["pool"], outs[1].terms["pool"], rtol=1e-12)
+    assert torch.allclose(outs[0].total, outs[1].total, rtol=1e-12)
+    w = fused.params.pool_projection
+    by_hand = torch.stack([((w(so.hidden_states[-1][r, 0]) - to.hidden_states[Lt - 1][r, 0]) ** 2).mean()
+                           for r in (slice(d * B, (d + 1) * B) for d in range(K))])
+    assert torch.allclose(outs[0].terms["pool"], by_hand, rtol=1e-12)
+    without = RelationalDistillLoss(Hs, Ht, Ls, Lt, K, graph_cfg(enabled=False), terms={**POOL, "pool": TermConfig(0.0)}).double().eval()
+    rest = without(so, to, mask, K, labels=labels).total
+    assert torch.allclose(outs[0].total, rest + 0.7 * by_hand.mean(), rtol=1e-12)  # (1/K) sum_d, weight 0.7
+    leaves = [*student_tensors(so), w.weight, w.bias]
+    grads = [torch.autograd.grad(o.total, leaves, allow_unused=True) for o in outs]
+    for ga, gb in zip(*grads):
+        assert (ga is None) == (gb is None)
+        if ga is not None:
+            assert torch.allclose(ga, gb, rtol=1e-10, atol=1e-14)
+    assert grads[0][-2].abs().sum() > 0  # W_p learns
+    assert grads[0][len(student_tensors(so)) - 1 - len(so.attentions)].abs().sum() > 0  # the last layer's states
+
+
+def test_only_a_loss_that_reads_it_has_w_p_and_asks_for_the_teachers_last_layer():
+    *_, fused, _ = _pair(POOL)
+    assert fused.params.pool_projection is not None
+    *_, plain, _ = _pair(LOGIT_KD_TERMS)
+    assert plain.params.pool_projection is None and not any("pool" in k for k in plain.state_dict())
+
+    class Selects:
+        def select_internals(self, hidden_layers, map_layers):
+            self.hidden_layers, self.map_layers = tuple(hidden_layers), tuple(map_layers)
+
+    student, teacher = Selects(), Selects()
+    fused.request_internals(student, teacher)
+    assert teacher.hidden_layers == (Lt,) and teacher.map_layers == ()
+    with pytest.raises(ValueError, match="pooled=True"):
+        RelationalDistillLoss(Hs, Ht, Ls, Lt, K, graph_cfg(enabled=False), terms=POOL, params=plain.params)
+
+
+def test_it_crosses_tokenizers_and_keeps_the_teacher_online():
+    cfg = DistillConfig(method="logit-kd", terms={"pool": TermConfig(1.0)})
+    weights = term_weights(METHODS["logit-kd"], cfg)
+    refuse_token_level(weights, True, "logit-kd")  # no error: one vector per example
+    assert logit_only(term_weights(METHODS["logit-kd"], DistillConfig(method="logit-kd")))
+    assert not logit_only(weights)  # cached targets hold logits only: the teacher runs each step
