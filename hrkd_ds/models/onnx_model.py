@@ -95,11 +95,11 @@ def load_onnx_export(path: str | Path, threads: int | None = None) -> OnnxExport
     if not path.is_file():
         raise UserError(f"ONNX file not found: {path}")
     require("onnxruntime")
-    try:
-        sess = session(path, threads)
-    except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
+    onnx = require("onnx")
+    try:  # the metadata first (no session yet), so the session is built once, with the optimizers it names off
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception as err:  # a file that is not an ONNX model: protobuf's own exception types
         raise UserError(f"{path}: cannot load it with ONNX Runtime: {_first_line(err)}") from None
-    props = sess.get_modelmeta().custom_metadata_map
     missing = [k for k in _REQUIRED if META_PREFIX + k not in props]
     if missing:
         raise UserError(f"{path}: not an hrkd ONNX export (no {META_PREFIX}{missing[0]} metadata); write one with hrkd-export-onnx")
@@ -107,11 +107,10 @@ def load_onnx_export(path: str | Path, threads: int | None = None) -> OnnxExport
         meta = {k[len(META_PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(META_PREFIX)}
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: hrkd metadata is not valid JSON ({err.msg})") from None
-    if meta.get("disabled_optimizers"):  # the export measured these slower (engine/onnx_export.py)
-        try:
-            sess = session(path, threads, [str(name) for name in meta["disabled_optimizers"]])
-        except Exception as err:
-            raise UserError(f"{path}: cannot load it with ONNX Runtime: {_first_line(err)}") from None
+    try:  # disabled_optimizers: the ones the export measured slower (engine/onnx_export.py)
+        sess = session(path, threads, [str(name) for name in meta.get("disabled_optimizers") or ()])
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
+        raise UserError(f"{path}: cannot load it with ONNX Runtime: {_first_line(err)}") from None
     graph_inputs = {i.name for i in sess.get_inputs()}
     if not set(meta["inputs"]) <= graph_inputs or [o.name for o in sess.get_outputs()] != ["logits"]:
         raise UserError(f"{path}: its graph's inputs/outputs are not the ones its hrkd metadata names")

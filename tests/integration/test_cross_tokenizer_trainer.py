@@ -93,6 +93,7 @@ def test_online_teacher_reads_its_own_ids_one_process(minilm_teacher, it_root, i
     res = run(single_cmd() + _cross(out, it_cache, model, f"teacher_from={teacher_run}", *extra), it_root / f"{out.name}.log")
     assert_ok(res, "1-process cross-tokenizer logit-kd, online teacher")
     assert "no teacher forward in the distill steps" not in res.log
+    assert ("reads teacher states (layer-wise or pooled), the teacher runs online" in res.log) == ("pool" in terms)
     rows = loss_rows(out, "student")
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in rows)
     assert all(set(r["terms"]) == terms for r in rows)
