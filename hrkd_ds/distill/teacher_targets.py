@@ -9,7 +9,7 @@ BERT-base), so those recipes stay online.
 Key = hash(teacher weights and config, the training rows with their augmented copies, max_seq_len,
 padding, the teacher's compute precision): a changed teacher or augmentation setting misses. The
 rows are the teacher's own encoding when it has its own tokenizer (teacher.tokenizer,
-stages/distill.teacher_view), so the key and the logits follow the teacher's tokenisation; the
+StageContext.teacher_view), so the key and the logits follow the teacher's tokenisation; the
 file is checksummed (data/checked_cache.py) and a damaged one is rebuilt, never used.
 
 The one-off forward is rank-sharded through the stage's own teacher engine: rank r labels rows

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,12 @@ class StageContext(PreparedRun):
             "best_per_domain": best.per_domain, "final": best.final, "steps": total,
             "model_dir": str(out_dir / "model"),
         }
+
+    def teacher_view(self) -> "StageContext":
+        """The run as the teacher reads it: under teacher.tokenizer its own encoding of the same rows
+        and its own tokenizer (data/teacher_encoding.py), for its evaluations and cached logits; else self."""
+        own = self.data.teacher
+        return self if own is None else replace(self, data=own.data, tokenizer=own.tokenizer)
 
     def evaluate_model(self, engine_or_model) -> dict[str, Any]:
         """Dev/test accuracy of a model outside a training stage (a loaded or exported teacher)."""

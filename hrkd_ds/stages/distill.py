@@ -136,13 +136,6 @@ def _replaced(ctx: StageContext, **changes) -> TransferContext:
     return TransferContext(**{**{f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)}, **changes})
 
 
-def teacher_view(ctx: StageContext) -> StageContext:
-    """The run as the teacher reads it: under teacher.tokenizer its own encoding of the same rows
-    and its own tokenizer (data/teacher_encoding.py), for its evaluation and cached logits; else ctx."""
-    own = ctx.data.teacher
-    return ctx if own is None else _replaced(ctx, data=own.data, tokenizer=own.tokenizer)
-
-
 def transfer_context(ctx: StageContext, src: Path) -> TransferContext:
     """The training rows plus their augmented copies; rank 0 builds (or checks) the cache first."""
     specials, mask_id = set(ctx.tokenizer.all_special_ids), ctx.tokenizer.mask_token_id
@@ -167,7 +160,7 @@ def with_cached_targets(ctx: TransferContext, src: Path, stage) -> TransferConte
     cfg = ctx.cfg
     t_cfg = ctx.teacher_ds(stage)
     precision = compute_precision(t_cfg)
-    view = teacher_view(ctx)  # keyed on, and computed from, the teacher's own tokenisation
+    view = ctx.teacher_view()  # keyed on, and computed from, the teacher's own tokenisation
     train = [view.data.splits["train"][d] for d in ctx.domains]
     final = Path(data_cache_dir(ctx.cfg, ctx.run_dir)) / "teacher_targets" / targets_key(teacher_fingerprint(src), train, cfg.data.max_seq_len,
                                                                      cfg.data.pad_to, precision)
@@ -240,7 +233,7 @@ def run_distill(ctx: StageContext) -> None:
     if "teacher" not in ctx.results:  # teacher came from elsewhere: report it too
         found = teacher_run_results(ctx)
         if any_rank(found is None, ctx.dist.device) and teacher_engine is not None:  # every rank evaluates, or none
-            found = evaluate_teacher(teacher_view(ctx), teacher_engine)
+            found = evaluate_teacher(ctx.teacher_view(), teacher_engine)
         if found is not None:
             ctx.results["teacher"] = found
             ctx.save_results()  # a relaunch of a preempted student stage does not evaluate it again

@@ -38,7 +38,9 @@ def run_eval(ctx: StageContext) -> None:
         if teacher_sized:
             write_partition_record(model, ctx.run_dir.stage_dir("eval"), ctx.dist.rank, ctx.dist.world_size)
         with torch.no_grad():
-            ctx.results.setdefault(role, {})["eval"] = ctx.evaluate_model(model)
+            # teacher.tokenizer: the teacher reads its own encoding of the same rows (StageContext.teacher_view)
+            view = ctx.teacher_view() if role == "teacher" else ctx
+            ctx.results.setdefault(role, {})["eval"] = view.evaluate_model(model)
         ctx.results[role].setdefault("dev", ctx.results[role]["eval"]["dev"])
         ctx.results[role].setdefault("test", ctx.results[role]["eval"]["test"])
     ctx.save_results()

@@ -110,7 +110,7 @@ def test_logit_terms_cross_tokenizers_token_level_terms_are_one_line():
 
 @pytest.mark.parametrize("extra, says", [
     ([], "needs teacher_from"),
-    (["teacher_from=/t", "stages=[distill,eval]"], "stages ['eval']"),
+    (["teacher_from=/t", "stages=[general]", "teacher.init=pretrained", "teacher.pretrained=/p"], "stage general"),
     (["teacher_from=/t", "stages=[distill]", "student.init=teacher_layers", "student.teacher_layers=[1]"], "student.init=teacher_layers"),
     (["teacher_from=/t", "stages=[distill]", "transfer.augment_factor=2"], "transfer.augment_factor"),
 ])
@@ -118,6 +118,7 @@ def test_settings_that_would_feed_one_model_the_others_ids_are_refused(extra, sa
     with pytest.raises(UserError, match=r"^config field 'teacher.tokenizer': .*" + says.replace("[", r"\[")):
         load_config(None, ["teacher.tokenizer=/tok", *extra])
     assert load_config(None, ["teacher.tokenizer=/tok", "teacher_from=/t", "stages=[distill]"]).teacher.tokenizer == "/tok"
+    assert load_config(None, ["teacher.tokenizer=/tok", "teacher_from=/t", "stages=[distill,eval]"]).stages == ["distill", "eval"]
 
 
 def test_a_missing_or_broken_teacher_tokenizer_is_one_line_naming_the_field(two_encodings, tmp_path):

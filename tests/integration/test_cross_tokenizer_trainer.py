@@ -82,12 +82,13 @@ def test_cached_logits_are_the_teacher_on_its_own_encoding_two_ranks(minilm_teac
 
 
 @pytest.mark.parametrize("extra, terms", [
-    ([], {"kl", "ce"}),
+    (["stages=[distill,eval]"], {"kl", "ce"}),
     (["distill.terms.pool.weight=1", "transfer.teacher_targets=cached"], {"kl", "ce", "pool"}),
 ], ids=["logit-kd", "with-pooled-term"])
 def test_online_teacher_reads_its_own_ids_one_process(minilm_teacher, it_root, it_cache, extra, terms):
-    """Online logit-kd, and with the pooled term, which crosses tokenizers and keeps the teacher
-    online even under cached targets (its last-layer [CLS] state is not cached)."""
+    """Online logit-kd, then the eval stage (the teacher again on its own encoding); and with the
+    pooled term, which crosses tokenizers and keeps the teacher online even under cached targets
+    (its last-layer [CLS] state is not cached)."""
     teacher_run, model = minilm_teacher
     out = it_root / f"xtok_online_{len(terms)}"
     res = run(single_cmd() + _cross(out, it_cache, model, f"teacher_from={teacher_run}", *extra), it_root / f"{out.name}.log")
@@ -98,6 +99,10 @@ def test_online_teacher_reads_its_own_ids_one_process(minilm_teacher, it_root, i
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in rows)
     assert all(set(r["terms"]) == terms for r in rows)
     assert all(0 < v < 100 for r in rows for v in r["terms"].get("pool", {}).values())
+    results = read_results(out)
+    if "stages=[distill,eval]" in extra:  # the eval stage's teacher read its own ids: the distill stage's numbers
+        assert results["teacher"]["eval"] == {s: results["teacher"][s] for s in ("dev", "test")}
+        assert results["student"]["eval"]["test"]["average"] > 0
     assert_accuracies(read_results(out)["student"], DOMAINS)
 
 
