@@ -217,6 +217,8 @@ def test_general_skip_cls_leaves_position_0_out_of_the_hidden_terms_only():
     assert torch.allclose(a.total, b.total, rtol=1e-12)
     for k in ("emb", "hid", "att"):
         assert torch.allclose(a.terms[k], b.terms[k], rtol=1e-10), k
+    for k in ga:
+        assert torch.allclose(ga[k], gb[k], rtol=1e-10, atol=1e-14), k
     assert torch.equal(a.terms["att"], base.terms["att"]) and not torch.allclose(a.terms["hid"], base.terms["hid"])
     for k in ["emb"] + [f"hid{i}" for i in range(Ls)]:
         assert ga[k][:, 0].abs().max() == 0 and ga[k][:, 1:].abs().max() > 0, k
