@@ -1,16 +1,22 @@
-"""Multi-domain data pipeline: readers -> splits -> tokenizer -> tokenized cache -> episodes."""
+"""Multi-domain data pipeline: readers -> splits -> tokenizer -> tokenized cache -> episodes.
+
+The names below load on first use (PEP 562), so a tool that needs one small module (hrkd-predict
+reads only collate.pad_rows) does not import `datasets` and the tokenizer stack with it."""
 
 from __future__ import annotations
 
-from hrkd_ds.data.collate import collate_episode
-from hrkd_ds.data.multidomain import TokenizedSplits, tokenize_splits
-from hrkd_ds.data.readers import Example, read_amazon, read_mnli, read_table
-from hrkd_ds.data.shipped_sample import sample_dir
-from hrkd_ds.data.sampler import EpisodicDomainSampler
-from hrkd_ds.data.splits import RawSplits, load_splits
-from hrkd_ds.data.tokenizer import build_tokenizer
+import importlib
 
-__all__ = [
-    "sample_dir", "Example", "read_amazon", "read_mnli", "read_table", "RawSplits", "load_splits", "build_tokenizer",
-    "TokenizedSplits", "tokenize_splits", "EpisodicDomainSampler", "collate_episode",
-]
+_HOME = {
+    "collate_episode": "collate", "TokenizedSplits": "multidomain", "tokenize_splits": "multidomain",
+    "Example": "readers", "read_amazon": "readers", "read_mnli": "readers", "read_table": "readers",
+    "sample_dir": "shipped_sample", "EpisodicDomainSampler": "sampler", "RawSplits": "splits",
+    "load_splits": "splits", "build_tokenizer": "tokenizer",
+}
+__all__ = list(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
