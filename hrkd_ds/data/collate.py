@@ -43,10 +43,12 @@ def _gather(dataset, indices: Sequence[int]) -> dict[str, list]:
 def collate_episode(per_domain_datasets: Sequence, episode: Sequence[Sequence[int]], pad_id: int,
                     pad_to: Literal[PAD_TO] = "longest", max_seq_len: int | None = None,
                     targets: Sequence[np.ndarray] | None = None,
-                    teacher: tuple[Sequence, int] | None = None) -> dict[str, torch.Tensor]:
+                    teacher: tuple[Sequence, int] | None = None,
+                    pooled: Sequence[np.ndarray] | None = None) -> dict[str, torch.Tensor]:
     """episode[k] indexes per_domain_datasets[k]; rows are domain-major, domain_ids says whose.
     `targets[k]` (n_k, C), the cached teacher logits of domain k's rows (distill/teacher_targets.py),
-    adds `teacher_logits` (K*B, C) float32, read from the memory map at the episode's rows.
+    adds `teacher_logits` (K*B, C) float32, read from the memory map at the episode's rows, and
+    `pooled[k]` (n_k, H_t) the teacher's cached pooled states, `teacher_pooled` (K*B, H_t).
     `teacher` (its per-domain datasets, its pad id): the teacher's own encoding of the same rows
     (data/teacher_encoding.py), added as `teacher_input_ids` / `_attention_mask` / `_token_type_ids`."""
     if pad_to == "max_length" and not max_seq_len:
@@ -64,4 +66,7 @@ def collate_episode(per_domain_datasets: Sequence, episode: Sequence[Sequence[in
     if targets is not None:
         rows = [np.asarray(t[np.asarray(idx, dtype=np.int64)], dtype=np.float32) for t, idx in zip(targets, episode, strict=True)]
         batch["teacher_logits"] = torch.from_numpy(np.concatenate(rows))
+    if pooled is not None:
+        rows = [np.asarray(t[np.asarray(idx, dtype=np.int64)], dtype=np.float32) for t, idx in zip(pooled, episode, strict=True)]
+        batch["teacher_pooled"] = torch.from_numpy(np.concatenate(rows))
     return batch

@@ -177,10 +177,12 @@ class _RelationalLossBase(nn.Module):
 
     def _pooled(self, student_out, teacher_out, dtype: torch.dtype):
         """(teacher, student) last-layer states at position 0, (N, Ht) and (N, Hs); None when no
-        term reads them. Position 0 is a real token in every row (padding is on the right)."""
+        term reads them. Position 0 is a real token in every row (padding is on the right). A
+        cached teacher brings its pooled states (`pooled`, distill/teacher_targets.py)."""
         if "pooled" not in self.reads:
             return None, None
-        return teacher_out.hidden_states[self.teacher_depth - 1][:, 0].to(dtype), student_out.hidden_states[-1][:, 0]
+        teacher = teacher_out.pooled if teacher_out.pooled is not None else teacher_out.hidden_states[self.teacher_depth - 1][:, 0]
+        return teacher.to(dtype), student_out.hidden_states[-1][:, 0]
 
     @staticmethod
     def _place(level: str, value: torch.Tensor, levels: int) -> torch.Tensor:

@@ -52,10 +52,11 @@ def log_layout(module: torch.nn.Module, key: str) -> str:
     return getattr(module, "log_layout", {}).get(key, BY_DOMAIN)
 
 
-def cached_teacher_output(logits: torch.Tensor):
-    """The teacher's output as a logit-only loss reads it: `logits` from the cache, no internals
-    (the loss gathers teacher states only when a term reads them, RelationalDistillLoss._teacher_layers)."""
-    return EncoderOutputs(logits=logits, embeddings=None, hidden_states=(), attentions=())
+def cached_teacher_output(logits: torch.Tensor, pooled: torch.Tensor | None = None):
+    """The teacher's output as a cached-target loss reads it: `logits` (and the pooled states) from
+    the cache, no per-token internals (the loss gathers teacher states only when a term reads
+    them, RelationalDistillLoss._teacher_layers and _pooled)."""
+    return EncoderOutputs(logits=logits, embeddings=None, hidden_states=(), attentions=(), pooled=pooled)
 
 
 def distill_step(student, teacher, loss, batch: dict[str, torch.Tensor], num_domains: int) -> StepOutput:
@@ -66,7 +67,7 @@ def distill_step(student, teacher, loss, batch: dict[str, torch.Tensor], num_dom
     #    (RelationalDistillLoss.request_internals). With cached targets (a logit-only recipe,
     #    distill/teacher_targets.py) there is no teacher: its logits come with the batch
     if teacher is None:
-        teacher_out = cached_teacher_output(batch["teacher_logits"])
+        teacher_out = cached_teacher_output(batch["teacher_logits"], batch.get("teacher_pooled"))
     else:
         with torch.no_grad():
             teacher_out = teacher(**teacher_inputs(batch), output_internals=True)

@@ -1,13 +1,16 @@
 """Offline teacher targets: the frozen teacher's logits for every training row of the (augmented)
 transfer set, computed once and memory-mapped from the data cache (`transfer.teacher_targets: cached`).
 
-A logit-only recipe (every active term reads only `teacher_logits` and `labels`) then needs no
-teacher forward per step and no teacher engine at all: the step reads `batch["teacher_logits"]`
-(distill/step.py). Layer-wise terms need the teacher's hidden states (about 2 MB per example at
-BERT-base), so those recipes stay online.
+A recipe whose terms read only `teacher_logits`, `labels` and `pooled` then needs no teacher
+forward per step and no teacher engine at all: the step reads `batch["teacher_logits"]` (and,
+for the pooled term, `batch["teacher_pooled"]`, the teacher's last-layer state at position 0:
+one H_t vector per row, stored beside the logits as the row's last H_t columns; distill/step.py).
+Layer-wise terms need the teacher's per-token states (about 2 MB per example at BERT-base), so
+those recipes stay online.
 
 Key = hash(teacher weights and config, the training rows with their augmented copies, max_seq_len,
-padding, the teacher's compute precision): a changed teacher or augmentation setting misses. The
+padding, the teacher's compute precision, whether the pooled states are stored): a changed
+teacher or augmentation setting misses. The
 rows are the teacher's own encoding when it has its own tokenizer (teacher.tokenizer,
 StageContext.teacher_view), so the key and the logits follow the teacher's tokenisation; the
 file is checksummed (data/checked_cache.py) and a damaged one is rebuilt, never used.
@@ -36,14 +39,26 @@ from hrkd_ds.data.collate import pad_rows
 from hrkd_ds.distill.term_registry import active_terms
 
 _FORMAT_VERSION = "targets-1"
-LOGIT_READS = frozenset({"teacher_logits", "labels"})
+CACHED_READS = frozenset({"teacher_logits", "labels", "pooled"})  # what the cache can stand in for
 FORWARD_BATCH = 64  # rows per teacher forward while labelling
 
 
-def logit_only(weights: dict, task_head: bool = True) -> bool:
-    """Every active term reads only the teacher's logits and the labels (no hidden states or maps)."""
+def cacheable(weights: dict, task_head: bool = True) -> bool:
+    """Every active term reads only what the cache holds: logits, labels, pooled states (no
+    per-token states or maps)."""
     terms = active_terms(weights, task_head=task_head)
-    return bool(terms) and all(t.reads <= LOGIT_READS for t, _ in terms)
+    return bool(terms) and all(t.reads <= CACHED_READS for t, _ in terms)
+
+
+def reads_pooled(weights: dict, task_head: bool = True) -> bool:
+    """Some active term reads the teacher's pooled state: the cache then stores it too."""
+    return any("pooled" in t.reads for t, _ in active_terms(weights, task_head=task_head))
+
+
+def split_columns(arrays: Sequence[np.ndarray], num_labels: int, pooled: bool):
+    """(logits, pooled) per domain from the stored rows: the first C columns, then the H_t
+    pooled ones (None when not stored); views of the memory map, nothing copied."""
+    return [a[:, :num_labels] for a in arrays], ([a[:, num_labels:] for a in arrays] if pooled else None)
 
 
 def teacher_fingerprint(model_dir: str | Path) -> str:
@@ -60,8 +75,9 @@ def teacher_fingerprint(model_dir: str | Path) -> str:
     return h.hexdigest()
 
 
-def targets_key(teacher_fp: str, train: Sequence, max_seq_len: int, pad_to: str, precision: str) -> str:
+def targets_key(teacher_fp: str, train: Sequence, max_seq_len: int, pad_to: str, precision: str, pooled: bool = False) -> str:
     parts = [_FORMAT_VERSION, teacher_fp, rows_hash(list(train)), str(max_seq_len), pad_to, precision]
+    parts += ["pooled"] if pooled else []  # a logits-only file keeps its key
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:20]
 
 

@@ -35,6 +35,7 @@ class EncoderOutputs(ModelOutput):
     embeddings: torch.Tensor | None = None  # (N, T, H) embedding-layer output
     hidden_states: tuple[torch.Tensor | None, ...] | None = None  # L x (N, T, H), layer outputs; None where not selected
     attentions: tuple[torch.Tensor | None, ...] | None = None  # L x (N, heads, T, T), scores or probs; None where not selected
+    pooled: torch.Tensor | None = None  # (N, H) last layer at position 0: only a cached teacher's (distill/step.py)
 
 
 def _layer_indices(layers: Iterable[int] | None, count: int) -> frozenset[int]:

@@ -16,7 +16,9 @@ from hrkd_ds.config.deepspeed import compute_precision, zero_stage
 from hrkd_ds.data.augment import with_transfer_set
 from hrkd_ds.data.collate import collate_episode
 from hrkd_ds.distill.methods import build_step_module, method, term_weights
-from hrkd_ds.distill.teacher_targets import label_rows, load_or_build, logit_only, targets_key, teacher_fingerprint
+from hrkd_ds.distill.teacher_targets import (
+    cacheable, label_rows, load_or_build, reads_pooled, split_columns, targets_key, teacher_fingerprint,
+)
 from hrkd_ds.engine.distributed import any_rank, barrier
 from hrkd_ds.engine.teacher import build_teacher_engine, write_partition_record
 from hrkd_ds.errors import UserError
@@ -111,25 +113,28 @@ class TransferContext(StageContext):
     (data/augment.py) and, with cached targets, the teacher's logits for each row in every batch."""
 
     targets: list | None = None  # per domain (n_d, C) memory maps (distill/teacher_targets.py)
+    pooled: list | None = None  # per domain (n_d, H_t): the teacher's cached pooled states, when a term reads them
 
     def collate_fn(self):
         train = [self.data.splits["train"][d] for d in self.domains]
-        pad_id, device, targets = self.tokenizer.pad_token_id, self.dist.device, self.targets
+        pad_id, device, targets, pooled = self.tokenizer.pad_token_id, self.dist.device, self.targets, self.pooled
         own = self.data.teacher  # teacher.tokenizer: the teacher's rows ride along (unless its logits are cached)
         teacher = ([own.data.splits["train"][d] for d in self.domains], own.pad_id) if own and targets is None else None
 
         def collate(episode):
-            batch = collate_episode(train, episode, pad_id, self.cfg.data.pad_to, self.cfg.data.max_seq_len, targets, teacher)
+            batch = collate_episode(train, episode, pad_id, self.cfg.data.pad_to, self.cfg.data.max_seq_len, targets, teacher,
+                                    pooled)
             return {k: v.to(device) for k, v in batch.items()}
 
         return collate
 
 
 def cached_targets(cfg, spec) -> bool:
-    """`transfer.teacher_targets: cached` and a logit-only recipe; a layer-wise one stays online."""
+    """`transfer.teacher_targets: cached` and a recipe the cache can serve (logits, labels, pooled
+    states); a layer-wise one stays online."""
     if not spec.uses_teacher or cfg.transfer.teacher_targets != "cached":
         return False
-    return logit_only(term_weights(spec, cfg.distill), task_head=spec.prediction)
+    return cacheable(term_weights(spec, cfg.distill), task_head=spec.prediction)
 
 
 def _replaced(ctx: StageContext, **changes) -> TransferContext:
@@ -153,36 +158,44 @@ def transfer_context(ctx: StageContext, src: Path) -> TransferContext:
     return _replaced(ctx, data=data)
 
 
-def with_cached_targets(ctx: TransferContext, src: Path, stage) -> TransferContext:
-    """The teacher's logits for every training row, from the cache or computed now (rank-sharded
-    through a teacher engine that is dropped afterwards); the teacher's accuracies are measured
-    here when the run does not have them yet."""
+def with_cached_targets(ctx: TransferContext, src: Path, stage, spec) -> TransferContext:
+    """The teacher's logits (and pooled states, when a term reads them) for every training row,
+    from the cache or computed now (rank-sharded through a teacher engine that is dropped
+    afterwards); the teacher's accuracies are measured here when the run does not have them yet."""
     cfg = ctx.cfg
+    pooled = reads_pooled(term_weights(spec, cfg.distill), task_head=spec.prediction)
     t_cfg = ctx.teacher_ds(stage)
     precision = compute_precision(t_cfg)
     view = ctx.teacher_view()  # keyed on, and computed from, the teacher's own tokenisation
     train = [view.data.splits["train"][d] for d in ctx.domains]
     final = Path(data_cache_dir(ctx.cfg, ctx.run_dir)) / "teacher_targets" / targets_key(teacher_fingerprint(src), train, cfg.data.max_seq_len,
-                                                                     cfg.data.pad_to, precision)
+                                                                     cfg.data.pad_to, precision, pooled)
     engine = None
 
     def teacher_engine():
         nonlocal engine
         if engine is None:
-            engine = build_teacher_engine(load_teacher(ctx, src, t_cfg), t_cfg)
+            model = load_teacher(ctx, src, t_cfg)
+            model.select_internals([model.num_layers] if pooled else (), ())  # the pooled term's last layer only
+            engine = build_teacher_engine(model, t_cfg)
         return engine
 
+    def forward(inputs):
+        """The logits, then (pooled) the last layer's position-0 state: one row of C + H_t columns."""
+        out = teacher_engine()(**inputs, output_internals=pooled)
+        return torch.cat([out.logits.float(), out.hidden_states[-1][:, 0].float()], dim=-1) if pooled else out.logits
+
     def build():
-        e = teacher_engine()
         pad = cfg.data.max_seq_len if cfg.data.pad_to == "max_length" else None
-        return label_rows(lambda inputs: e(**inputs).logits, train, view.tokenizer.pad_token_id, ctx.dist.rank,
-                          ctx.dist.world_size, ctx.dist.device, pad)
+        return label_rows(forward, train, view.tokenizer.pad_token_id, ctx.dist.rank, ctx.dist.world_size, ctx.dist.device, pad)
 
     t0 = time.perf_counter()
-    targets, built = load_or_build(final, train, build, ctx.dist.rank, lambda flag: any_rank(flag, ctx.dist.device), barrier)
+    rows, built = load_or_build(final, train, build, ctx.dist.rank, lambda flag: any_rank(flag, ctx.dist.device), barrier)
+    targets, pooled_states = split_columns(rows, len(ctx.labels), pooled)
     if ctx.dist.is_main:
         print(f"[hrkd] teacher targets {'computed and cached' if built else 'read from the cache'}: {final} "
-              f"({sum(len(t) for t in targets)} rows, {time.perf_counter() - t0:.1f} s); no teacher forward in the distill steps",
+              f"({sum(len(t) for t in targets)} rows{', logits and pooled states' if pooled else ''}, "
+              f"{time.perf_counter() - t0:.1f} s); no teacher forward in the distill steps",
               flush=True)
     if "teacher" not in ctx.results:  # as run_distill does for an online teacher
         found = teacher_run_results(ctx)
@@ -192,7 +205,7 @@ def with_cached_targets(ctx: TransferContext, src: Path, stage) -> TransferConte
         ctx.save_results()
     del engine
     gc.collect()
-    return _replaced(ctx, targets=targets)
+    return _replaced(ctx, targets=targets, pooled=pooled_states)
 
 
 def run_distill(ctx: StageContext) -> None:
@@ -207,7 +220,7 @@ def run_distill(ctx: StageContext) -> None:
     if spec.uses_teacher and (cfg.transfer.augment_factor or cached):  # the teacher stage and `none` never see it
         train_ctx = transfer_context(ctx, src)
     if cached:
-        train_ctx = with_cached_targets(train_ctx, src, stage)
+        train_ctx = with_cached_targets(train_ctx, src, stage, spec)
     elif spec.uses_teacher and cfg.transfer.teacher_targets == "cached" and ctx.dist.is_main:
         print("[hrkd] transfer.teacher_targets=cached: this recipe reads teacher states (layer-wise or pooled), "
               "the teacher runs online", flush=True)

@@ -1,8 +1,8 @@
 """The pooled-representation term (`pool`, distill/loss_terms/pooled.py): the student's last-layer
 state at position 0, projected, against the teacher's. Fused against the loop and a hand
 computation in float64, its gradient reaches W_p, the teacher keeps only its last layer for it, a
-loss without it has no W_p (earlier checkpoints load), it crosses tokenizers and keeps the
-teacher online."""
+loss without it has no W_p (earlier checkpoints load), it crosses tokenizers and cached targets
+can stand in for the teacher (distill/test_teacher_targets.py: the step from the cache)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from distill_inputs import graph_cfg, make_mask, make_outputs, student_tensors
 from hrkd_ds.config import DistillConfig, TermConfig
 from hrkd_ds.distill import ReferenceDistillLoss, RelationalDistillLoss
 from hrkd_ds.distill.methods import LOGIT_KD_TERMS, METHODS, term_weights
-from hrkd_ds.distill.teacher_targets import logit_only
+from hrkd_ds.distill.teacher_targets import cacheable, reads_pooled
 from hrkd_ds.distill.term_registry import refuse_token_level
 
 K, B, T, Hs, Ht, Ls, Lt, C = 3, 2, 6, 8, 12, 2, 4, 3
@@ -73,9 +73,10 @@ def test_only_a_loss_that_reads_it_has_w_p_and_asks_for_the_teachers_last_layer(
         RelationalDistillLoss(Hs, Ht, Ls, Lt, K, graph_cfg(enabled=False), terms=POOL, params=plain.params)
 
 
-def test_it_crosses_tokenizers_and_keeps_the_teacher_online():
+def test_it_crosses_tokenizers_and_the_cache_can_hold_it():
     cfg = DistillConfig(method="logit-kd", terms={"pool": TermConfig(1.0)})
     weights = term_weights(METHODS["logit-kd"], cfg)
     refuse_token_level(weights, True, "logit-kd")  # no error: one vector per example
-    assert logit_only(term_weights(METHODS["logit-kd"], DistillConfig(method="logit-kd")))
-    assert not logit_only(weights)  # cached targets hold logits only: the teacher runs each step
+    assert cacheable(weights) and reads_pooled(weights)  # cached targets store the pooled states too
+    plain = term_weights(METHODS["logit-kd"], DistillConfig(method="logit-kd"))
+    assert cacheable(plain) and not reads_pooled(plain)

@@ -16,7 +16,7 @@ from hrkd_ds.data.collate import collate_episode
 from hrkd_ds.data.multidomain import tokenize_splits
 from hrkd_ds.distill.methods import METHODS, build_step_module, term_weights
 from hrkd_ds.distill.step import model_inputs
-from hrkd_ds.distill.teacher_targets import label_rows, load_or_build, logit_only, targets_key, teacher_fingerprint
+from hrkd_ds.distill.teacher_targets import cacheable, label_rows, load_or_build, split_columns, targets_key, teacher_fingerprint
 from hrkd_ds.models.build import build_model
 
 T = 32
@@ -74,9 +74,9 @@ def test_logit_only_step_from_the_cache_equals_the_online_step(sample, teacher):
     cached = label_rows(_forward(teacher), train, tok.pad_token_id, 0, 1, torch.device("cpu"))
     dcfg = DistillConfig(method="logit-kd", temperature=2.0)
     spec = METHODS["logit-kd"]
-    assert logit_only(term_weights(spec, dcfg))
-    assert not logit_only(term_weights(METHODS["kd"], DistillConfig(method="kd")))
-    assert logit_only(term_weights(METHODS["kd"], DistillConfig(method="kd", terms={k: TermConfig(0.0) for k in ("emb", "att", "hid")})))
+    assert cacheable(term_weights(spec, dcfg))
+    assert not cacheable(term_weights(METHODS["kd"], DistillConfig(method="kd")))
+    assert cacheable(term_weights(METHODS["kd"], DistillConfig(method="kd", terms={k: TermConfig(0.0) for k in ("emb", "att", "hid")})))
     student = _model(data, tok, seed=1, hidden=16, layers=1)
     online_teacher = copy.deepcopy(teacher)
     module = build_step_module("logit-kd", student, online_teacher, len(data.domains), GraphConfig(), dcfg)
@@ -88,6 +88,38 @@ def test_logit_only_step_from_the_cache_equals_the_online_step(sample, teacher):
     assert torch.allclose(online.loss, offline.loss, rtol=1e-5, atol=1e-6)
     for key in ("kl", "ce"):
         assert torch.allclose(online.logs[key], offline.logs[key], rtol=1e-5, atol=1e-6)
+
+
+def test_pooled_term_step_from_the_cache_equals_the_online_step(sample, teacher):
+    """logit-kd + the pooled term: the cache's rows are the logits, then the teacher's last-layer
+    position-0 state; the step from them equals the online step, and no teacher runs."""
+    data, tok = sample
+    train = _train(data)
+    dcfg = DistillConfig(method="logit-kd", temperature=2.0, terms={"pool": TermConfig(1.0)})
+    assert cacheable(term_weights(METHODS["logit-kd"], dcfg))
+    labeller = copy.deepcopy(teacher)
+    labeller.select_internals([labeller.num_layers], ())
+
+    def forward(inputs):
+        out = labeller(**inputs, output_internals=True)
+        return torch.cat([out.logits, out.hidden_states[-1][:, 0]], dim=-1)
+
+    rows = label_rows(forward, train, tok.pad_token_id, 0, 1, torch.device("cpu"))
+    C = len(data.labels)
+    logits, pooled = split_columns(rows, C, pooled=True)
+    assert rows[0].shape[1] == C + teacher.hidden_size and pooled[0].shape[1] == teacher.hidden_size
+    student = _model(data, tok, seed=1, hidden=16, layers=1)
+    online_teacher = copy.deepcopy(teacher)
+    module = build_step_module("logit-kd", student, online_teacher, len(data.domains), GraphConfig(), dcfg)
+    episode = [[3, 0], [1, 2], [0, 9], [60, 61]]
+    online = module(collate_episode(train, episode, tok.pad_token_id), teacher=online_teacher)
+    with_targets = collate_episode(train, episode, tok.pad_token_id, targets=logits, pooled=pooled)
+    assert with_targets["teacher_pooled"].shape == (8, teacher.hidden_size)
+    offline = module(with_targets, teacher=None)
+    assert torch.allclose(online.loss, offline.loss, rtol=1e-5, atol=1e-6)
+    for key in ("kl", "ce", "pool"):
+        assert torch.allclose(online.logs[key], offline.logs[key], rtol=1e-5, atol=1e-6), key
+    assert offline.logs["pool"].abs().sum() > 0
 
 
 def test_key_follows_teacher_weights_rows_and_length(sample, teacher, tmp_path):
@@ -111,6 +143,7 @@ def test_key_follows_teacher_weights_rows_and_length(sample, teacher, tmp_path):
     assert targets_key(fp, train, 64, "longest", "fp32") != key
     assert targets_key(fp, train, T, "max_length", "fp32") != key
     assert targets_key(fp, train, T, "longest", "bf16") != key
+    assert targets_key(fp, train, T, "longest", "fp32", pooled=True) != key  # logits + pooled states: another file
 
 
 def test_damaged_or_mis_sized_cache_is_rebuilt_never_used(sample, teacher, tmp_path, capsys):

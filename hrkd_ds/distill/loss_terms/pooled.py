@@ -2,7 +2,8 @@
 BERT-style head pools), projected to the teacher's width, against the teacher's (docs/METHOD.md,
 "Loss terms"); (1/K) sum_d in the total, not graph-weighted. One vector per example, so it
 crosses tokenizers (each model's own position 0) where the token-level terms cannot. Off by
-default; it needs the teacher online (cached targets hold logits only)."""
+default; cached teacher targets store the teacher's vector beside its logits
+(distill/teacher_targets.py), so it needs no teacher forward per step."""
 
 from __future__ import annotations
 
