@@ -64,8 +64,9 @@ def distill_step(student, teacher, loss, batch: dict[str, torch.Tensor], num_dom
     inputs = model_inputs(batch)
     # 1. the frozen teacher: no graph kept; a ZeRO-3 teacher gathers its layers here, a collective,
     #    so every rank runs it every step. It returns only the internals the loss asked for
-    #    (RelationalDistillLoss.request_internals). With cached targets (a logit-only recipe,
-    #    distill/teacher_targets.py) there is no teacher: its logits come with the batch
+    #    (RelationalDistillLoss.request_internals). With cached targets (a recipe without
+    #    layer-wise terms, distill/teacher_targets.py) there is no teacher: its logits (and pooled
+    #    states) come with the batch
     if teacher is None:
         teacher_out = cached_teacher_output(batch["teacher_logits"], batch.get("teacher_pooled"))
     else:

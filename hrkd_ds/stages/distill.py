@@ -222,7 +222,7 @@ def run_distill(ctx: StageContext) -> None:
     if cached:
         train_ctx = with_cached_targets(train_ctx, src, stage, spec)
     elif spec.uses_teacher and cfg.transfer.teacher_targets == "cached" and ctx.dist.is_main:
-        print("[hrkd] transfer.teacher_targets=cached: this recipe reads teacher states (layer-wise or pooled), "
+        print("[hrkd] transfer.teacher_targets=cached: this recipe has layer-wise terms (per-token teacher states), "
               "the teacher runs online", flush=True)
     if from_layers or (spec.uses_teacher and not cached):
         t_cfg = ctx.teacher_ds(stage)

@@ -85,7 +85,7 @@ def test_layer_wise_recipe_trains_on_the_transfer_set_with_the_online_teacher(ru
             f"teacher_from={a_out}", "distill_train.max_steps=3"]
     res = run(single_cmd() + train_args(out, cache, *args), root / "kd.log")
     assert_ok(res, "kd on the transfer set")
-    assert "this recipe reads teacher states (layer-wise or pooled), the teacher runs online" in res.log
+    assert "this recipe has layer-wise terms (per-token teacher states), the teacher runs online" in res.log
     assert "teacher targets" not in res.log.replace("transfer.teacher_targets", "")
     assert len(list((cache / "transfer").iterdir())) == 1
     assert list((out / "student").glob("teacher_partition.rank*.json"))  # the online teacher engine
