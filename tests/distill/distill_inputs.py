@@ -69,3 +69,26 @@ def assert_compiles_like_eager(loss, so, to, mask, K: int) -> None:
     assert torch.allclose(out.total, eager.total, rtol=1e-6)
     for a, b in zip(g_comp, g_eager):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)
+
+
+# loss_pair's shapes: K domains, B rows each, T tokens, student/teacher widths and depths, C classes
+PAIR_DIMS = dict(K=3, B=2, T=6, Hs=8, Ht=12, Ls=2, Lt=4, C=3)
+
+
+def loss_pair(terms, seed: int = 5, temperature: float = 1.0, two_stage: bool = False):
+    """(student out, teacher out, mask, labels, fused loss, loop loss) in float64 at PAIR_DIMS, the
+    graph off, the two losses sharing their parameters (tests of single terms and recipes)."""
+    from hrkd_ds.distill import ReferenceDistillLoss, RelationalDistillLoss
+
+    K, B, T, Hs, Ht, Ls, Lt, C = PAIR_DIMS.values()
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    mask = make_mask(K, B, T, gen)
+    so = make_outputs(mask, Ls, Hs, 2, C, gen, K=K, requires_grad=True, dtype=torch.float64, scores=False)
+    to = make_outputs(mask, Lt, Ht, 2, C, gen, dtype=torch.float64, scores=False)
+    labels = torch.randint(0, C, (K * B,), generator=gen)
+    g = graph_cfg(enabled=False)
+    fused = RelationalDistillLoss(Hs, Ht, Ls, Lt, K, g, terms=terms, temperature=temperature, two_stage=two_stage).double().eval()
+    loop = ReferenceDistillLoss(Hs, Ht, Ls, Lt, K, g, terms=terms, temperature=temperature, params=fused.params,
+                                two_stage=two_stage).eval()
+    return so, to, mask, labels, fused, loop

@@ -9,29 +9,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill_inputs import graph_cfg, make_mask, make_outputs, student_tensors
+from distill_inputs import PAIR_DIMS, graph_cfg, loss_pair, student_tensors
 
 from hrkd_ds.config import DistillConfig, TermConfig
-from hrkd_ds.distill import ReferenceDistillLoss, RelationalDistillLoss
+from hrkd_ds.distill import RelationalDistillLoss
 from hrkd_ds.distill.methods import LOGIT_KD_TERMS, METHODS, term_weights
 from hrkd_ds.distill.teacher_targets import cacheable, reads_pooled
 from hrkd_ds.distill.term_registry import refuse_token_level
 
-K, B, T, Hs, Ht, Ls, Lt, C = 3, 2, 6, 8, 12, 2, 4, 3
+K, B, T, Hs, Ht, Ls, Lt, C = PAIR_DIMS.values()
 # logit-kd's kl with the pooled term; ce off here, as it is computed in float32 (labels.py)
 POOL = {**LOGIT_KD_TERMS, "ce": TermConfig(0.0), "pool": TermConfig(0.7)}
 
 
 def _pair(terms):
-    gen = torch.Generator().manual_seed(11)
-    torch.manual_seed(11)
-    mask = make_mask(K, B, T, gen)
-    so = make_outputs(mask, Ls, Hs, 2, C, gen, K=K, requires_grad=True, dtype=torch.float64, scores=False)
-    to = make_outputs(mask, Lt, Ht, 2, C, gen, dtype=torch.float64, scores=False)
-    labels = torch.randint(0, C, (K * B,), generator=gen)
-    fused = RelationalDistillLoss(Hs, Ht, Ls, Lt, K, graph_cfg(enabled=False), terms=terms).double().eval()
-    loop = ReferenceDistillLoss(Hs, Ht, Ls, Lt, K, graph_cfg(enabled=False), terms=terms, params=fused.params).eval()
-    return so, to, mask, labels, fused, loop
+    return loss_pair(terms, seed=11)
 
 
 def test_fused_matches_the_loop_and_the_equation_float64():

@@ -16,31 +16,17 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "integration"))
 
-from distill_inputs import graph_cfg, make_mask, make_outputs, student_tensors  # noqa: E402
+from distill_inputs import PAIR_DIMS, graph_cfg, loss_pair, student_tensors  # noqa: E402
 from integration_helpers import assert_ok, free_port, loss_rows, run, torchrun_cmd, train_args  # noqa: E402
 
 from hrkd_ds.config import DistillConfig, TermConfig, load_config  # noqa: E402
-from hrkd_ds.distill import ReferenceDistillLoss, RelationalDistillLoss  # noqa: E402
+from hrkd_ds.distill import RelationalDistillLoss  # noqa: E402
 from hrkd_ds.distill.loss_terms.kl import kl_rows  # noqa: E402
 from hrkd_ds.distill.methods import LOGIT_KD_TERMS, METHODS, DistillModule, term_weights  # noqa: E402
 from hrkd_ds.errors import UserError  # noqa: E402
 
-K, B, T, Hs, Ht, Ls, Lt, C = 3, 2, 6, 8, 12, 2, 4, 3
-
-
-def pair(terms, temperature=1.0, two_stage=False):
-    gen = torch.Generator().manual_seed(5)
-    torch.manual_seed(5)
-    mask = make_mask(K, B, T, gen)
-    so = make_outputs(mask, Ls, Hs, 2, C, gen, K=K, requires_grad=True, dtype=torch.float64, scores=False)
-    to = make_outputs(mask, Lt, Ht, 2, C, gen, dtype=torch.float64, scores=False)
-    labels = torch.randint(0, C, (K * B,), generator=gen)
-    g = graph_cfg(enabled=False)
-    fused = RelationalDistillLoss(Hs, Ht, Ls, Lt, K, g, terms=terms, temperature=temperature,
-                                  two_stage=two_stage).double().eval()
-    loop = ReferenceDistillLoss(Hs, Ht, Ls, Lt, K, g, terms=terms, temperature=temperature, params=fused.params,
-                                two_stage=two_stage).eval()
-    return so, to, mask, labels, fused, loop
+K, B, T, Hs, Ht, Ls, Lt, C = PAIR_DIMS.values()
+pair = loss_pair
 
 
 def test_kl_is_tau_squared_kl_summed_over_classes_mean_over_rows():
