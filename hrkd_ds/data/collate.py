@@ -63,10 +63,13 @@ def collate_episode(per_domain_datasets: Sequence, episode: Sequence[Sequence[in
         t_parts = [_gather(ds, idx) for ds, idx in zip(teacher[0], episode, strict=True)]
         t_rows = {key: [row for p in t_parts for row in p[key]] for key, _ in _PADDED}
         batch.update({f"{TEACHER_PREFIX}{k}": v for k, v in pad_rows(t_rows, teacher[1], length).items()})
-    if targets is not None:
-        rows = [np.asarray(t[np.asarray(idx, dtype=np.int64)], dtype=np.float32) for t, idx in zip(targets, episode, strict=True)]
-        batch["teacher_logits"] = torch.from_numpy(np.concatenate(rows))
-    if pooled is not None:
-        rows = [np.asarray(t[np.asarray(idx, dtype=np.int64)], dtype=np.float32) for t, idx in zip(pooled, episode, strict=True)]
-        batch["teacher_pooled"] = torch.from_numpy(np.concatenate(rows))
+    for key, arrays in (("teacher_logits", targets), ("teacher_pooled", pooled)):
+        if arrays is not None:
+            batch[key] = _rows_at(arrays, episode)
     return batch
+
+
+def _rows_at(per_domain: Sequence[np.ndarray], episode: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Domain-major float32 rows of per-domain (memory-mapped) arrays at the episode's indices."""
+    rows = [np.asarray(a[np.asarray(idx, dtype=np.int64)], dtype=np.float32) for a, idx in zip(per_domain, episode, strict=True)]
+    return torch.from_numpy(np.concatenate(rows))

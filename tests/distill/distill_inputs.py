@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from hrkd_ds.config import GraphConfig
+from hrkd_ds.distill import ReferenceDistillLoss, RelationalDistillLoss
 from hrkd_ds.models.encoder import EncoderOutputs
 
 
@@ -78,8 +79,6 @@ PAIR_DIMS = dict(K=3, B=2, T=6, Hs=8, Ht=12, Ls=2, Lt=4, C=3)
 def loss_pair(terms, seed: int = 5, temperature: float = 1.0, two_stage: bool = False):
     """(student out, teacher out, mask, labels, fused loss, loop loss) in float64 at PAIR_DIMS, the
     graph off, the two losses sharing their parameters (tests of single terms and recipes)."""
-    from hrkd_ds.distill import ReferenceDistillLoss, RelationalDistillLoss
-
     K, B, T, Hs, Ht, Ls, Lt, C = PAIR_DIMS.values()
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
