@@ -18,6 +18,10 @@ live grid, so a lost grid directory loses no result. Teacher and general cells a
 just before the first such cell. Only the project's own archive updates docs/: the report of any
 other archive goes where --report-dir says (default: <archive>-report/ beside it; --smoke: the grid
 directory).
+A phase that runs what a pre-registered dev-only rule chose (`methods: [{selected: RULE}]`,
+hrkd_ds/analysis/selection.py) has no cells until every cell the rule reads is finished: --list
+and the run's `[wait]` lines say how many are, and the run plans itself again the moment the
+choice can be made, so the chosen phase runs in its place.
 Data: --amazon DIR, --mnli TRAIN_TSV, --mnli-test TEST_TSV (default: the dataset configs' paths).
 """
 
@@ -31,13 +35,14 @@ import time
 from pathlib import Path
 
 from hrkd_ds.analysis.archive import sync_archive
-from hrkd_ds.analysis.cells import METHOD_ORDER
+from hrkd_ds.analysis.cells import METHOD_ORDER, scan_grids
 from hrkd_ds.analysis.duplicates import regenerate as regenerate_duplicates
 from hrkd_ds.analysis.grid import GridCell, check_phases, expand, load_spec, select
 from hrkd_ds.analysis.grid_progress import Progress
-from hrkd_ds.analysis.grid_schedule import STOPPED_EXIT, run_grid
+from hrkd_ds.analysis.grid_schedule import STOPPED_EXIT, run_planned
 from hrkd_ds.analysis.readme_table import update_readme
 from hrkd_ds.analysis.results import write_results
+from hrkd_ds.analysis.selection import dev_of_cells, resolve
 from hrkd_ds.errors import UserError, exit_on_user_error
 from hrkd_ds.io import atomic_write_json, atomic_write_text
 
@@ -101,21 +106,29 @@ def data_overrides(args: argparse.Namespace) -> dict[str, list[str]]:
     return out
 
 
-def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path, Path, dict]:
+def grid_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(live grid root, archive)."""
+    root = Path(args.out or ("runs/reproduce-smoke" if args.smoke else "runs/reproduce")).resolve()
+    archive = Path(args.archive).resolve() if args.archive else (root.with_name(root.name + "-archive") if args.smoke else ARCHIVE)
+    return root, archive
+
+
+def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path, Path, dict, list[str]]:
+    """(cells, root, archive, the spec as written, the phases still waiting for a pre-registered choice)."""
     spec = load_spec(REPO / args.spec)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     overrides = data_overrides(args)
+    root, archive = grid_dirs(args)
     if args.smoke:
         spec["phases"] = SMOKE_PHASES
         check_phases(spec, f"--smoke on {args.spec}")
         overrides["amazon"] = SMOKE_OVERRIDES
-    cells = select(expand(spec, REPO, overrides, seeds), args.only)
+    chosen, waiting = resolve(spec, dev_of_cells(scan_grids([root, archive])[0]))  # dev only (analysis/selection.py)
+    cells = select(expand(chosen, REPO, overrides, seeds), args.only)
     if args.smoke:  # the tiny schedule wins over the fraction's epochs and evaluation period
         for c in cells:
             c.overrides += SMOKE_OVERRIDES
-    root = Path(args.out or ("runs/reproduce-smoke" if args.smoke else "runs/reproduce")).resolve()
-    archive = Path(args.archive).resolve() if args.archive else (root.with_name(root.name + "-archive") if args.smoke else ARCHIVE)
-    return cells, root, archive, spec
+    return cells, root, archive, spec, waiting
 
 
 STOP = {"requested": False}  # Ctrl-C / SIGTERM: the running cell checkpoints, then the grid stops
@@ -198,22 +211,25 @@ def report(root: Path, archive: Path, smoke: bool, spec: dict, report_dir: str |
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with exit_on_user_error("reproduce"):
-        cells, root, archive, spec = build_cells(args)
+        cells, root, archive, spec, waiting = build_cells(args)
         if args.duplicates:
             for path in regenerate_duplicates(load_spec(REPO / args.spec), REPO, DUPLICATES, data_overrides(args)):
                 print(f"wrote {path}")
             return 0
         progress = Progress(cells, root, archive)
         if args.list:
-            print("\n".join(progress.listing()))
+            print("\n".join(progress.listing() + waiting))
             return 0
+        rc = 0
         if not args.report:
-            rc = run_grid(progress, lambda cell: run_cell(cell, root, args.wandb), args.max_hours,
-                          stop_requested=lambda: STOP["requested"], say=lambda line: print(line, flush=True))
+            def plan() -> tuple[Progress, list[str]]:
+                cells, _, _, _, waiting = build_cells(args)
+                return Progress(cells, root, archive), waiting
+
+            rc = run_planned(plan, lambda cell: run_cell(cell, root, args.wandb), args.max_hours,
+                             stop_requested=lambda: STOP["requested"], say=lambda line: print(line, flush=True))
             if rc == STOPPED_EXIT:
                 return rc
-        else:
-            rc = 0
         if not root.is_dir() and not archive.is_dir():
             raise UserError(f"no grid at {root} and no archive at {archive}: run it first")
         report(root, archive, args.smoke, spec, args.report_dir)

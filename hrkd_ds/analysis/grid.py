@@ -22,6 +22,7 @@ from typing import Any, Callable
 import yaml
 
 from hrkd_ds.config.schema import ROLE_OF_STAGE
+from hrkd_ds.analysis.selection import check_choose, selected_rule
 from hrkd_ds.errors import UserError
 from hrkd_ds.stages.run_dir import stage_finished
 
@@ -86,11 +87,17 @@ def load_spec(path: str | Path) -> dict[str, Any]:
 
 
 def check_phases(spec: dict[str, Any], where: str) -> None:
-    """Every dataset, fraction, student and method a phase names is defined in the spec."""
+    """Every dataset, fraction, student and method a phase names is defined in the spec; a
+    `{selected: rule}` method (analysis/selection.py) names a rule whose choice is well formed."""
     for i, phase in enumerate(spec["phases"]):
+        rules = [r for r in map(selected_rule, phase.get("methods") or []) if r]
+        if len(rules) > 1:
+            raise UserError(f"{where}: phases[{i}].methods has {len(rules)} 'selected' entries; a phase runs one choice")
+        for rule in rules:
+            check_choose(spec, rule, f"{where}: phases[{i}].methods")
         for key in ("datasets", "students", "methods"):
             for name in phase.get(key) or []:
-                if name not in spec[key]:
+                if selected_rule(name) is None and name not in spec[key]:
                     raise UserError(f"{where}: phases[{i}].{key} names '{name}', which is not in '{key}'")
         for ds in phase.get("datasets") or []:
             for frac in phase.get("fractions") or []:
@@ -126,6 +133,8 @@ def expand(spec: dict[str, Any], repo: Path, data_overrides: dict[str, list[str]
                         s_over += ["student.init=pretrained", f"student.pretrained=<root>/{general_id}/general/model"]
                         needs.append(general_id)
                     for method in phase["methods"]:
+                        if selected_rule(method):  # not yet chosen: no cells until selection.resolve names it
+                            continue
                         m_over = _method_overrides(spec["methods"][method], repo)
                         for seed in phase.get("seeds", spec["seeds"]):
                             if seeds and seed not in seeds:

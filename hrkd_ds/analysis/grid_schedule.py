@@ -20,6 +20,8 @@ from hrkd_ds.analysis.grid_progress import Progress
 # the cell resumes on the next run, and the grid stops after it rather than starting the next cell
 from hrkd_ds.errors import EXIT_PREEMPTED as STOPPED_EXIT
 
+REPLANNED = -1  # run_grid's answer when the cells changed under it (never a process exit code)
+
 
 def last_line(path: Path) -> str:
     """The last non-empty line of a cell's log (at most 300 characters): why a failed cell failed."""
@@ -29,9 +31,12 @@ def last_line(path: Path) -> str:
 
 def run_grid(progress: Progress, run_cell: Callable[[GridCell], int], max_hours: float = 0.0,
              stop_requested: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic,
-             say: Callable[[str], None] = print) -> int:
+             say: Callable[[str], None] = print, replan: Callable[[], bool] = lambda: False) -> int:
     """Run every wanted cell whose prerequisites have finished, in run order; 0 when all ran,
-    1 when some failed (listed at the end), STOPPED_EXIT when a cell was stopped (rerun to continue).
+    1 when some failed (listed at the end), STOPPED_EXIT when a cell was stopped (rerun to continue),
+    REPLANNED when `replan` said, after a cell, that the cells have changed (a phase's pre-registered
+    choice was just made: analysis/selection.py); the driver then expands the grid again and
+    continues, so the chosen phase runs in its place in phase order, not after the rest.
 
     After each cell the live grid's finished student cells are archived, so a stop loses nothing.
     --max-hours (0: no limit) is checked before each cell: no new cell starts after it.
@@ -60,6 +65,29 @@ def run_grid(progress: Progress, run_cell: Callable[[GridCell], int], max_hours:
         if rc != 0:
             failed.append(cell.id)
             say(f"       {last_line(cell.run_dir(root) / 'train.log')}")
+        if replan():
+            say("[plan] a pre-registered choice was made: the grid is expanded again")
+            return REPLANNED
     if failed:
         say(f"{len(failed)} cell(s) failed: {', '.join(failed)}")
     return 1 if failed else 0
+
+
+def run_planned(plan: Callable[[], tuple[Progress, list[str]]], run_cell: Callable[[GridCell], int],
+                max_hours: float = 0.0, stop_requested: Callable[[], bool] = lambda: False,
+                clock: Callable[[], float] = time.monotonic, say: Callable[[str], None] = print) -> int:
+    """run_grid over `plan()` (the expanded grid, and the phases still waiting for a pre-registered
+    choice), planned again whenever a cell's result lets one of those choices be made; run_grid's
+    answer otherwise. --max-hours counts from the first pass."""
+    started = clock()
+    progress, waiting = plan()
+    while True:
+        for line in waiting:
+            say(f"[wait] {line}")
+        hours = max(max_hours - (clock() - started) / 3600, 1e-9) if max_hours else 0.0
+        n_waiting = len(waiting)
+        rc = run_grid(progress, run_cell, hours, stop_requested, clock, say,
+                      replan=lambda: n_waiting > 0 and len(plan()[1]) < n_waiting)
+        if rc != REPLANNED:
+            return rc
+        progress, waiting = plan()

@@ -9,13 +9,16 @@ comparisons and the rule that reads them (top-level `preregistration`) committed
 cells ran. A comparison is marked pre-registered only once every cell that reading needs is
 finished (the phase's cells of the slice and both methods at the phase's seeds, and as many
 paired seeds as the rule reads); until then, and for every comparison no registered phase
-names, what the report shows was decided with the earlier protocol.
+names, what the report shows was decided with the earlier protocol. A phase that runs what a
+dev-only rule chose (analysis/selection.py) is read once the choice is made, under the chosen name.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any, Mapping, Sequence
+
+from hrkd_ds.analysis.selection import selected_rule
 
 DEGENERATE_SHARE = 0.9
 
@@ -56,15 +59,15 @@ def registered_phases(spec: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     out = []
     for phase in spec.get("phases") or []:
         reg = phase.get("registered")
-        if not isinstance(reg, Mapping):
-            continue
+        if not isinstance(reg, Mapping) or any(selected_rule(m) for m in phase.get("methods") or []):
+            continue  # unregistered, or its method not yet chosen (selection.resolve): no cells to read
         seeds = [int(s) for s in phase.get("seeds", spec.get("seeds") or [])]
         out.append({"phase": phase_label(phase, seeds), "date": str(reg.get("date", "")),
                     "rule_name": str(reg.get("rule", "")), "rule": rules.get(reg.get("rule")) or {},
                     "compare": [parse_comparison(c) for c in reg.get("compare") or []],
                     "datasets": list(phase.get("datasets") or []), "fractions": [float(f) for f in phase.get("fractions") or []],
                     "students": list(phase.get("students") or []), "methods": list(phase.get("methods") or []),
-                    "seeds": seeds})
+                    "seeds": seeds, "selected": dict(reg["selected"]) if isinstance(reg.get("selected"), Mapping) else None})
     return out
 
 
@@ -93,5 +96,7 @@ def registration(phases: Sequence[Mapping[str, Any]], slice_key: tuple[str, floa
         complete = done == len(needed) and n_paired >= want_seeds
         out = {"status": "pre-registered" if complete else "earlier protocol", "phase": ph["phase"], "date": ph["date"],
                "rule": ph["rule_name"], "cells_done": done, "cells_needed": len(needed), "seeds_needed": want_seeds}
+        if ph.get("selected"):  # the method this phase runs was chosen by a dev-only rule before it ran
+            out["selected"] = ph["selected"]
         return out
     return {"status": "earlier protocol"}

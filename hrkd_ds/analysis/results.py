@@ -25,6 +25,7 @@ from hrkd_ds.analysis.bootstrap import DEFAULT_N_BOOT, hierarchical_bootstrap, p
 from hrkd_ds.analysis.duplicates import dedup_average, load_index
 from hrkd_ds.analysis.protocol import degenerate_domains, registered_compare, registered_phases, registration
 from hrkd_ds.analysis.results_render import plot_slice, render_markdown, slice_slug
+from hrkd_ds.analysis.selection import dev_of_cells, resolve
 from hrkd_ds.io import atomic_write_json, atomic_write_text
 
 # the graph's ablations (configs/reproduce/grid.yaml): each against the default it changes one switch
@@ -151,7 +152,7 @@ def build_slices(cells: list[Cell], *, compare: Sequence[tuple[str, str]] = DEFA
     """One summary dict per (dataset, fraction, student), sorted by that key. `spec`: the grid spec
     whose registered phases mark comparisons (and add theirs to `compare`); `duplicates_dir`: the
     duplicate indices (duplicates.py)."""
-    phases = registered_phases(spec)
+    phases = registered_phases(resolve(spec, dev_of_cells(cells))[0] if spec else None)  # chosen phases read as their method
     compare = registered_compare(phases, compare)
     groups: dict[tuple[str, float, str], list[Cell]] = {}
     for c in cells:

@@ -45,7 +45,8 @@ def _registration(reg: dict[str, Any] | None) -> str:
     if not reg:  # a kept earlier grid's summary: no spec read it
         return "earlier grid"
     if reg["status"] == "pre-registered":
-        return f"pre-registered ({reg['rule']}, {reg['date']})"
+        chosen = f"; chosen on dev by {reg['selected']['rule']}" if reg.get("selected") else ""
+        return f"pre-registered ({reg['rule']}, {reg['date']}{chosen})"
     if "phase" in reg:
         return (f"earlier protocol (registered reading {reg['rule']} waits: {reg['cells_done']}/{reg['cells_needed']} "
                 f"cells, {reg['seeds_needed']} seeds)")

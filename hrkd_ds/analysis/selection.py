@@ -1,0 +1,120 @@
+"""A pre-registered choice made by dev accuracy alone, and the grid phases that run what it chose.
+
+A rule in the grid spec's `preregistration` may carry a `choose` block, its machine form
+(configs/reproduce/grid.yaml, `v2-recipes`):
+
+    choose: {datasets: [amazon], fractions: ["0.1"], students: [L4H192sel, L3], seeds: [1, 2, 3],
+             candidates: [kd, logit-kd, ...], tie_pts: 0.2, cost: {kd: 1.0, logit-kd-aug: 2.65, ...}}
+
+The chosen method has the highest mean dev accuracy over every (student, seed) cell of the
+candidates; among those within `tie_pts` points of it, the one of lowest declared `cost` (then
+the higher mean). Only `results.json`'s student dev average is read: test never chooses.
+
+A phase whose `methods` holds `{selected: <rule>}` runs what that rule chose: until every cell the
+rule reads has finished, the phase has no cells (`--list` says what it waits for); once it has,
+the phase runs the chosen method under its own name, so its cells, archive and tables are those of
+an ordinary method, and `best` in the phase's registered comparisons reads as that name. The
+phase, its rule and its comparisons are committed before the choice is made, which is the point:
+nobody picks the method after seeing how it scored.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Iterable, Mapping
+
+from hrkd_ds.errors import UserError
+
+BEST = "best"  # in a selected phase's registered comparisons: the method the rule chose
+DevOf = Callable[[str], "float | None"]  # cell id -> its student dev accuracy, None while unfinished
+
+
+def selected_rule(item: Any) -> str | None:
+    """The rule a phase's method entry defers to (`{selected: v2-recipes}`), None for a plain name."""
+    return str(item["selected"]) if isinstance(item, Mapping) and "selected" in item else None
+
+
+def check_choose(spec: Mapping[str, Any], rule: str, where: str) -> Mapping[str, Any]:
+    """The rule's `choose` block, with every name it uses defined in the spec (one line naming the field otherwise)."""
+    entry = (spec.get("preregistration") or {}).get(rule)
+    choose = entry.get("choose") if isinstance(entry, Mapping) else None
+    if not isinstance(choose, Mapping):
+        raise UserError(f"{where}: 'selected: {rule}' needs preregistration.{rule}.choose")
+    field = f"preregistration.{rule}.choose"
+    for key in ("datasets", "fractions", "students", "seeds", "candidates"):
+        if not choose.get(key):
+            raise UserError(f"{where}: {field}.{key} is missing or empty")
+    for key, names in (("datasets", choose["datasets"]), ("students", choose["students"]), ("methods", choose["candidates"])):
+        for name in names:
+            if name not in spec[key]:
+                raise UserError(f"{where}: {field} names '{name}', which is not in '{key}'")
+    cost = choose.get("cost") or {}
+    lacking = [m for m in choose["candidates"] if not isinstance(cost.get(m), (int, float))]
+    if lacking:
+        raise UserError(f"{where}: {field}.cost has no number for {', '.join(lacking)}")
+    return choose
+
+
+def choose_cells(choose: Mapping[str, Any]) -> dict[str, list[str]]:
+    """candidate -> the ids of the cells the rule reads for it (grid.expand's naming)."""
+    return {m: [f"{ds}/f{frac}/{st}/{m}/s{seed}" for ds in choose["datasets"] for frac in choose["fractions"]
+                for st in choose["students"] for seed in choose["seeds"]]
+            for m in choose["candidates"]}
+
+
+def decide(choose: Mapping[str, Any], dev_of: DevOf) -> dict[str, Any]:
+    """{"method": chosen or None, "means": candidate -> mean dev (of finished cells), "done", "needed"}."""
+    cells = choose_cells(choose)
+    devs = {m: [d for d in map(dev_of, ids) if d is not None] for m, ids in cells.items()}
+    done, needed = sum(map(len, devs.values())), sum(map(len, cells.values()))
+    means = {m: sum(v) / len(v) for m, v in devs.items() if v}
+    out: dict[str, Any] = {"method": None, "means": means, "done": done, "needed": needed}
+    if done < needed:
+        return out
+    top = max(means.values())
+    tie = float(choose.get("tie_pts", 0.0)) / 100.0  # points -> accuracy
+    close = [m for m in choose["candidates"] if means[m] >= top - tie - 1e-12]
+    out["method"] = min(close, key=lambda m: (float(choose["cost"][m]), -means[m]))
+    return out
+
+
+def dev_of_cells(cells: Iterable[Any]) -> DevOf:
+    """Cell id -> student dev average, from finished cells (analysis/cells.py's Cell: id, results)."""
+    devs: dict[str, float] = {}
+    for c in cells:
+        try:
+            devs[c.id] = float(c.results["student"]["dev"]["average"])
+        except (KeyError, TypeError, ValueError):
+            continue  # a cell without a dev average counts as unfinished for a choice
+    return devs.get
+
+
+def resolve(spec: Mapping[str, Any], dev_of: DevOf) -> tuple[dict[str, Any], list[str]]:
+    """(the spec with each decided `{selected: rule}` replaced by the chosen method, and `best` in
+    its phase's comparisons by that name; undecided phases left out, with one line each saying
+    what they wait for). The spec given is not changed."""
+    out = copy.deepcopy(dict(spec))
+    phases, waiting = [], []
+    decisions: dict[str, dict[str, Any]] = {}
+    for i, phase in enumerate(out["phases"]):
+        rule = next(filter(None, map(selected_rule, phase.get("methods") or [])), None)
+        if rule is None:
+            phases.append(phase)
+            continue
+        if rule not in decisions:
+            decisions[rule] = decide(check_choose(out, rule, f"phases[{i}]"), dev_of)
+        d = decisions[rule]
+        if d["method"] is None:
+            waiting.append(f"phases[{i}] waits for the {rule} choice: {d['done']} of {d['needed']} cells finished")
+            continue
+        best = d["method"]
+        phase["methods"] = [best if selected_rule(m) else m for m in phase["methods"]]
+        reg = phase.get("registered")
+        if isinstance(reg, dict):
+            pairs = [[best if side.strip() == BEST else side.strip() for side in str(c).split(" - ")]
+                     for c in reg.get("compare") or []]
+            reg["compare"] = [" - ".join(p) for p in pairs if len(set(p)) == len(p)]  # kd chosen: no "kd - kd"
+            reg["selected"] = {"rule": rule, "method": best}
+        phases.append(phase)
+    out["phases"] = phases
+    return out, waiting

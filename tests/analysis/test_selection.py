@@ -1,0 +1,125 @@
+"""The pre-registered dev-only choice (analysis/selection.py) and the grid phase that runs it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from grid_fakes import finish
+from hrkd_ds.analysis.cells import scan_grids
+from hrkd_ds.analysis.grid import GridCell, check_phases, expand, load_spec
+from hrkd_ds.analysis.grid_progress import Progress
+from hrkd_ds.analysis.grid_schedule import run_planned
+from hrkd_ds.analysis.protocol import registered_phases
+from hrkd_ds.analysis.selection import decide, dev_of_cells, resolve
+from hrkd_ds.errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = load_spec(REPO / "configs" / "reproduce" / "grid.yaml")
+CHOOSE = {"datasets": ["amazon"], "fractions": ["0.1"], "students": ["A", "B"], "seeds": [1, 2],
+          "candidates": ["kd", "cheap", "dear"], "tie_pts": 0.2, "cost": {"kd": 1.0, "cheap": 0.5, "dear": 5.0}}
+
+
+def devs(table: dict[str, list[float]]) -> dict[str, float]:
+    """candidate -> its four dev accuracies (A s1, A s2, B s1, B s2), as cell id -> dev."""
+    ids = [f"amazon/f0.1/{st}/{{m}}/s{s}" for st in ("A", "B") for s in (1, 2)]
+    return {i.format(m=m): v for m, vals in table.items() for i, v in zip(ids, vals)}
+
+
+def test_the_highest_mean_dev_wins_and_a_missing_cell_leaves_it_undecided():
+    table = {"kd": [0.70, 0.72, 0.80, 0.82], "cheap": [0.60] * 4, "dear": [0.74, 0.76, 0.84, 0.86]}
+    d = decide(CHOOSE, devs(table).get)
+    assert d["method"] == "dear" and d["done"] == d["needed"] == 12
+    assert d["means"]["dear"] == pytest.approx(0.80)
+    partial = devs(table)
+    del partial["amazon/f0.1/B/cheap/s2"]
+    d = decide(CHOOSE, partial.get)
+    assert d["method"] is None and d["done"] == 11
+
+
+def test_within_the_tie_margin_the_cheaper_wins_and_beyond_it_the_better():
+    # dear leads kd by 0.15 pts (within 0.2): kd costs less; by 0.25 pts: dear
+    for lead, chosen in ((0.0015, "kd"), (0.0025, "dear")):
+        table = {"kd": [0.75] * 4, "cheap": [0.70] * 4, "dear": [0.75 + lead] * 4}
+        assert decide(CHOOSE, devs(table).get)["method"] == chosen
+    # equal cost: the higher mean
+    equal = {**CHOOSE, "cost": {"kd": 1.0, "cheap": 1.0, "dear": 5.0}}
+    table = {"kd": [0.750] * 4, "cheap": [0.751] * 4, "dear": [0.70] * 4}
+    assert decide(equal, devs(table).get)["method"] == "cheap"
+
+
+def _spec_with_choice() -> dict:
+    spec = copy.deepcopy(SPEC)
+    spec["preregistration"]["r"] = {"seeds": 2, "choose": {**CHOOSE, "students": ["L3"], "candidates": ["kd", "logit-kd"],
+                                                           "cost": {"kd": 1.0, "logit-kd": 1.0}}}
+    spec["phases"] = [
+        {"datasets": ["amazon"], "fractions": ["0.1"], "students": ["L3"], "methods": ["kd", "logit-kd"], "seeds": [1, 2]},
+        {"datasets": ["amazon"], "fractions": ["1.0"], "students": ["L3"], "methods": ["none", {"selected": "r"}],
+         "seeds": [1], "registered": {"date": "2026-12-07", "compare": ["best - none", "best - kd"], "rule": "r"}},
+        {"datasets": ["mnli"], "fractions": ["0.1"], "students": ["L3"], "methods": ["none"], "seeds": [1]},
+    ]
+    check_phases(spec, "test")
+    return spec
+
+
+def test_a_selected_phase_waits_then_runs_the_chosen_method_under_its_name():
+    spec = _spec_with_choice()
+    chosen, waiting = resolve(spec, {}.get)
+    assert [p["datasets"] for p in chosen["phases"]] == [["amazon"], ["mnli"]]
+    assert waiting == ["phases[1] waits for the r choice: 0 of 4 cells finished"]
+    assert registered_phases(spec) == []  # unresolved: nothing to read yet
+    table = {f"amazon/f0.1/L3/{m}/s{s}": v for (m, v) in (("kd", 0.7), ("logit-kd", 0.8)) for s in (1, 2)}
+    chosen, waiting = resolve(spec, table.get)
+    assert waiting == [] and spec["phases"][1]["methods"][1] == {"selected": "r"}  # the spec given is unchanged
+    ids = {c.id for c in expand(chosen, REPO)}
+    assert {"amazon/f1.0/L3/logit-kd/s1", "amazon/f1.0/L3/none/s1"} <= ids
+    (ph,) = registered_phases(chosen)
+    assert ph["compare"] == [("logit-kd", "none"), ("logit-kd", "kd")] and ph["selected"] == {"rule": "r", "method": "logit-kd"}
+    # kd chosen: its comparison with itself is dropped
+    table.update({f"amazon/f0.1/L3/logit-kd/s{s}": 0.6 for s in (1, 2)})
+    (ph,) = registered_phases(resolve(spec, table.get)[0])
+    assert ph["compare"] == [("kd", "none")]
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda s: s["phases"][1]["methods"].append({"selected": "r"}), "2 'selected' entries"),
+    (lambda s: s["phases"][1]["methods"].__setitem__(1, {"selected": "nope"}), "needs preregistration.nope.choose"),
+    (lambda s: s["preregistration"]["r"]["choose"]["candidates"].append("nope"), "names 'nope'"),
+    (lambda s: s["preregistration"]["r"]["choose"]["cost"].pop("kd"), "cost has no number for kd"),
+])
+def test_a_malformed_choice_is_a_user_error_naming_the_field(edit, says):
+    spec = _spec_with_choice()
+    edit(spec)
+    with pytest.raises(UserError, match=says):
+        check_phases(spec, "test")
+
+
+def test_the_grid_is_planned_again_once_the_choice_is_made_and_runs_it_in_phase_order(tmp_path):
+    """A fake runner finishes cells with constructed dev accuracies; the chosen phase's cells run
+    before the phase after it, in the same call."""
+    spec, root, archive, ran = _spec_with_choice(), tmp_path / "grid", tmp_path / "archive", []
+    dev = {"kd": 0.7, "logit-kd": 0.8}
+
+    def plan():
+        chosen, waiting = resolve(spec, dev_of_cells(scan_grids([root, archive])[0]))
+        return Progress(expand(chosen, REPO), root, archive), waiting
+
+    def run_cell(cell: GridCell) -> int:
+        ran.append(cell.id)
+        finish(root, cell)
+        if cell.stage == "distill":  # finish() writes a test average only: add the dev one
+            res = json.loads((cell.run_dir(root) / "results.json").read_text())
+            res["student"]["dev"] = {"average": dev.get(cell.meta["method"], 0.5)}
+            (cell.run_dir(root) / "results.json").write_text(json.dumps(res))
+        return 0
+
+    lines: list[str] = []
+    assert run_planned(plan, run_cell, say=lines.append) == 0
+    students = [c for c in ran if "teacher" not in c]
+    assert students == ["amazon/f0.1/L3/kd/s1", "amazon/f0.1/L3/kd/s2", "amazon/f0.1/L3/logit-kd/s1",
+                        "amazon/f0.1/L3/logit-kd/s2", "amazon/f1.0/L3/none/s1", "amazon/f1.0/L3/logit-kd/s1",
+                        "mnli/f0.1/L3/none/s1"]
+    assert any(l.startswith("[wait] phases[1]") for l in lines) and any(l.startswith("[plan]") for l in lines)
