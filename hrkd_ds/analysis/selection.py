@@ -4,7 +4,7 @@ A rule in the grid spec's `preregistration` may carry a `choose` block, its mach
 (configs/reproduce/grid.yaml, `v2-recipes`):
 
     choose: {datasets: [amazon], fractions: ["0.1"], students: [L4H192sel, L3], seeds: [1, 2, 3],
-             candidates: [kd, logit-kd, ...], tie_pts: 0.2, cost: {kd: 1.0, logit-kd-aug: 2.65, ...}}
+             candidates: [kd, logit-kd, ...], tie_pts: 0.2, cost: {kd: 1.0, logit-kd: 1.0, ...}}
 
 The chosen method has the highest mean dev accuracy over every (student, seed) cell of the
 candidates; among those within `tie_pts` points of it, the one of lowest declared `cost` (then
