@@ -25,6 +25,11 @@ REQUIRED_KEYS = ("dataset", "fraction", "method", "seed", "student")
 METHOD_ORDER = ("none", "kd", "hrkd", "logit-kd", "two-stage")
 
 
+def student_cell_id(dataset: str, fraction: Any, student: str, method: str, seed: int) -> str:
+    """A student cell's directory under its grid root (grid.expand names cells so; selection reads them)."""
+    return f"{dataset}/f{fraction}/{student}/{method}/s{seed}"
+
+
 @dataclass
 class Cell:
     """One finished grid cell."""

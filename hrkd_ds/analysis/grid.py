@@ -22,6 +22,7 @@ from typing import Any, Callable
 import yaml
 
 from hrkd_ds.config.schema import ROLE_OF_STAGE
+from hrkd_ds.analysis.cells import student_cell_id
 from hrkd_ds.analysis.selection import check_choose, selected_rule
 from hrkd_ds.errors import UserError
 from hrkd_ds.stages.run_dir import stage_finished
@@ -139,7 +140,7 @@ def expand(spec: dict[str, Any], repo: Path, data_overrides: dict[str, list[str]
                         for seed in phase.get("seeds", spec["seeds"]):
                             if seeds and seed not in seeds:
                                 continue
-                            cid = f"{ds}/f{frac}/{student}/{method}/s{seed}"
+                            cid = student_cell_id(ds, frac, student, method, seed)
                             meta = {"dataset": ds, "fraction": float(frac), "method": method, "seed": seed,
                                     "student": student, "teacher": teacher_id}
                             add(GridCell(cid, "distill", d["config"],

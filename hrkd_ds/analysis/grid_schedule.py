@@ -80,14 +80,19 @@ def run_planned(plan: Callable[[], tuple[Progress, list[str]]], run_cell: Callab
     choice), planned again whenever a cell's result lets one of those choices be made; run_grid's
     answer otherwise. --max-hours counts from the first pass."""
     started = clock()
-    progress, waiting = plan()
+    planned = [plan()]  # the latest plan: the one that said a choice was made is the one run next
+
+    def choice_made(n_waiting: int) -> bool:
+        if not n_waiting:
+            return False
+        planned.append(plan())
+        return len(planned[-1][1]) < n_waiting
+
     while True:
+        progress, waiting = planned[-1]
         for line in waiting:
             say(f"[wait] {line}")
         hours = max(max_hours - (clock() - started) / 3600, 1e-9) if max_hours else 0.0
-        n_waiting = len(waiting)
-        rc = run_grid(progress, run_cell, hours, stop_requested, clock, say,
-                      replan=lambda: n_waiting > 0 and len(plan()[1]) < n_waiting)
+        rc = run_grid(progress, run_cell, hours, stop_requested, clock, say, replan=lambda n=len(waiting): choice_made(n))
         if rc != REPLANNED:
             return rc
-        progress, waiting = plan()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Iterable, Mapping
 
+from hrkd_ds.analysis.cells import student_cell_id
 from hrkd_ds.errors import UserError
 
 BEST = "best"  # in a selected phase's registered comparisons: the method the rule chose
@@ -56,8 +57,8 @@ def check_choose(spec: Mapping[str, Any], rule: str, where: str) -> Mapping[str,
 
 
 def choose_cells(choose: Mapping[str, Any]) -> dict[str, list[str]]:
-    """candidate -> the ids of the cells the rule reads for it (grid.expand's naming)."""
-    return {m: [f"{ds}/f{frac}/{st}/{m}/s{seed}" for ds in choose["datasets"] for frac in choose["fractions"]
+    """candidate -> the ids of the cells the rule reads for it."""
+    return {m: [student_cell_id(ds, frac, st, m, seed) for ds in choose["datasets"] for frac in choose["fractions"]
                 for st in choose["students"] for seed in choose["seeds"]]
             for m in choose["candidates"]}
 
