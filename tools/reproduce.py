@@ -42,7 +42,7 @@ from hrkd_ds.analysis.grid_progress import Progress
 from hrkd_ds.analysis.grid_schedule import STOPPED_EXIT, run_planned
 from hrkd_ds.analysis.readme_table import update_readme
 from hrkd_ds.analysis.results import write_results
-from hrkd_ds.analysis.selection import dev_of_cells, resolve
+from hrkd_ds.analysis.selection import choice_lines, dev_of_cells, resolve
 from hrkd_ds.errors import UserError, exit_on_user_error
 from hrkd_ds.io import atomic_write_json, atomic_write_text
 
@@ -113,8 +113,9 @@ def grid_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
     return root, archive
 
 
-def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path, Path, dict, list[str]]:
-    """(cells, root, archive, the spec as written, the phases still waiting for a pre-registered choice)."""
+def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path, Path, dict, list[str], list[str]]:
+    """(cells, root, archive, the spec as written, the phases still waiting for a pre-registered
+    choice, the choices made with their candidates' dev means)."""
     spec = load_spec(REPO / args.spec)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     overrides = data_overrides(args)
@@ -123,12 +124,13 @@ def build_cells(args: argparse.Namespace) -> tuple[list[GridCell], Path, Path, d
         spec["phases"] = SMOKE_PHASES
         check_phases(spec, f"--smoke on {args.spec}")
         overrides["amazon"] = SMOKE_OVERRIDES
-    chosen, waiting = resolve(spec, dev_of_cells(scan_grids([root, archive])[0]))  # dev only (analysis/selection.py)
+    dev_of = dev_of_cells(scan_grids([root, archive])[0])  # dev only (analysis/selection.py)
+    chosen, waiting = resolve(spec, dev_of)
     cells = select(expand(chosen, REPO, overrides, seeds), args.only)
     if args.smoke:  # the tiny schedule wins over the fraction's epochs and evaluation period
         for c in cells:
             c.overrides += SMOKE_OVERRIDES
-    return cells, root, archive, spec, waiting
+    return cells, root, archive, spec, waiting, choice_lines(spec, dev_of)
 
 
 STOP = {"requested": False}  # Ctrl-C / SIGTERM: the running cell checkpoints, then the grid stops
@@ -211,19 +213,25 @@ def report(root: Path, archive: Path, smoke: bool, spec: dict, report_dir: str |
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with exit_on_user_error("reproduce"):
-        cells, root, archive, spec, waiting = build_cells(args)
+        cells, root, archive, spec, waiting, choices = build_cells(args)
         if args.duplicates:
             for path in regenerate_duplicates(load_spec(REPO / args.spec), REPO, DUPLICATES, data_overrides(args)):
                 print(f"wrote {path}")
             return 0
         progress = Progress(cells, root, archive)
         if args.list:
-            print("\n".join(progress.listing() + waiting))
+            print("\n".join(progress.listing() + waiting + choices))
             return 0
         rc = 0
         if not args.report:
+            said = set()
+
             def plan() -> tuple[Progress, list[str]]:
-                cells, _, _, _, waiting = build_cells(args)
+                cells, _, _, _, waiting, choices = build_cells(args)
+                for line in choices:  # each choice named once, when the grid first plans with it
+                    if line not in said:
+                        print(f"[plan] {line}", flush=True)
+                        said.add(line)
                 return Progress(cells, root, archive), waiting
 
             rc = run_planned(plan, lambda cell: run_cell(cell, root, args.wandb), args.max_hours,

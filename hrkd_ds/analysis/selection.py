@@ -90,6 +90,19 @@ def dev_of_cells(cells: Iterable[Any]) -> DevOf:
     return devs.get
 
 
+def choice_lines(spec: Mapping[str, Any], dev_of: DevOf) -> list[str]:
+    """One line per decided rule that a phase defers to: what it chose and every candidate's mean dev
+    (the grid's log and `--list` name the choice; the report's tables come much later)."""
+    lines = []
+    rules = dict.fromkeys(r for ph in spec["phases"] for r in map(selected_rule, ph.get("methods") or []) if r)
+    for rule in rules:
+        d = decide(check_choose(spec, rule, f"preregistration.{rule}"), dev_of)
+        if d["method"] is not None:
+            means = ", ".join(f"{m} {100 * v:.2f}" for m, v in sorted(d["means"].items(), key=lambda kv: -kv[1]))
+            lines.append(f"{rule} chose {d['method']} on dev (mean dev % over {d['needed']} cells: {means})")
+    return lines
+
+
 def resolve(spec: Mapping[str, Any], dev_of: DevOf) -> tuple[dict[str, Any], list[str]]:
     """(the spec with each decided `{selected: rule}` replaced by the chosen method, and `best` in
     its phase's comparisons by that name; undecided phases left out, with one line each saying

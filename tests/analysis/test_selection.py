@@ -14,7 +14,7 @@ from hrkd_ds.analysis.grid import GridCell, check_phases, expand, load_spec
 from hrkd_ds.analysis.grid_progress import Progress
 from hrkd_ds.analysis.grid_schedule import run_planned
 from hrkd_ds.analysis.protocol import registered_phases
-from hrkd_ds.analysis.selection import decide, dev_of_cells, resolve
+from hrkd_ds.analysis.selection import choice_lines, decide, dev_of_cells, resolve
 from hrkd_ds.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,11 +69,12 @@ def test_a_selected_phase_waits_then_runs_the_chosen_method_under_its_name():
     spec = _spec_with_choice()
     chosen, waiting = resolve(spec, {}.get)
     assert [p["datasets"] for p in chosen["phases"]] == [["amazon"], ["mnli"]]
-    assert waiting == ["phases[1] waits for the r choice: 0 of 4 cells finished"]
+    assert waiting == ["phases[1] waits for the r choice: 0 of 4 cells finished"] and choice_lines(spec, {}.get) == []
     assert registered_phases(spec) == []  # unresolved: nothing to read yet
     table = {f"amazon/f0.1/L3/{m}/s{s}": v for (m, v) in (("kd", 0.7), ("logit-kd", 0.8)) for s in (1, 2)}
     chosen, waiting = resolve(spec, table.get)
     assert waiting == [] and spec["phases"][1]["methods"][1] == {"selected": "r"}  # the spec given is unchanged
+    assert choice_lines(spec, table.get) == ["r chose logit-kd on dev (mean dev % over 4 cells: logit-kd 80.00, kd 70.00)"]
     ids = {c.id for c in expand(chosen, REPO)}
     assert {"amazon/f1.0/L3/logit-kd/s1", "amazon/f1.0/L3/none/s1"} <= ids
     (ph,) = registered_phases(chosen)
