@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from hrkd_ds.analysis.archive import sync_archive
+from hrkd_ds.analysis.cell_timing import record_attempt, timed
 from hrkd_ds.analysis.cells import METHOD_ORDER, scan_grids
 from hrkd_ds.analysis.duplicates import regenerate as regenerate_duplicates
 from hrkd_ds.analysis.grid import GridCell, check_phases, expand, load_spec, select
@@ -157,8 +158,9 @@ def run_cell(cell: GridCell, root: Path, wandb: bool) -> int:
     cmd = cell.command(root, sys.executable, "hrkd_ds/train.py")
     if not wandb:
         cmd.append("tracking.wandb_mode=disabled")
+    code, started = code_version(), time.strftime('%Y-%m-%d %H:%M:%S')
     with open(run_dir / "train.log", "a") as log:
-        log.write(f"\n# code {code_version()}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n$ {' '.join(cmd)}\n")
+        log.write(f"\n# code {code}, {started}\n$ {' '.join(cmd)}\n")
         log.flush()
         # its own session: a Ctrl-C on the terminal reaches only us, and we pass it on once
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -170,10 +172,12 @@ def run_cell(cell: GridCell, root: Path, wandb: bool) -> int:
 
         old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            return proc.wait()
+            rc, wall_s, cpu_s = timed(proc.wait)
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
+    record_attempt(run_dir, started=started, code=code, rc=rc, wall_s=wall_s, cpu_s=cpu_s)  # the recipe's cost
+    return rc
 
 
 def report_paths(root: Path, archive: Path, smoke: bool, report_dir: str | None) -> tuple[Path, Path, bool]:

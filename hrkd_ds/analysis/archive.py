@@ -4,14 +4,15 @@ Why: a grid directory holds checkpoints and models (hundreds of MB per cell) and
 machine; when that machine goes, so do the runs, and the report can no longer be rebuilt. What
 the report needs of a finished student cell is three small files: `cell.json`, `results.json`
 and `student/predictions.json` (a few tens of kB), and for a run that logged domain weights
-their summary, `student/domain_weights.json` (hrkd_ds/analysis/domain_weights.py). Copying them
+their summary, `student/domain_weights.json` (hrkd_ds/analysis/domain_weights.py), and what the
+cell cost to run, `timing.json` (hrkd_ds/analysis/cell_timing.py). Copying them
 into the archive as each cell finishes makes the grid resumable across machines and sessions: an
 archived cell is not rerun, and the report reads the archive beside the live grid. Teacher and
 general cells are not archived: their outputs are models that later cells load, so they are
 rerun where needed.
 
 Archive layout: the grid's own, `<archive>/<cell id>/{cell.json, results.json,
-student/predictions.json[, student/domain_weights.json]}`, with `run_dir` "." in the copied cell.json.
+student/predictions.json[, student/domain_weights.json, timing.json]}`, with `run_dir` "." in the copied cell.json.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hrkd_ds.analysis.cell_timing import TIMING_FILE
 from hrkd_ds.analysis.domain_weights import SUMMARY_FILE, summarize_run
 from hrkd_ds.analysis.cells import Cell, scan_grid
 from hrkd_ds.io import atomic_write_json
@@ -44,6 +46,9 @@ def archive_cell(cell: Cell, cell_id: str, archive: Path) -> bool:
     weights = summarize_run(cell.run_dir)  # the run's metrics.jsonl stays behind: its graph's behaviour goes along
     if weights is not None:
         new[SUMMARY_FILE] = weights
+    timing = cell.timing()
+    if timing is not None:
+        new[TIMING_FILE] = timing
     new["results.json"] = cell.results
     changed = False
     for name, value in new.items():

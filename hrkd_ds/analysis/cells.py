@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from hrkd_ds.analysis.cell_timing import TIMING_FILE
 from hrkd_ds.analysis.domain_weights import SUMMARY_FILE, summarize_run
 
 REQUIRED_KEYS = ("dataset", "fraction", "method", "seed", "student")
@@ -58,6 +59,13 @@ class Cell:
             except (OSError, ValueError):
                 self._preds[role] = None
         return self._preds[role]
+
+    def timing(self) -> dict[str, Any] | None:
+        """The run's timing.json (what each attempt cost, analysis/cell_timing.py); None without one."""
+        try:
+            return json.loads((self.run_dir / TIMING_FILE).read_text())
+        except (OSError, ValueError):
+            return None
 
     def domain_weights(self) -> dict[str, Any] | None:
         """The run's weight statistics: the archived summary, else computed from the live run's log."""

@@ -108,7 +108,7 @@ def _cell(student_avg: float, teacher_avg: float, ms: float):
     rep = {"student": {"params": 10, "size_bytes": 2**20, "latency_ms": {"1": ms, "32": 8 * ms}},
            "teacher": {"params": 40, "size_bytes": 4 * 2**20, "latency_ms": {"1": 3 * ms, "32": 24 * ms}},
            "speedup": {"1": 3.0, "32": 3.0}, "accuracy": acc}
-    return SimpleNamespace(results={"student": {"compression": rep}})
+    return SimpleNamespace(results={"student": {"compression": rep}}, timing=lambda: None)
 
 
 def test_slice_summary_retained_is_ratio_of_means_latency_is_median():
@@ -128,4 +128,4 @@ def test_slice_summary_without_accuracy_shows_a_dash():
     cell = _cell(0.7, 0.8, 1.0)
     cell.results["student"]["compression"]["accuracy"] = None
     (row,) = summarize_compression({"none": {1: cell}})
-    assert row["retained_pct"] is None and render_compression([row])[-1].endswith("| – |")
+    assert row["retained_pct"] is None and render_compression([row])[-1].endswith("| – | – |")  # no accuracy, no timing

@@ -34,7 +34,11 @@ def test_smoke_grid_then_rerun_skips_finished_cells(tmp_path):
         assert comp["student"]["params"] < comp["teacher"]["params"] and comp["accuracy"]["retained_pct"] > 0
         assert (cell / "student" / "predictions.json").is_file() and (cell / "cell.json").is_file()
         assert re.search(r"^# code ([0-9a-f]{40}(\+dirty)?|unknown .*), ", (cell / "train.log").read_text(), re.M)
+        (attempt,) = json.loads((cell / "timing.json").read_text())["attempts"]  # what the cell cost, archived too
+        assert attempt["rc"] == 0 and attempt["cpu_s"] > 0 and attempt["wall_s"] > 0
+        assert (tmp_path / "grid-archive" / cell.relative_to(out) / "timing.json").read_text() == (cell / "timing.json").read_text()
     md = (out / "RESULTS.md").read_text()
+    assert "cell min, wall / CPU (timed)" in md and re.search(r"\| \d+ / \d+ \(1\) \|", md)
     assert "student L3" in md and "student L4H192\n" in md and "student L4H192sel" in md and "hrkd − kd" in md
     assert (out / "results" / "amazon-frac1-L3.png").is_file()
 
