@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--loss", choices=("hrkd", "no-graph", "none"), default="hrkd",
                     help="trainable loss parameters trained with the student: HRKD's projections + graph (hrkd), "
                          "projections only (no-graph), none")
+    ap.add_argument("--pooled", action="store_true",
+                    help="the pooled term's projection W_p trains too (distill.terms.pool.weight > 0)")
     ap.add_argument("--offload-teacher", dest="offload_teacher", action="store_true")
     ap.add_argument("--batch-per-domain", dest="batch_per_domain", type=int, default=8)
     ap.add_argument("--domains", type=int, default=4)
@@ -154,15 +156,26 @@ def _ds_settings(path: str, role: str) -> dict:
     return out
 
 
+def loss_kind(method: str, graph_enabled: bool) -> str:
+    """--loss for a run: which trainable loss parameters its method builds (distill/methods.py: only
+    `hrkd` keeps its graph; every other teacher method has the projections, used or not; `none` has
+    no loss; tests/test_plan.py holds this equal to the built loss)."""
+    if method == "none":
+        return "none"
+    return "hrkd" if method == "hrkd" and graph_enabled else "no-graph"
+
+
 def config_defaults(path: str, student_ds: str, shapes: bool) -> dict:
     """What a run config (YAML, as train.py reads it) says about the planner's inputs: shapes
     (pretrained or teacher_from directories read from their config.json), domains, sequence
-    length, batch per domain, and both DeepSpeed JSONs' stage / dtype / offload / gather knobs."""
+    length, batch per domain, the loss parameters its method builds, and both DeepSpeed JSONs' stage / dtype / offload / gather knobs."""
     from hrkd_ds.config import load_config
 
     cfg = load_config(path)
+    pool = cfg.distill.terms.get("pool")
     d = {"seq_len": cfg.data.max_seq_len, "max_positions": cfg.data.max_seq_len,
-         "batch_per_domain": cfg.distill_train.batch_per_domain}
+         "batch_per_domain": cfg.distill_train.batch_per_domain,
+         "loss": loss_kind(cfg.distill.method, cfg.graph.enabled), "pooled": bool(pool and pool.weight)}
     if cfg.data.domains:
         d["domains"] = len(cfg.data.domains)
     if shapes:

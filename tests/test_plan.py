@@ -113,3 +113,44 @@ def test_inputs_from_a_run_config(tmp_path):
     assert (a.domains, a.seq_len, a.batch_per_domain, a.teacher_stage, a.teacher_dtype, a.student_stage) == (3, 64, 4, 3, "fp32", 2)
     assert P.parse(["--config", str(run), "--seq-len", "32"]).seq_len == 32
     assert P.main(["--config", str(tmp_path / "nowhere.yaml")]) == 2
+
+
+def test_the_loss_kind_a_config_plans_is_what_its_method_builds():
+    """--config sets --loss from distill.method: only hrkd with its graph on counts the graph."""
+    from hrkd_ds.config import GraphConfig
+    from hrkd_ds.distill.methods import METHODS
+    from hrkd_ds.plan_inputs import loss_kind
+
+    for name, spec in METHODS.items():
+        if name == "general":  # the task-agnostic stage is not a distill.method
+            continue
+        for enabled in (True, False):
+            built = "none" if spec.graph is None else ("hrkd" if spec.graph(GraphConfig(enabled=enabled)).enabled else "no-graph")
+            assert loss_kind(name, enabled) == built, name
+
+
+def test_a_logit_kd_config_with_the_pooled_term_plans_no_graph_and_w_p(tmp_path):
+    from hrkd_ds.plan_inputs import config_defaults
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("distill:\n  method: logit-kd\n  terms:\n    pool:\n      weight: 1.0\n")
+    d = config_defaults(str(cfg), "ds_configs/zero2.json", shapes=False)
+    assert d["loss"] == "no-graph" and d["pooled"] is True
+    cfg.write_text("distill:\n  method: hrkd\n")
+    d = config_defaults(str(cfg), "ds_configs/zero2.json", shapes=False)
+    assert d["loss"] == "hrkd" and d["pooled"] is False
+
+
+def test_the_pooled_projection_is_counted_as_the_built_loss_counts_it():
+    from hrkd_ds.config import DistillConfig, GraphConfig, TermConfig
+    from hrkd_ds.distill import RelationalDistillLoss, resolve_layer_map
+
+    class Enc:
+        def __init__(self, hidden, layers):
+            self.hidden_size, self.num_layers = hidden, layers
+    loss = RelationalDistillLoss.from_config(Enc(32, 2), Enc(64, 4), 3, GraphConfig(enabled=False),
+                                             DistillConfig(layer_map=resolve_layer_map(2, 4, None),
+                                                           terms={"pool": TermConfig(weight=1.0)}))
+    built = sum(p.numel() for p in loss.parameters())
+    assert P.loss_params(P.Shape(2, 32, 128), P.Shape(4, 64, 256), graph=False, domains=3, pooled=True) == built
+    assert P.loss_params(P.Shape(2, 32, 128), P.Shape(4, 64, 256), graph=False, domains=3) < built
