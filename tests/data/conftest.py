@@ -7,20 +7,12 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from data_helpers import REPO
+
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from hrkd_ds.config import DataConfig, TokenizerConfig  # noqa: E402
-
-SHARED_DATA = REPO.parent / "shared" / "data"  # the `shared` folder beside the repo root
-
-
-def shared(*parts: str) -> Path:
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data not available: {path}")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import REPO
+from data_helpers import REPO
 
 from hrkd_ds.config import DataConfig, ModelConfig
 from hrkd_ds.data import load_splits

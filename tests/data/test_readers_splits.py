@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 
 import pytest
-from conftest import REPO, shared
+from data_helpers import REPO, shared
 
 from hrkd_ds.config import DataConfig
 from hrkd_ds.data import load_splits, read_amazon, read_mnli, read_table, sample_dir
