@@ -58,16 +58,19 @@ def gather_bytes(args, teacher: Shape) -> float:
 
 
 def loss_params(student: Shape, teacher: Shape, graph: bool, domains: int, heads: int = 8, per_head: int = 8,
-                pooled: bool = False) -> int:
+                pooled: bool = False, dynamic: bool = False) -> int:
     """Trainable parameters of the HRKD loss, optimised with the student (distill/relational_loss.py):
     a projection student -> teacher width per mapped layer and the embeddings, and with the graph
-    the compare-aggregate matrices U (S, Ht, Ht), V (S, K, Ht, Ht) and the two GAT levels, and with the
-    pooled term its projection W_p (docs/METHOD.md). At a wide
+    the compare-aggregate matrices U (S, Ht, Ht), V (S, K, Ht, Ht) and the two GAT levels (`dynamic`,
+    graph.attention=gatv2: target projections in both and an O-wide second-level score, distill/graph.py),
+    and with the pooled term its projection W_p (docs/METHOD.md). At a wide
     teacher these outweigh the student (24 x 2048 teacher, 4 x 312 student: 54M against 14.5M)."""
     s, hs, ht = student.layers, student.hidden, teacher.hidden
     n = (s + 1 + pooled) * (hs * ht + ht)
     if graph:
-        n += (1 + domains) * s * ht * ht + (s + 1) * (heads * ht * per_head + 2 * heads * per_head + heads * per_head + 2)
+        h, o = heads, per_head
+        gat = (2 * h * ht * o + h * o + h * o + 2 * h * o * o + o) if dynamic else (h * ht * o + 2 * h * o + h * o + 2)
+        n += (1 + domains) * s * ht * ht + (s + 1) * gat
     return n
 
 
@@ -95,7 +98,8 @@ def plan(args) -> dict:
             raise UserError(f"{name}: must be 0-3, got {getattr(args, name)}")
     n = args.world_size
     t = model_state_bytes(teacher.params(), args.teacher_stage, n, args.teacher_dtype, False)
-    trainable = student.params() + (loss_params(student, teacher, args.loss == "hrkd", args.domains, pooled=args.pooled)
+    trainable = student.params() + (loss_params(student, teacher, args.loss == "hrkd", args.domains, pooled=args.pooled,
+                                                dynamic=args.graph_attention == "gatv2")
                                    if args.loss != "none" else 0)
     s = student_zero_bytes(trainable, args.student_stage, n, args.student_dtype)
     gather = gather_bytes(args, teacher) if args.teacher_stage == 3 else 0.0

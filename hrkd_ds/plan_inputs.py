@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--loss", choices=("hrkd", "no-graph", "none"), default="hrkd",
                     help="trainable loss parameters trained with the student: HRKD's projections + graph (hrkd), "
                          "projections only (no-graph), none")
+    ap.add_argument("--graph-attention", dest="graph_attention", choices=("gat", "gatv2"), default="gat",
+                    help="the graph's attention (graph.attention): gatv2 has more parameters")
     ap.add_argument("--pooled", action="store_true",
                     help="the pooled term's projection W_p trains too (distill.terms.pool.weight > 0)")
     ap.add_argument("--offload-teacher", dest="offload_teacher", action="store_true")
@@ -175,7 +177,8 @@ def config_defaults(path: str, student_ds: str, shapes: bool) -> dict:
     pool = cfg.distill.terms.get("pool")
     d = {"seq_len": cfg.data.max_seq_len, "max_positions": cfg.data.max_seq_len,
          "batch_per_domain": cfg.distill_train.batch_per_domain,
-         "loss": loss_kind(cfg.distill.method, cfg.graph.enabled), "pooled": bool(pool and pool.weight)}
+         "loss": loss_kind(cfg.distill.method, cfg.graph.enabled), "pooled": bool(pool and pool.weight),
+         "graph_attention": cfg.graph.attention}
     if cfg.data.domains:
         d["domains"] = len(cfg.data.domains)
     if shapes:

@@ -1,4 +1,6 @@
 """hrkd-plan: a hand-computed small case and the one-line refusal of bad input."""
+import itertools
+
 from hrkd_ds import plan as P
 
 
@@ -50,11 +52,12 @@ def test_loss_params_equal_the_trainers_loss():
     class Enc:
         def __init__(self, hidden, layers):
             self.hidden_size, self.num_layers = hidden, layers
-    for (sl, sh), (tl, th) in [((2, 32), (4, 64)), ((4, 312), (12, 768))]:
-        loss = RelationalDistillLoss.from_config(Enc(sh, sl), Enc(th, tl), 3, GraphConfig(),
+    for ((sl, sh), (tl, th)), attention in itertools.product([((2, 32), (4, 64)), ((4, 312), (12, 768))], ("gat", "gatv2")):
+        loss = RelationalDistillLoss.from_config(Enc(sh, sl), Enc(th, tl), 3, GraphConfig(attention=attention),
                                                  DistillConfig(layer_map=resolve_layer_map(sl, tl, None)))
         built = sum(p.numel() for p in loss.parameters())
-        assert P.loss_params(P.Shape(sl, sh, 4 * sh), P.Shape(tl, th, 4 * th), graph=True, domains=3) == built
+        assert P.loss_params(P.Shape(sl, sh, 4 * sh), P.Shape(tl, th, 4 * th), graph=True, domains=3,
+                             dynamic=attention == "gatv2") == built, attention
 
 
 def test_matches_bench_memory_teacher_bytes():
@@ -129,16 +132,16 @@ def test_the_loss_kind_a_config_plans_is_what_its_method_builds():
             assert loss_kind(name, enabled) == built, name
 
 
-def test_a_logit_kd_config_with_the_pooled_term_plans_no_graph_and_w_p(tmp_path):
+def test_a_config_plans_its_methods_graph_its_attention_and_w_p(tmp_path):
     from hrkd_ds.plan_inputs import config_defaults
 
     cfg = tmp_path / "run.yaml"
     cfg.write_text("distill:\n  method: logit-kd\n  terms:\n    pool:\n      weight: 1.0\n")
     d = config_defaults(str(cfg), "ds_configs/zero2.json", shapes=False)
     assert d["loss"] == "no-graph" and d["pooled"] is True
-    cfg.write_text("distill:\n  method: hrkd\n")
+    cfg.write_text("distill:\n  method: hrkd\ngraph:\n  attention: gatv2\n")
     d = config_defaults(str(cfg), "ds_configs/zero2.json", shapes=False)
-    assert d["loss"] == "hrkd" and d["pooled"] is False
+    assert d["loss"] == "hrkd" and d["pooled"] is False and d["graph_attention"] == "gatv2"
 
 
 def test_the_pooled_projection_is_counted_as_the_built_loss_counts_it():
