@@ -17,7 +17,8 @@ from hrkd_ds.analysis.compression_summary import render_compression, summarize_c
 def test_timed_counts_the_childs_cpu_and_wall():
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
     rc, wall, cpu = timed(lambda: subprocess.Popen([sys.executable, "-c", burn]).wait())
-    assert rc == 0 and cpu >= 0.3 and wall >= cpu * 0.5  # one busy core: CPU ~ wall
+    assert rc == 0 and cpu >= 0.3  # the child's CPU is counted (getrusage of the reaped child)
+    assert wall + 0.05 >= cpu  # one busy thread: its CPU time cannot run ahead of the wall clock
 
 
 def test_attempts_accumulate_and_count_only_once_the_last_one_finished(tmp_path):
