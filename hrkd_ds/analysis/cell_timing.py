@@ -4,8 +4,8 @@ Why: a recipe's cost is part of its result (a recipe that needs 5x the steps is 
 it pays 5x), and a figure copied by hand from a log cannot be regenerated. tools/reproduce.py
 times every trainer run of a cell and appends it to `<run dir>/timing.json`:
 
-    {"attempts": [{"started": "2026-12-07 22:42:23", "code": "b7656a8", "rc": 0,
-                   "wall_s": 7215.3, "cpu_s": 13902.1}, ...]}
+    {"attempts": [{"started": "2026-12-07 22:55:59", "code": "034d97e...", "rc": 0,
+                   "wall_s": 1315.6, "cpu_s": 2532.3}, ...]}   # amazon/f0.1/L4H192sel/kd-aug/s2
 
 An attempt that stopped at a checkpoint (rc 3) is continued by the next; the cell's cost is the
 sum of its attempts once the last ended with rc 0. Wall time counts pauses and other jobs on the
