@@ -209,7 +209,7 @@ def report(root: Path, archive: Path, smoke: bool, spec: dict, report_dir: str |
                         duplicates_dir=DUPLICATES, source=", ".join(_shown(r) for r in (root, archive)))
     print(f"wrote {md} ({len(out.get('slices', []))} slices, {len(out.get('missing', []))} missing cells)")
     if own and md.parent == DOCS.resolve():  # the README states the project's own numbers, nobody else's
-        atomic_write_text(README, update_readme(README.read_text(), out.get("slices", [])))
+        atomic_write_text(README, update_readme(README.read_text(), out.get("slices", []), out.get("choices", [])))
         print(f"wrote {README} (its generated tables)")
     return md
 

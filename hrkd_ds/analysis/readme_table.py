@@ -21,6 +21,10 @@ SLICES: tuple[Key, ...] = (("amazon", 1.0, "L3"), ("amazon", 0.1, "L3"), ("mnli"
                            ("amazon", 1.0, "L4H192sel"), ("amazon", 0.1, "L4H192sel"), ("mnli", 0.1, "L4H192sel"))
 LABEL_TERM: Key = ("amazon", 1.0, "L3")  # where the label term (kd-ce, hrkd-ce) ran
 ABLATION_SLICE: Key = ("amazon", 0.1, "L4H192sel")
+# where the recipe chosen on dev has to beat fine-tuning (issue "make distillation pay", grid.yaml's v2-recipes)
+GOAL_SLICES: tuple[Key, ...] = (("amazon", 1.0, "L3"), ("amazon", 1.0, "L4H192sel"), ("amazon", 0.1, "L4H192sel"),
+                                ("mnli", 0.1, "L4H192sel"))
+CHOSEN = "<chosen>"  # in a block: the method its `rule` chose on dev (summary.json's `choices`)
 ABLATIONS = ("hrkd-nodrop", "hrkd-nohier", "hrkd-robust", "hrkd-frozen", "hrkd-residual", "reference", "hrkd-scores")
 MODEL_LABELS = {"teacher": "teacher (MiniLM-L6, fine-tuned)", "none": "`none` (student fine-tuned on labels)",
                 "kd": "`kd` (TinyBERT-KD)", "hrkd": "`hrkd` (the paper's settings, graph dropout 0.1)"}
@@ -29,6 +33,10 @@ BLOCKS: dict[str, dict[str, Any]] = {
         "slices": SLICES, "models": ("teacher", "none", "kd", "hrkd"),
         "compare": [(k, "hrkd", "kd") for k in SLICES] + [(k, "kd", "none") for k in SLICES]
                    + [(LABEL_TERM, "kd-ce", "kd"), (LABEL_TERM, "kd-ce", "none"), (LABEL_TERM, "hrkd-ce", "kd-ce")],
+    },
+    "distill-vs-finetune": {
+        "slices": GOAL_SLICES, "rule": "v2-recipes", "models": ("teacher", "none", "kd", CHOSEN),
+        "compare": [(k, CHOSEN, "none") for k in GOAL_SLICES] + [(k, CHOSEN, "kd") for k in GOAL_SLICES],
     },
     "graph-ablations": {
         "slices": (ABLATION_SLICE,), "models": ("kd", "hrkd", *ABLATIONS),
@@ -138,12 +146,29 @@ def _accuracy_table(block: Mapping[str, Any], present: list[tuple[Key, Mapping[s
     return lines
 
 
-def render_block(name: str, slices: Sequence[Mapping[str, Any]]) -> str:
-    """The Markdown of block `name` (markers included), from a report's slice summaries."""
-    block, (begin, end) = BLOCKS[name], markers(name)
+def _with_choice(block: Mapping[str, Any], choices: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any], list[str]]:
+    """The block with CHOSEN read as the method its rule chose, and a line saying what was chosen
+    (or what the choice waits for); a block without a rule unchanged."""
+    if "rule" not in block:
+        return block, []
+    ch = next((c for c in choices if c["rule"] == block["rule"]), None)
+    chosen = ch["method"] if ch else None
+    sub = lambda m: chosen if m == CHOSEN else m  # noqa: E731
+    block = {**block, "models": tuple(sub(m) for m in block["models"] if chosen or m != CHOSEN),
+             "compare": [(k, sub(a), sub(b)) for k, a, b in block["compare"] if chosen or CHOSEN not in (a, b)]}
+    if chosen:
+        return block, [f"`{chosen}`: the recipe the pre-registered rule {ch['rule']} chose on dev "
+                       f"({ch['done']} selection cells; docs/RESULTS.md, \"Choices made on dev\")."]
+    said = f"{ch['done']} of {ch['needed']} selection cells finished" if ch else "no such rule in the report"
+    return block, [f"The pre-registered rule {block['rule']} has not chosen a recipe yet ({said})."]
+
+
+def render_block(name: str, slices: Sequence[Mapping[str, Any]], choices: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The Markdown of block `name` (markers included), from a report's slice summaries and choices."""
+    (block, said), (begin, end) = _with_choice(BLOCKS[name], choices), markers(name)
     found = {key: _find(slices, key) for key in block["slices"]}
     present = [(key, sl) for key, sl in found.items() if sl is not None]
-    lines = [begin, "", *_accuracy_table(block, present)] if present else [begin]
+    lines = [begin, *(["", *said] if said else []), *(["", *_accuracy_table(block, present)] if present else [])]
     rows = [_comparison_row(key, found[key], a, b) for key, a, b in block["compare"] if found.get(key) is not None]
     if rows:
         lines += ["", "Differences in points (Δ = first minus second, on the seeds both have; bold: the seeds + examples "
@@ -165,8 +190,8 @@ def current_block(text: str, name: str) -> str:
     return text[text.index(begin):text.index(end) + len(end)]
 
 
-def update_readme(text: str, slices: Sequence[Mapping[str, Any]]) -> str:
-    """`text` with every block of BLOCKS regenerated from `slices`."""
+def update_readme(text: str, slices: Sequence[Mapping[str, Any]], choices: Sequence[Mapping[str, Any]] = ()) -> str:
+    """`text` with every block of BLOCKS regenerated from `slices` (and the report's `choices`)."""
     for name in BLOCKS:
-        text = text.replace(current_block(text, name), render_block(name, slices))
+        text = text.replace(current_block(text, name), render_block(name, slices, choices))
     return text

@@ -25,7 +25,7 @@ from hrkd_ds.analysis.bootstrap import DEFAULT_N_BOOT, hierarchical_bootstrap, p
 from hrkd_ds.analysis.duplicates import dedup_average, load_index
 from hrkd_ds.analysis.protocol import degenerate_domains, registered_compare, registered_phases, registration
 from hrkd_ds.analysis.results_render import plot_slice, render_markdown, slice_slug
-from hrkd_ds.analysis.selection import dev_of_cells, resolve
+from hrkd_ds.analysis.selection import choice_summary, dev_of_cells, resolve
 from hrkd_ds.io import atomic_write_json, atomic_write_text
 
 # the graph's ablations (configs/reproduce/grid.yaml): each against the default it changes one switch
@@ -278,8 +278,9 @@ def write_results(grid_dir: str | Path | Sequence[str | Path], md_path: str | Pa
             links[slug] = os.path.relpath(png.resolve(), md_path.parent.resolve())
     source = source if source is not None else ", ".join(str(r) for r in roots)
     json_dir.mkdir(parents=True, exist_ok=True)
+    choices = choice_summary(spec, dev_of_cells(cells)) if spec else []
     summary = {"grid": source, "roots": [os.path.relpath(Path(r).resolve(), json_dir.resolve()) for r in roots],
-               "slices": slices, "missing": missing}
+               "slices": slices, "missing": missing, "choices": choices}
     atomic_write_json(json_dir / "summary.json", summary)
-    atomic_write_text(md_path, render_markdown(slices, missing, links, source=source, intro=intro))
+    atomic_write_text(md_path, render_markdown(slices, missing, links, source=source, intro=intro, choices=choices))
     return summary

@@ -71,6 +71,37 @@ def render_degenerate_summary(slices: list[dict[str, Any]]) -> list[str]:
     return lines + ([] if flagged else ["None."]) + [""]
 
 
+def render_choices(choices: list[dict[str, Any]]) -> list[str]:
+    """Each pre-registered dev-only choice (summary.json's `choices`, analysis/selection.py): what it
+    chose, or how many of its cells it still waits for, and every candidate's dev means it read."""
+    if not choices:
+        return []
+    lines = ["## Choices made on dev", "",
+             "Each choice a phase of configs/reproduce/grid.yaml defers to (`preregistration.<rule>.choose`), "
+             "made by the grid from the student's dev average alone: the highest mean over the cells named; "
+             "within the tie margin, the lowest declared cost (a cell's steps x its step's cost, kd = 1). "
+             "No test number is read.", ""]
+    for ch in choices:
+        (datasets, fractions), students = ch["where"], ch["students"]
+        state = (f"chose `{ch['method']}`" if ch["method"] else
+                 f"not made yet: {ch['done']} of {ch['needed']} cells finished")
+        lines += [f"**{ch['rule']}** ({', '.join(datasets)} {', '.join(fractions)}; students {', '.join(students)}; "
+                  f"seeds {', '.join(map(str, ch['seeds']))}; ties within {ch['tie_pts']:g} pts): {state}.", "",
+                  "| candidate | " + " | ".join(f"dev, `{st}`" for st in students) + " | dev, mean (read by the rule) "
+                  "| cells | declared cost |", "|---|" + "---:|" * (len(students) + 3)]
+        ranked = sorted(ch["candidates"], key=lambda c: -(c["mean"] if c["mean"] is not None else -1.0))
+        for c in ranked:
+            name = f"**`{c['method']}`**" if c["method"] == ch["method"] else f"`{c['method']}`"
+            lines.append(f"| {name} | " + " | ".join(_pct_or_dash(c["by_student"].get(st)) for st in students)
+                         + f" | {_pct_or_dash(c['mean'])} | {c['cells']} of {c['of']} | {c['cost']:g} |")
+        lines.append("")
+    return lines
+
+
+def _pct_or_dash(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
 def render_comparisons(sl: dict[str, Any]) -> list[str]:
     """The slice's comparisons as one table: the example-only interval of the first protocol and
     protocol v2's seeds-and-examples interval side by side, on the seeds both methods have."""
@@ -167,7 +198,7 @@ def render_domain_weights(by_method: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def render_markdown(slices: list[dict[str, Any]], missing: list[dict[str, str]], charts: dict[str, str] | None = None,
-                    source: str = "", intro: str = "") -> str:
+                    source: str = "", intro: str = "", choices: list[dict[str, Any]] | None = None) -> str:
     """The whole RESULTS.md; `intro` (hand-written Markdown) goes between the title and the tables."""
     charts = charts or {}
     n_cells = sum(len(s["cells"]) for s in slices)
@@ -185,7 +216,8 @@ def render_markdown(slices: list[dict[str, Any]], missing: list[dict[str, str]],
     ]
     if intro:
         head += [intro.strip(), ""]
-    body = [render_slice(s, charts.get(slice_slug(s))) for s in slices]
+    body = ["\n".join(render_choices(choices or []))] if choices else []
+    body += [render_slice(s, charts.get(slice_slug(s))) for s in slices]
     tail = [*render_degenerate_summary(slices), "## Missing or unfinished cells", ""]
     if missing:
         tail += ["| cell | reason |", "|---|---|"] + [f"| {m['cell']} | {m['reason']} |" for m in missing]

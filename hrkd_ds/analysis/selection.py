@@ -64,12 +64,19 @@ def choose_cells(choose: Mapping[str, Any]) -> dict[str, list[str]]:
 
 
 def decide(choose: Mapping[str, Any], dev_of: DevOf) -> dict[str, Any]:
-    """{"method": chosen or None, "means": candidate -> mean dev (of finished cells), "done", "needed"}."""
+    """{"method": chosen or None, "means": candidate -> mean dev (of finished cells), "by_student":
+    student -> candidate -> mean dev, "done", "needed", "counts": candidate -> its finished cells}."""
     cells = choose_cells(choose)
     devs = {m: [d for d in map(dev_of, ids) if d is not None] for m, ids in cells.items()}
     done, needed = sum(map(len, devs.values())), sum(map(len, cells.values()))
     means = {m: sum(v) / len(v) for m, v in devs.items() if v}
-    out: dict[str, Any] = {"method": None, "means": means, "done": done, "needed": needed}
+    by_student = {}  # what the report shows beside the mean the rule reads
+    for st in choose["students"]:
+        one = {**choose, "students": [st]}
+        vals = {m: [d for d in map(dev_of, ids) if d is not None] for m, ids in choose_cells(one).items()}
+        by_student[st] = {m: sum(v) / len(v) for m, v in vals.items() if v}
+    out: dict[str, Any] = {"method": None, "means": means, "by_student": by_student, "done": done, "needed": needed,
+                           "counts": {m: len(v) for m, v in devs.items()}}
     if done < needed:
         return out
     top = max(means.values())
@@ -90,17 +97,43 @@ def dev_of_cells(cells: Iterable[Any]) -> DevOf:
     return devs.get
 
 
+def decisions(spec: Mapping[str, Any], dev_of: DevOf) -> dict[str, dict[str, Any]]:
+    """rule -> its decision (`decide`), for every rule a phase defers to, in phase order; a malformed
+    rule is named by the first phase that defers to it."""
+    out: dict[str, dict[str, Any]] = {}
+    for i, phase in enumerate(spec["phases"]):
+        for rule in filter(None, map(selected_rule, phase.get("methods") or [])):
+            if rule not in out:
+                out[rule] = decide(check_choose(spec, rule, f"phases[{i}]"), dev_of)
+    return out
+
+
 def choice_lines(spec: Mapping[str, Any], dev_of: DevOf) -> list[str]:
     """One line per decided rule that a phase defers to: what it chose and every candidate's mean dev
     (the grid's log and `--list` name the choice; the report's tables come much later)."""
     lines = []
-    rules = dict.fromkeys(r for ph in spec["phases"] for r in map(selected_rule, ph.get("methods") or []) if r)
-    for rule in rules:
-        d = decide(check_choose(spec, rule, f"preregistration.{rule}"), dev_of)
+    for rule, d in decisions(spec, dev_of).items():
         if d["method"] is not None:
             means = ", ".join(f"{m} {100 * v:.2f}" for m, v in sorted(d["means"].items(), key=lambda kv: -kv[1]))
             lines.append(f"{rule} chose {d['method']} on dev (mean dev % over {d['needed']} cells: {means})")
     return lines
+
+
+def choice_summary(spec: Mapping[str, Any], dev_of: DevOf) -> list[dict[str, Any]]:
+    """Each rule's decision as the report records it (summary.json's `choices`): the chosen method or
+    None, cells finished of needed, and per candidate its mean dev (all, and per student), its cells
+    finished of those the rule reads, and its declared cost."""
+    out = []
+    for rule, d in decisions(spec, dev_of).items():
+        choose = spec["preregistration"][rule]["choose"]
+        out.append({"rule": rule, "method": d["method"], "done": d["done"], "needed": d["needed"],
+                    "tie_pts": float(choose.get("tie_pts", 0.0)), "students": list(choose["students"]),
+                    "seeds": list(choose["seeds"]), "where": [list(choose["datasets"]), [str(f) for f in choose["fractions"]]],
+                    "candidates": [{"method": m, "cost": float(choose["cost"][m]), "mean": d["means"].get(m),
+                                    "cells": d["counts"][m], "of": len(choose_cells(choose)[m]),
+                                    "by_student": {st: d["by_student"][st].get(m) for st in choose["students"]}}
+                                   for m in choose["candidates"]]})
+    return out
 
 
 def resolve(spec: Mapping[str, Any], dev_of: DevOf) -> tuple[dict[str, Any], list[str]]:
@@ -109,15 +142,13 @@ def resolve(spec: Mapping[str, Any], dev_of: DevOf) -> tuple[dict[str, Any], lis
     what they wait for). The spec given is not changed."""
     out = copy.deepcopy(dict(spec))
     phases, waiting = [], []
-    decisions: dict[str, dict[str, Any]] = {}
+    decided = decisions(out, dev_of)
     for i, phase in enumerate(out["phases"]):
         rule = next(filter(None, map(selected_rule, phase.get("methods") or [])), None)
         if rule is None:
             phases.append(phase)
             continue
-        if rule not in decisions:
-            decisions[rule] = decide(check_choose(out, rule, f"phases[{i}]"), dev_of)
-        d = decisions[rule]
+        d = decided[rule]
         if d["method"] is None:
             waiting.append(f"phases[{i}] waits for the {rule} choice: {d['done']} of {d['needed']} cells finished")
             continue

@@ -15,10 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_committed_readme_shows_the_committed_report():
-    slices = json.loads((REPO / "docs" / "results" / "summary.json").read_text())["slices"]
+    summary = json.loads((REPO / "docs" / "results" / "summary.json").read_text())
     readme = (REPO / "README.md").read_text()
     for name in BLOCKS:  # on failure: python3 tools/reproduce.py --report rewrites the blocks
-        assert current_block(readme, name) == render_block(name, slices), name
+        assert current_block(readme, name) == render_block(name, summary["slices"], summary.get("choices", [])), name
 
 
 def _interval(lo, hi):
@@ -73,3 +73,22 @@ def test_update_needs_exactly_one_block_of_each():
         update_readme("no markers here", slices)
     with pytest.raises(ValueError, match="one generated block"):
         update_readme(text + text, slices)
+
+
+def _choice(method, done=42):
+    return {"rule": "v2-recipes", "method": method, "done": done, "needed": 42}
+
+
+def test_the_fine_tuning_block_reads_the_recipe_chosen_on_dev_and_waits_without_one():
+    sl = _slice(("amazon", 0.1, "L4H192sel"))
+    sl["rows"].append({**sl["rows"][2], "model": "logit-kd-aug"})  # kd's accuracies under the chosen name
+    sl["comparisons"].append({**sl["comparisons"][1], "a": "logit-kd-aug"})  # logit-kd-aug - none
+    waiting = render_block("distill-vs-finetune", [sl], [_choice(None, done=41)])
+    assert "The pre-registered rule v2-recipes has not chosen a recipe yet (41 of 42 selection cells finished)." in waiting
+    assert "logit-kd-aug" not in waiting and "| `kd` | 83.00 ± 2.00 (5) ⚑1 |" in waiting  # one slice: a row per model
+    chosen = render_block("distill-vs-finetune", [sl], [_choice("logit-kd-aug")])
+    assert chosen.splitlines()[2].startswith("`logit-kd-aug`: the recipe the pre-registered rule v2-recipes chose on dev")
+    assert "| `logit-kd-aug` | 83.00 ± 2.00 (5) |" in chosen  # its own row (no run of it flagged)
+    assert "| Amazon 10%, `L4H192sel` | logit-kd-aug − none | **+3.00** |" in chosen
+    assert "| Amazon 10%, `L4H192sel` | logit-kd-aug − kd | – | no paired runs |" in chosen
+    assert "Not in the report yet: Amazon 100%, `L3`, Amazon 100%, `L4H192sel`, MNLI 10%, `L4H192sel`." in chosen

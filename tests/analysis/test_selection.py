@@ -14,7 +14,8 @@ from hrkd_ds.analysis.grid import GridCell, check_phases, expand, load_spec
 from hrkd_ds.analysis.grid_progress import Progress
 from hrkd_ds.analysis.grid_schedule import run_planned
 from hrkd_ds.analysis.protocol import registered_phases
-from hrkd_ds.analysis.selection import choice_lines, decide, dev_of_cells, resolve
+from hrkd_ds.analysis.results_render import render_choices
+from hrkd_ds.analysis.selection import choice_lines, choice_summary, decide, dev_of_cells, resolve
 from hrkd_ds.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,6 +84,28 @@ def test_a_selected_phase_waits_then_runs_the_chosen_method_under_its_name():
     table.update({f"amazon/f0.1/L3/logit-kd/s{s}": 0.6 for s in (1, 2)})
     (ph,) = registered_phases(resolve(spec, table.get)[0])
     assert ph["compare"] == [("kd", "none")]
+
+
+def test_the_report_records_what_each_choice_read_per_student_and_marks_the_chosen_one():
+    spec = _spec_with_choice()
+    spec["preregistration"]["r"]["choose"]["students"] = ["L3", "L4H192sel"]
+    table = {f"amazon/f0.1/{st}/{m}/s{s}": v for (st, m, v) in (("L3", "kd", 0.80), ("L4H192sel", "kd", 0.70),
+                                                                ("L3", "logit-kd", 0.78), ("L4H192sel", "logit-kd", 0.76))
+             for s in (1, 2)}
+    partial = {k: v for k, v in table.items() if k != "amazon/f0.1/L3/logit-kd/s2"}
+    (waiting,) = choice_summary(spec, partial.get)
+    assert waiting["method"] is None and (waiting["done"], waiting["needed"]) == (7, 8)
+    (ch,) = choice_summary(spec, table.get)
+    assert ch["method"] == "logit-kd" and ch["rule"] == "r" and ch["students"] == ["L3", "L4H192sel"]
+    by = {c["method"]: c for c in ch["candidates"]}
+    assert by["logit-kd"]["mean"] == pytest.approx(0.77) and by["kd"]["mean"] == pytest.approx(0.75)
+    assert by["kd"]["by_student"] == pytest.approx({"L3": 0.80, "L4H192sel": 0.70})
+    lines = render_choices([ch])
+    assert "**r** (amazon 0.1; students L3, L4H192sel; seeds 1, 2; ties within 0.2 pts): chose `logit-kd`." in lines
+    rows = [line for line in lines if line.startswith("| ") and "candidate" not in line]
+    assert rows == ["| **`logit-kd`** | 78.00 | 76.00 | 77.00 | 4 of 4 | 1 |", "| `kd` | 80.00 | 70.00 | 75.00 | 4 of 4 | 1 |"]
+    text = "\n".join(render_choices([waiting]))
+    assert "not made yet: 7 of 8 cells finished" in text and "| `logit-kd` | 78.00 | 76.00 | 76.67 | 3 of 4 | 1 |" in text
 
 
 @pytest.mark.parametrize("edit, says", [
