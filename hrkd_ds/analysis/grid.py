@@ -23,7 +23,7 @@ import yaml
 
 from hrkd_ds.config.schema import ROLE_OF_STAGE
 from hrkd_ds.analysis.cells import student_cell_id
-from hrkd_ds.analysis.selection import check_choose, selected_rule
+from hrkd_ds.analysis.selection import check_choose, choose_rules, selected_rule
 from hrkd_ds.errors import UserError
 from hrkd_ds.stages.run_dir import stage_finished
 
@@ -88,14 +88,14 @@ def load_spec(path: str | Path) -> dict[str, Any]:
 
 
 def check_phases(spec: dict[str, Any], where: str) -> None:
-    """Every dataset, fraction, student and method a phase names is defined in the spec; a
-    `{selected: rule}` method (analysis/selection.py) names a rule whose choice is well formed."""
+    """Every dataset, fraction, student and method a phase names is defined in the spec; every
+    `choose` block, and the rule a `{selected: rule}` method (analysis/selection.py) names, is well formed."""
+    for rule, at in choose_rules(spec).items():  # a choice no phase defers to is still read by the report
+        check_choose(spec, rule, f"{where}: {at}")
     for i, phase in enumerate(spec["phases"]):
         rules = [r for r in map(selected_rule, phase.get("methods") or []) if r]
         if len(rules) > 1:
             raise UserError(f"{where}: phases[{i}].methods has {len(rules)} 'selected' entries; a phase runs one choice")
-        for rule in rules:
-            check_choose(spec, rule, f"{where}: phases[{i}].methods")
         for key in ("datasets", "students", "methods"):
             for name in phase.get(key) or []:
                 if selected_rule(name) is None and name not in spec[key]:

@@ -169,13 +169,17 @@ def render_block(name: str, slices: Sequence[Mapping[str, Any]], choices: Sequen
     found = {key: _find(slices, key) for key in block["slices"]}
     present = [(key, sl) for key, sl in found.items() if sl is not None]
     lines = [begin, *(["", *said] if said else []), *(["", *_accuracy_table(block, present)] if present else [])]
-    rows = [_comparison_row(key, found[key], a, b) for key, a, b in block["compare"] if found.get(key) is not None]
+    compare = [(key, a, b) for key, a, b in block["compare"] if found.get(key) is not None]
+    unrun = [(key, a, b) for key, a, b in compare if not (_row(found[key], a) and _row(found[key], b))]
+    rows = [_comparison_row(key, found[key], a, b) for key, a, b in compare if (key, a, b) not in unrun]
     if rows:
         lines += ["", "Differences in points (Δ = first minus second, on the seeds both have; bold: the seeds + examples "
                   "interval excludes 0):", "",
                   "| slice | comparison | Δ | 95% CI, seeds + examples (protocol v2) | seeds | 95% CI, examples only "
                   "(first protocol) | pre-registered | Δ, train/test duplicates removed |",
                   "|---|---|---:|---|---:|---|---|---|", *rows]
+    if unrun:
+        lines += ["", "No runs yet of both sides: " + ", ".join(f"{a} − {b} at {slice_name(k)}" for k, a, b in unrun) + "."]
     missing = [slice_name(k) for k, sl in found.items() if sl is None]
     if missing:
         lines += ["", "Not in the report yet: " + ", ".join(missing) + "."]

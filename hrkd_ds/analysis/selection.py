@@ -97,15 +97,23 @@ def dev_of_cells(cells: Iterable[Any]) -> DevOf:
     return devs.get
 
 
-def decisions(spec: Mapping[str, Any], dev_of: DevOf) -> dict[str, dict[str, Any]]:
-    """rule -> its decision (`decide`), for every rule a phase defers to, in phase order; a malformed
-    rule is named by the first phase that defers to it."""
-    out: dict[str, dict[str, Any]] = {}
+def choose_rules(spec: Mapping[str, Any]) -> dict[str, str]:
+    """rule -> where it is first named, for every rule with a `choose` block: those a phase defers
+    to in phase order, then the others (a choice the report records though no phase runs it yet)."""
+    out: dict[str, str] = {}
     for i, phase in enumerate(spec["phases"]):
         for rule in filter(None, map(selected_rule, phase.get("methods") or [])):
-            if rule not in out:
-                out[rule] = decide(check_choose(spec, rule, f"phases[{i}]"), dev_of)
+            out.setdefault(rule, f"phases[{i}]")
+    for rule, entry in (spec.get("preregistration") or {}).items():
+        if isinstance(entry, Mapping) and "choose" in entry:
+            out.setdefault(rule, f"preregistration.{rule}")
     return out
+
+
+def decisions(spec: Mapping[str, Any], dev_of: DevOf) -> dict[str, dict[str, Any]]:
+    """rule -> its decision (`decide`) for every rule of `choose_rules`; a malformed rule is named
+    by the first phase that defers to it."""
+    return {rule: decide(check_choose(spec, rule, where), dev_of) for rule, where in choose_rules(spec).items()}
 
 
 def choice_lines(spec: Mapping[str, Any], dev_of: DevOf) -> list[str]:

@@ -174,7 +174,11 @@ def test_every_registered_pair_is_read_after_the_default_ones():
 
 def test_the_grid_spec_registers_its_v2_phases():
     phases = registered_phases(load_spec(REPO / "configs" / "reproduce" / "grid.yaml"))
-    assert phases and all(p["rule"].get("seeds") == 5 for p in phases)  # every registered reading waits for 5 seeds
+    # every registered reading waits for 5 seeds, but a dev-only selection's own cells (v2-schedule), read at its seeds
+    selection_seeds = lambda p: len((p["rule"].get("choose") or {}).get("seeds") or [])  # noqa: E731
+    assert phases and all(p["rule"].get("seeds") == 5 or p["rule"]["seeds"] == selection_seeds(p) == len(p["seeds"])
+                          for p in phases)
+    assert [p["rule_name"] for p in phases if p["rule"]["seeds"] != 5] == ["v2-schedule"]
     report = [p for p in phases if p["rule_name"] == "v2-report"]  # seeds 4-5 of the slices the README states
     assert report and all(p["seeds"] == [4, 5] for p in report)
     assert any(("hrkd", "kd") in p["compare"] and "amazon" in p["datasets"] and 1.0 in p["fractions"] for p in report)

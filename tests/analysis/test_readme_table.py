@@ -90,5 +90,9 @@ def test_the_fine_tuning_block_reads_the_recipe_chosen_on_dev_and_waits_without_
     assert chosen.splitlines()[2].startswith("`logit-kd-aug`: the recipe the pre-registered rule v2-recipes chose on dev")
     assert "| `logit-kd-aug` | 83.00 ± 2.00 (5) |" in chosen  # its own row (no run of it flagged)
     assert "| Amazon 10%, `L4H192sel` | logit-kd-aug − none | **+3.00** |" in chosen
-    assert "| Amazon 10%, `L4H192sel` | logit-kd-aug − kd | – | no paired runs |" in chosen
+    assert "| Amazon 10%, `L4H192sel` | logit-kd-aug − kd | – | no paired runs |" in chosen  # rows, but no comparison
     assert "Not in the report yet: Amazon 100%, `L3`, Amazon 100%, `L4H192sel`, MNLI 10%, `L4H192sel`." in chosen
+    no_kd = {**sl, "rows": [r for r in sl["rows"] if r["model"] != "kd"]}
+    chosen = render_block("distill-vs-finetune", [no_kd], [_choice("logit-kd-aug")])
+    assert "No runs yet of both sides: logit-kd-aug − kd at Amazon 10%, `L4H192sel`." in chosen
+    assert "logit-kd-aug − kd |" not in chosen
