@@ -178,7 +178,7 @@ def test_the_grid_spec_registers_its_v2_phases():
     selection_seeds = lambda p: len((p["rule"].get("choose") or {}).get("seeds") or [])  # noqa: E731
     assert phases and all(p["rule"].get("seeds") == 5 or p["rule"]["seeds"] == selection_seeds(p) == len(p["seeds"])
                           for p in phases)
-    assert [p["rule_name"] for p in phases if p["rule"]["seeds"] != 5] == ["v2-schedule"]
+    assert [p["rule_name"] for p in phases if p["rule"]["seeds"] != 5] == ["v2-mix", "v2-schedule"]
     report = [p for p in phases if p["rule_name"] == "v2-report"]  # seeds 4-5 of the slices the README states
     assert report and all(p["seeds"] == [4, 5] for p in report)
     assert any(("hrkd", "kd") in p["compare"] and "amazon" in p["datasets"] and 1.0 in p["fractions"] for p in report)

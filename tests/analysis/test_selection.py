@@ -115,7 +115,7 @@ def test_a_choice_no_phase_runs_is_still_checked_and_recorded():
                                                "cost": {"kd": 1.0, "none": 0.5}}}
     check_phases(spec, "test")
     table = {f"amazon/f0.1/L3/{m}/s{s}": v for (m, v) in (("kd", 0.7), ("none", 0.8)) for s in (1, 2)}
-    assert [c["rule"] for c in choice_summary(spec, table.get)] == ["r", "v2-recipes", "v2-schedule", "q"]  # phases' first
+    assert [c["rule"] for c in choice_summary(spec, table.get)] == ["r", "v2-recipes", "v2-schedule", "v2-mix", "q"]  # phases' first
     assert [c["method"] for c in choice_summary(spec, table.get) if c["rule"] == "q"] == ["none"]
     del spec["preregistration"]["q"]["choose"]["cost"]["none"]
     with pytest.raises(UserError, match="preregistration.q: preregistration.q.choose.cost has no number for none"):
