@@ -77,8 +77,8 @@ def render_choices(choices: list[dict[str, Any]]) -> list[str]:
     if not choices:
         return []
     lines = ["## Choices made on dev", "",
-             "Each choice a phase of configs/reproduce/grid.yaml defers to (`preregistration.<rule>.choose`), "
-             "made by the grid from the student's dev average alone: the highest mean over the cells named; "
+             "Each pre-registered choice of configs/reproduce/grid.yaml (`preregistration.<rule>.choose`), "
+             "made from the student's dev average alone: the highest mean over the cells named; "
              "within the tie margin, the lowest declared cost (a cell's steps x its step's cost, kd = 1). "
              "No test number is read.", ""]
     for ch in choices:

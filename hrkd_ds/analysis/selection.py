@@ -63,18 +63,22 @@ def choose_cells(choose: Mapping[str, Any]) -> dict[str, list[str]]:
             for m in choose["candidates"]}
 
 
+def _devs(choose: Mapping[str, Any], dev_of: DevOf) -> dict[str, list[float]]:
+    """candidate -> the dev accuracies of its finished cells among those `choose` names."""
+    return {m: [d for d in map(dev_of, ids) if d is not None] for m, ids in choose_cells(choose).items()}
+
+
+def _means(devs: Mapping[str, list[float]]) -> dict[str, float]:
+    return {m: sum(v) / len(v) for m, v in devs.items() if v}
+
+
 def decide(choose: Mapping[str, Any], dev_of: DevOf) -> dict[str, Any]:
     """{"method": chosen or None, "means": candidate -> mean dev (of finished cells), "by_student":
     student -> candidate -> mean dev, "done", "needed", "counts": candidate -> its finished cells}."""
-    cells = choose_cells(choose)
-    devs = {m: [d for d in map(dev_of, ids) if d is not None] for m, ids in cells.items()}
-    done, needed = sum(map(len, devs.values())), sum(map(len, cells.values()))
-    means = {m: sum(v) / len(v) for m, v in devs.items() if v}
-    by_student = {}  # what the report shows beside the mean the rule reads
-    for st in choose["students"]:
-        one = {**choose, "students": [st]}
-        vals = {m: [d for d in map(dev_of, ids) if d is not None] for m, ids in choose_cells(one).items()}
-        by_student[st] = {m: sum(v) / len(v) for m, v in vals.items() if v}
+    devs = _devs(choose, dev_of)
+    done, needed = sum(map(len, devs.values())), sum(map(len, choose_cells(choose).values()))
+    means = _means(devs)
+    by_student = {st: _means(_devs({**choose, "students": [st]}, dev_of)) for st in choose["students"]}  # for the report
     out: dict[str, Any] = {"method": None, "means": means, "by_student": by_student, "done": done, "needed": needed,
                            "counts": {m: len(v) for m, v in devs.items()}}
     if done < needed:
@@ -117,8 +121,8 @@ def decisions(spec: Mapping[str, Any], dev_of: DevOf) -> dict[str, dict[str, Any
 
 
 def choice_lines(spec: Mapping[str, Any], dev_of: DevOf) -> list[str]:
-    """One line per decided rule that a phase defers to: what it chose and every candidate's mean dev
-    (the grid's log and `--list` name the choice; the report's tables come much later)."""
+    """One line per decided rule: what it chose and every candidate's mean dev (the grid's log and
+    `--list` name the choice; the report's tables come much later)."""
     lines = []
     for rule, d in decisions(spec, dev_of).items():
         if d["method"] is not None:
