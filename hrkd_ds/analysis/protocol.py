@@ -84,12 +84,13 @@ def registration(phases: Sequence[Mapping[str, Any]], slice_key: tuple[str, floa
                  finished: set[tuple[str, int]], n_paired: int) -> dict[str, Any]:
     """How comparison a - b of a slice was decided: pre-registered (and complete), or the earlier protocol.
 
-    `finished`: the slice's finished (method, seed) cells; `n_paired`: the seeds both methods have."""
+    `finished`: the slice's finished (method, seed) cells; `n_paired`: the seeds both methods have.
+    Of several phases naming it, the first that runs a method chosen on dev reads it (so the
+    report can say which seeds the choice read), else the first."""
     dataset, fraction, student = slice_key
-    for ph in phases:
-        if (a, b) not in ph["compare"] or dataset not in ph["datasets"] or student not in ph["students"] \
-                or not any(abs(fraction - f) < 1e-9 for f in ph["fractions"]):
-            continue
+    naming = [ph for ph in phases if (a, b) in ph["compare"] and dataset in ph["datasets"] and student in ph["students"]
+              and any(abs(fraction - f) < 1e-9 for f in ph["fractions"])]
+    for ph in sorted(naming, key=lambda ph: not ph.get("selected")):  # stable: phase order within each kind
         needed = {(m, s) for m in {*ph["methods"], a, b} for s in ph["seeds"]}
         done = len(needed & finished)
         want_seeds = int(ph["rule"].get("seeds") or 0)
@@ -97,6 +98,18 @@ def registration(phases: Sequence[Mapping[str, Any]], slice_key: tuple[str, floa
         out = {"status": "pre-registered" if complete else "earlier protocol", "phase": ph["phase"], "date": ph["date"],
                "rule": ph["rule_name"], "cells_done": done, "cells_needed": len(needed), "seeds_needed": want_seeds}
         if ph.get("selected"):  # the method this phase runs was chosen by a dev-only rule before it ran
-            out["selected"] = ph["selected"]
+            out["selected"] = _selected_here(ph["selected"], slice_key)
         return out
     return {"status": "earlier protocol"}
+
+
+def _selected_here(selected: Mapping[str, Any], slice_key: tuple[str, float, str]) -> dict[str, Any]:
+    """The choice behind a comparison, with the seeds of this slice whose cells of the chosen method
+    the choice read on dev (`selection_seeds`): there the slice is not independent of the choice."""
+    dataset, fraction, student = slice_key
+    seeds = []
+    for cell_id in selected.get("read") or []:
+        ds, frac, st, method, seed = cell_id.split("/")
+        if (ds, st, method) == (dataset, student, selected["method"]) and abs(float(frac[1:]) - fraction) < 1e-9:
+            seeds.append(int(seed[1:]))
+    return {"rule": selected["rule"], "method": selected["method"], "selection_seeds": sorted(seeds)}

@@ -100,7 +100,9 @@ def _retained(sl: Mapping[str, Any], model: str) -> str:
 
 def _decided(reg: Mapping[str, Any] | None) -> str:
     if reg and reg.get("status") == "pre-registered":
-        return f"yes ({reg['rule']}, {reg['date']})"
+        seeds = (reg.get("selected") or {}).get("selection_seeds") or []
+        read = f"; seeds {', '.join(map(str, seeds))} are the choice's selection cells" if seeds else ""
+        return f"yes ({reg['rule']}, {reg['date']}{read})"
     if reg and "phase" in reg:
         return f"registered ({reg['rule']}), read at {reg['seeds_needed']} seeds: not yet"
     return "no (earlier protocol)"

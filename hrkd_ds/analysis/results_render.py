@@ -45,12 +45,18 @@ def _registration(reg: dict[str, Any] | None) -> str:
     if not reg:  # a kept earlier grid's summary: no spec read it
         return "earlier grid"
     if reg["status"] == "pre-registered":
-        chosen = f"; chosen on dev by {reg['selected']['rule']}" if reg.get("selected") else ""
+        chosen = f"; chosen on dev by {reg['selected']['rule']}{_selection_seeds(reg)}" if reg.get("selected") else ""
         return f"pre-registered ({reg['rule']}, {reg['date']}{chosen})"
     if "phase" in reg:
         return (f"earlier protocol (registered reading {reg['rule']} waits: {reg['cells_done']}/{reg['cells_needed']} "
                 f"cells, {reg['seeds_needed']} seeds)")
     return "earlier protocol"
+
+
+def _selection_seeds(reg: dict[str, Any]) -> str:
+    """', seeds 1-3 its selection cells' when the choice read this slice's cells of the chosen method."""
+    seeds = reg["selected"].get("selection_seeds") or []
+    return f", seeds {', '.join(map(str, seeds))} its selection cells" if seeds else ""
 
 
 def _by_run(flags: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

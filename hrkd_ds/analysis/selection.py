@@ -171,7 +171,8 @@ def resolve(spec: Mapping[str, Any], dev_of: DevOf) -> tuple[dict[str, Any], lis
             pairs = [[best if side.strip() == BEST else side.strip() for side in str(c).split(" - ")]
                      for c in reg.get("compare") or []]
             reg["compare"] = [" - ".join(p) for p in pairs if len(set(p)) == len(p)]  # kd chosen: no "kd - kd"
-            reg["selected"] = {"rule": rule, "method": best}
+            reg["selected"] = {"rule": rule, "method": best,  # + the cells of it the choice read (their dev)
+                               "read": choose_cells(out["preregistration"][rule]["choose"])[best]}
         phases.append(phase)
     out["phases"] = phases
     return out, waiting

@@ -82,7 +82,9 @@ def _choice(method, done=42):
 def test_the_fine_tuning_block_reads_the_recipe_chosen_on_dev_and_waits_without_one():
     sl = _slice(("amazon", 0.1, "L4H192sel"))
     sl["rows"].append({**sl["rows"][2], "model": "logit-kd-aug"})  # kd's accuracies under the chosen name
-    sl["comparisons"].append({**sl["comparisons"][1], "a": "logit-kd-aug"})  # logit-kd-aug - none
+    sl["comparisons"].append({**sl["comparisons"][1], "a": "logit-kd-aug",  # logit-kd-aug - none
+                              "registration": {"status": "pre-registered", "rule": "r", "date": "d",
+                                               "selected": {"rule": "r", "method": "logit-kd-aug", "selection_seeds": [1, 2, 3]}}})
     waiting = render_block("distill-vs-finetune", [sl], [_choice(None, done=41)])
     assert "The pre-registered rule v2-recipes has not chosen a recipe yet (41 of 42 selection cells finished)." in waiting
     assert "logit-kd-aug" not in waiting and "| `kd` | 83.00 ± 2.00 (5) ⚑1 |" in waiting  # one slice: a row per model
@@ -90,6 +92,7 @@ def test_the_fine_tuning_block_reads_the_recipe_chosen_on_dev_and_waits_without_
     assert chosen.splitlines()[2].startswith("`logit-kd-aug`: the recipe the pre-registered rule v2-recipes chose on dev")
     assert "| `logit-kd-aug` | 83.00 ± 2.00 (5) |" in chosen  # its own row (no run of it flagged)
     assert "| Amazon 10%, `L4H192sel` | logit-kd-aug − none | **+3.00** |" in chosen
+    assert "| yes (r, d; seeds 1, 2, 3 are the choice's selection cells) |" in chosen  # not independent of the choice
     assert "| Amazon 10%, `L4H192sel` | logit-kd-aug − kd | – | no paired runs |" in chosen  # rows, but no comparison
     assert "Not in the report yet: Amazon 100%, `L3`, Amazon 100%, `L4H192sel`, MNLI 10%, `L4H192sel`." in chosen
     no_kd = {**sl, "rows": [r for r in sl["rows"] if r["model"] != "kd"]}

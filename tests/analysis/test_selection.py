@@ -13,7 +13,7 @@ from hrkd_ds.analysis.cells import scan_grids
 from hrkd_ds.analysis.grid import GridCell, check_phases, expand, load_spec
 from hrkd_ds.analysis.grid_progress import Progress
 from hrkd_ds.analysis.grid_schedule import run_planned
-from hrkd_ds.analysis.protocol import registered_phases
+from hrkd_ds.analysis.protocol import registered_phases, registration
 from hrkd_ds.analysis.results_render import render_choices
 from hrkd_ds.analysis.selection import choice_lines, choice_summary, decide, dev_of_cells, resolve
 from hrkd_ds.errors import UserError
@@ -79,7 +79,15 @@ def test_a_selected_phase_waits_then_runs_the_chosen_method_under_its_name():
     ids = {c.id for c in expand(chosen, REPO)}
     assert {"amazon/f1.0/L3/logit-kd/s1", "amazon/f1.0/L3/none/s1"} <= ids
     (ph,) = registered_phases(chosen)
-    assert ph["compare"] == [("logit-kd", "none"), ("logit-kd", "kd")] and ph["selected"] == {"rule": "r", "method": "logit-kd"}
+    assert ph["compare"] == [("logit-kd", "none"), ("logit-kd", "kd")]
+    assert ph["selected"] == {"rule": "r", "method": "logit-kd", "read": ["amazon/f0.1/L3/logit-kd/s1", "amazon/f0.1/L3/logit-kd/s2"]}
+    # the choice read Amazon 10%'s cells, this phase runs Amazon 100%: none of its seeds was a selection cell
+    finished = {(m, s) for m in ("logit-kd", "none", "kd") for s in (1,)}
+    assert registration([ph], ("amazon", 1.0, "L3"), "logit-kd", "none", finished, 1)["selected"]["selection_seeds"] == []
+    here = {**ph, "fractions": [0.1], "seeds": [1, 2, 3]}  # the same phase on the selection's own slice
+    finished = {(m, s) for m in ("logit-kd", "none", "kd") for s in (1, 2, 3)}
+    reg = registration([here], ("amazon", 0.1, "L3"), "logit-kd", "none", finished, 3)
+    assert reg["selected"] == {"rule": "r", "method": "logit-kd", "selection_seeds": [1, 2]}
     # kd chosen: its comparison with itself is dropped
     table.update({f"amazon/f0.1/L3/logit-kd/s{s}": 0.6 for s in (1, 2)})
     (ph,) = registered_phases(resolve(spec, table.get)[0])
