@@ -36,6 +36,7 @@ from pathlib import Path
 
 from hrkd_ds.analysis.archive import sync_archive
 from hrkd_ds.analysis.cell_timing import record_attempt, timed
+from hrkd_ds.analysis.grid_estimate import estimate_line
 from hrkd_ds.analysis.cells import METHOD_ORDER, scan_grids
 from hrkd_ds.analysis.duplicates import regenerate as regenerate_duplicates
 from hrkd_ds.analysis.grid import GridCell, check_phases, expand, load_spec, select
@@ -224,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         progress = Progress(cells, root, archive)
         if args.list:
-            print("\n".join(progress.listing() + waiting + choices))
+            pending = [c.id for c in progress.order() if progress.state(c) in ("ready", "waiting")]
+            print("\n".join(progress.listing() + [estimate_line(pending, [root, archive])] + waiting + choices))
             return 0
         rc = 0
         if not args.report:
