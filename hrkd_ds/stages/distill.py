@@ -16,6 +16,7 @@ from hrkd_ds.config.deepspeed import compute_precision, zero_stage
 from hrkd_ds.data.augment import with_transfer_set
 from hrkd_ds.data.collate import collate_episode
 from hrkd_ds.distill.methods import build_step_module, method, term_weights
+from hrkd_ds.distill.target_confidence import confidence_warning, soft_target_entropy
 from hrkd_ds.distill.teacher_targets import (
     cacheable, label_rows, load_or_build, reads_pooled, split_columns, targets_key, teacher_fingerprint,
 )
@@ -197,6 +198,10 @@ def with_cached_targets(ctx: TransferContext, src: Path, stage, spec) -> Transfe
               f"({sum(len(t) for t in targets)} rows{', logits and pooled states' if pooled else ''}, "
               f"{time.perf_counter() - t0:.1f} s); no teacher forward in the distill steps",
               flush=True)
+        tau = cfg.distill.temperature
+        warning = confidence_warning(soft_target_entropy(targets, tau), tau)
+        if warning:
+            print(warning, flush=True)
     if "teacher" not in ctx.results:  # as run_distill does for an online teacher
         found = teacher_run_results(ctx)
         if any_rank(found is None, ctx.dist.device):

@@ -17,6 +17,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from hrkd_ds.data.checked_cache import read_arrays  # noqa: E402
+from hrkd_ds.distill.target_confidence import NEAR_UNIFORM, soft_target_entropy  # noqa: E402
 from integration_helpers import (  # noqa: E402
     Launch, assert_ok, deepspeed_cmd, free_port, losses_by_step, preempt_after, read_results, run, single_cmd, torchrun_cmd,
     train_args,
@@ -54,6 +56,10 @@ def test_cached_targets_built_once_and_no_teacher_engine_in_the_stage(run_a, cac
     results = read_results(out)
     assert results["student"]["method"] == "logit-kd" and "teacher" in results
     assert sorted(losses_by_step(out, "student")) == list(range(1, 11))
+    # the run warns about nearly uniform soft targets exactly when the cached logits are (once, rank 0)
+    arrays, _ = read_arrays(entries[0])  # logits only: no pooled term in this recipe
+    warned = res.log.count("soft targets are nearly uniform")
+    assert warned == (1 if soft_target_entropy(list(arrays.values())) > NEAR_UNIFORM else 0), res.tail()
 
 
 @pytest.mark.multiprocess
