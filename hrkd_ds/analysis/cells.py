@@ -31,6 +31,12 @@ def student_cell_id(dataset: str, fraction: Any, student: str, method: str, seed
     return f"{dataset}/f{fraction}/{student}/{method}/s{seed}"
 
 
+def parse_student_cell_id(cell_id: str) -> tuple[str, float, str, str, int]:
+    """The inverse of student_cell_id: (dataset, fraction as a float, student, method, seed)."""
+    dataset, frac, student, method, seed = cell_id.split("/")
+    return dataset, float(frac[1:]), student, method, int(seed[1:])
+
+
 @dataclass
 class Cell:
     """One finished grid cell."""

@@ -42,8 +42,8 @@ def _walls(kind: str, roots: Iterable[Path]) -> list[float]:
 
 
 def estimate(pending_ids: Iterable[str], roots: Iterable[Path]) -> dict[str, Any]:
-    """{"known_s": sum of the estimates, "known": cells estimated, "unknown": [kinds without a
-    finished peer, each once]} for the cells not yet done."""
+    """{"known_s": sum of the estimates, "known": cells estimated, "unknown": [ids of the cells
+    whose kind has no finished, timed peer]} for the cells not yet done."""
     roots, by_kind, known_s, known, unknown = list(roots), {}, 0.0, 0, []
     for cid in pending_ids:
         kind = kind_of(cid)

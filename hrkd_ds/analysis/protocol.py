@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
+from hrkd_ds.analysis.cells import parse_student_cell_id
 from hrkd_ds.analysis.selection import selected_rule
 
 DEGENERATE_SHARE = 0.9
@@ -108,8 +109,7 @@ def _selected_here(selected: Mapping[str, Any], slice_key: tuple[str, float, str
     the choice read on dev (`selection_seeds`): there the slice is not independent of the choice."""
     dataset, fraction, student = slice_key
     seeds = []
-    for cell_id in selected.get("read") or []:
-        ds, frac, st, method, seed = cell_id.split("/")
-        if (ds, st, method) == (dataset, student, selected["method"]) and abs(float(frac[1:]) - fraction) < 1e-9:
-            seeds.append(int(seed[1:]))
+    for ds, frac, st, method, seed in map(parse_student_cell_id, selected.get("read") or []):
+        if (ds, st, method) == (dataset, student, selected["method"]) and abs(frac - fraction) < 1e-9:
+            seeds.append(seed)
     return {"rule": selected["rule"], "method": selected["method"], "selection_seeds": sorted(seeds)}
